@@ -1,0 +1,60 @@
+"""Configuration of the OKAI bridge: the ``[vendors.okai]`` table plus ``LOCKTWIN_OKAI_*`` variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridges.okai.models import OkaiCode
+from contracts.errors import ErrorCode
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_ERROR_CODES", "OkaiSettings"]
+
+DEFAULT_BASE_URL = "https://iot-api.okai.co/shareos-device"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_POLL_INTERVAL = 30.0
+
+#: vendor envelope code -> normalized code. [guess] OKAI's codes are not public; anything else that is
+#: not a success code becomes VENDOR_ERROR with the vendor's code and message kept.
+DEFAULT_ERROR_CODES: dict[str, ErrorCode] = {
+    str(int(OkaiCode.PARAM_ERROR)): ErrorCode.INVALID_PAYLOAD,
+    str(int(OkaiCode.USER_KEY_INVALID)): ErrorCode.AUTH_FAILED,
+    str(int(OkaiCode.SIGN_ERROR)): ErrorCode.AUTH_FAILED,
+    str(int(OkaiCode.TIMESTAMP_EXPIRED)): ErrorCode.AUTH_FAILED,
+    str(int(OkaiCode.DEVICE_NOT_FOUND)): ErrorCode.UNKNOWN_DEVICE,
+    str(int(OkaiCode.DEVICE_OFFLINE)): ErrorCode.DEVICE_OFFLINE,
+}
+
+#: metres per unit of ``totalMile``/``remainMile``
+DISTANCE_FACTORS: dict[str, float] = {"km": 1000.0, "mi": 1609.344, "m": 1.0}
+
+
+class OkaiSettings(BaseSettings):
+    """Strict: an unknown key is a configuration error."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCKTWIN_OKAI_", extra="forbid", frozen=True)
+
+    user_key: SecretStr = Field(description="the customer's identity key (userKey)")
+    sign_key: SecretStr | None = Field(default=None, description="signKey; None when signing is off")
+    #: "all": every request parameter except sign (userKey and timestamp included) [guess, the default];
+    #: "business": only the operation's parameters, as the document's worked example spells it
+    sign_params: Literal["all", "business"] = "all"
+    #: "params": identity as request parameters (query string on GET, JSON body on POST);
+    #: "headers": as HTTP headers, like the document's curl sample
+    auth_in: Literal["params", "headers"] = "params"
+    #: the document's table shows seconds, its curl sample milliseconds
+    timestamp_unit: Literal["s", "ms"] = "ms"
+    base_url: str = DEFAULT_BASE_URL
+    devices: list[str] = Field(default_factory=list, description="IMEIs served by this bridge")
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
+    poll_interval: float | None = Field(default=DEFAULT_POLL_INTERVAL, gt=0)
+    #: unit of totalMile/remainMile as the vendor reports them [guess: km]
+    distance_unit: Literal["km", "mi", "m"] = "km"
+    success_codes: list[int | str] = Field(default_factory=lambda: list[int | str]([int(OkaiCode.SUCCESS), 0]))
+    error_codes: dict[str, ErrorCode] = Field(default_factory=lambda: dict(DEFAULT_ERROR_CODES))
+
+    @property
+    def metres_per_unit(self) -> float:
+        return DISTANCE_FACTORS[self.distance_unit]

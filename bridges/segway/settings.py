@@ -1,0 +1,73 @@
+"""Configuration of the Segway Discovery bridge (``[vendors.segway]`` plus ``LOCKTWIN_SEGWAY_*``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_PUSH_MAX_BODY",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_TOKEN_REFRESH_AHEAD",
+    "REGION_HOSTS",
+    "SegwaySettings",
+    "region_base_url",
+]
+
+#: API host by the first letter of the platform code (the document's region table).
+REGION_HOSTS: dict[str, str] = {
+    "A": "https://apac-api.segwaydiscovery.com",
+    "E": "https://eu-api.segwaydiscovery.com",
+    "U": "https://us-api.segwaydiscovery.com",
+    "C": "https://cn-api.segwaydiscovery.com",
+}
+DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_REQUEST_TIMEOUT = 10.0
+#: refresh this long before ``expires_in`` runs out (capped at half the token's lifetime)
+DEFAULT_TOKEN_REFRESH_AHEAD = 120.0
+DEFAULT_PUSH_MAX_BODY = 16 * 1024
+
+
+def region_base_url(platform_code: str) -> str:
+    """The API host for a platform code (``A20081`` -> apac)."""
+    try:
+        return REGION_HOSTS[platform_code[:1].upper()]
+    except KeyError:
+        raise ValueError(f"platform code must start with one of {', '.join(REGION_HOSTS)}") from None
+
+
+class SegwaySettings(BaseSettings):
+    """Credentials, devices and knobs. Secrets are :class:`SecretStr` and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCKTWIN_SEGWAY_", extra="forbid", frozen=True)
+
+    #: the platform code (``client_id``); its first letter picks the region
+    client_id: str = Field(min_length=1, max_length=64)
+    client_secret: SecretStr
+    #: overrides the region host (simulator, private endpoints)
+    base_url: str | None = None
+    #: IoT IMEIs (``iotCode``) of the vehicles this bridge serves
+    devices: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] = Field(default_factory=list)
+    poll_interval: float | None = Field(default=DEFAULT_POLL_INTERVAL, gt=0)
+    request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
+    token_refresh_ahead: float = Field(default=DEFAULT_TOKEN_REFRESH_AHEAD, ge=0)
+    #: ask the vehicle for a fresh fix on every location read (slower, costs the device a report)
+    realtime_location: bool = False
+    push_enabled: bool = False
+    push_host: str = "127.0.0.1"
+    push_port: int = Field(default=0, ge=0, le=65535)
+    push_max_body: int = Field(default=DEFAULT_PUSH_MAX_BODY, gt=0)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("devices must be unique")
+        return value
+
+    @property
+    def api_base_url(self) -> str:
+        return (self.base_url or region_base_url(self.client_id)).rstrip("/")

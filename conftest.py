@@ -1,0 +1,24 @@
+"""Fixtures shared by the core tests and every vendor's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from twin.testing import broker_from_environment
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker() -> Iterator[str]:
+    """URL of the broker for tests: MQTT_URL, else a private mosquitto, else testcontainers."""
+    url, cleanup = broker_from_environment()
+    try:
+        yield url
+    finally:
+        cleanup()

@@ -1,0 +1,238 @@
+"""Every MQTT payload of locktwin, declared once.
+
+Inbound models (what users send) tolerate unknown keys so that newer clients keep working, but the
+keys that matter are strictly typed. Outbound models (what locktwin publishes) are what the JSON
+Schemas and the AsyncAPI document are generated from.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from contracts.errors import ErrorInfo
+
+__all__ = [
+    "DEVICE_ID_PATTERN",
+    "ActionRequest",
+    "Availability",
+    "BridgeDevices",
+    "CommandStatus",
+    "CommandSummary",
+    "DesiredLock",
+    "DeviceEntry",
+    "DeviceState",
+    "Event",
+    "EventType",
+    "FieldMetadata",
+    "GetRequest",
+    "LockState",
+    "Response",
+    "SetRequest",
+    "TwinDocument",
+]
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+TRANSACTION_PATTERN = r"^[\x21-\x7e]{1,128}$"
+
+
+class LockState(StrEnum):
+    """Home Assistant's words for a lock."""
+
+    LOCKED = "LOCKED"
+    UNLOCKED = "UNLOCKED"
+    LOCKING = "LOCKING"
+    UNLOCKING = "UNLOCKING"
+    JAMMED = "JAMMED"
+    UNKNOWN = "UNKNOWN"
+
+
+class DesiredLock(StrEnum):
+    LOCKED = "LOCKED"
+    UNLOCKED = "UNLOCKED"
+
+
+class CommandStatus(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        CommandStatus.REJECTED,
+        CommandStatus.SUCCEEDED,
+        CommandStatus.FAILED,
+        CommandStatus.EXPIRED,
+        CommandStatus.SUPERSEDED,
+    }
+)
+
+
+class _Inbound(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    transaction: str | None = Field(
+        default=None,
+        pattern=TRANSACTION_PATTERN,
+        description="client-chosen id; the same transaction on the same device is executed once",
+    )
+
+
+class SetRequest(_Inbound):
+    """Payload of ``{base}/{vendor}/{device}/set``: a patch of the desired state.
+
+    The plain Home Assistant payloads ``LOCK`` and ``UNLOCK`` are accepted too and mean
+    ``{"lock": "LOCKED"}`` and ``{"lock": "UNLOCKED"}``. Vendors may declare more desired fields
+    (e.g. door-lock cards); those arrive as extra keys and are validated by the vendor's models.
+    """
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    lock: DesiredLock | None = None
+    expires_in: float | None = Field(
+        default=None, gt=0, le=86400, description="seconds the command may take before it expires"
+    )
+    issued_at: AwareDatetime | None = Field(
+        default=None, description="when the sender issued the command; expiry counts from here"
+    )
+    if_version: int | None = Field(default=None, ge=0, description="refuse unless the twin has this version")
+
+
+class GetRequest(_Inbound):
+    """Payload of ``{base}/{vendor}/{device}/get`` (may be empty)."""
+
+
+class ActionRequest(_Inbound):
+    """Payload of ``{base}/{vendor}/{device}/request/{action}``: the action's arguments plus envelope keys."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    expires_in: float | None = Field(default=None, gt=0, le=86400)
+    issued_at: AwareDatetime | None = None
+
+
+class Response(BaseModel):
+    """Answer on ``{base}/{vendor}/{device}/response/{set|get|action}`` or the MQTT v5 response topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction: str | None
+    command_id: str | None
+    status: CommandStatus
+    data: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+class FieldMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observed_at: datetime | None = Field(description="when the vendor says the value was true")
+    received_at: datetime = Field(description="when locktwin learned it")
+    source: str = Field(description="poll, push, command, get, start ...")
+
+
+class CommandSummary(BaseModel):
+    """The current or last command of a device, as shown in its twin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: str
+    transaction: str | None
+    kind: Literal["set", "action"]
+    name: str = Field(description="desired field or action name")
+    value: Any = None
+    status: CommandStatus
+    source: str
+    accepted_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    attempts: int
+    error: ErrorInfo | None = None
+
+
+class TwinDocument(BaseModel):
+    """Retained on ``{base}/{vendor}/{device}/twin``: AWS-shadow-like desired/reported/delta."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+    delta: dict[str, Any]
+    metadata: dict[str, FieldMetadata]
+    command: CommandSummary | None
+    hold: DesiredLock | None = None
+
+
+class DeviceState(BaseModel):
+    """Retained on ``{base}/{vendor}/{device}/state``: flat, for dashboards and Home Assistant.
+
+    ``lock`` is LOCKING/UNLOCKING only while a command is in flight, otherwise what was observed.
+    Vendors add their own telemetry keys (speed, odometer_m, ...).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    lock: LockState
+    online: bool | None = None
+    battery: float | None = Field(default=None, ge=0, le=100, description="percent")
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    updated_at: datetime
+
+
+Availability = Literal["online", "offline"]
+
+
+class DeviceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=DEVICE_ID_PATTERN)
+    name: str | None = None
+    model: str | None = None
+    capabilities: list[str]
+    actions: list[str]
+    desired_fields: list[str]
+
+
+class BridgeDevices(BaseModel):
+    """Retained on ``{base}/bridge/{vendor}/devices``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vendor: str
+    devices: list[DeviceEntry]
+
+
+class EventType(StrEnum):
+    COMMAND = "command"
+    DRIFT = "drift"
+    ALERT = "alert"
+    FAULT = "fault"
+    STATE = "state"
+    AUTH = "auth"
+
+
+class Event(BaseModel):
+    """Not retained, on ``{base}/{vendor}/{device}/event``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: EventType
+    at: datetime
+    data: dict[str, Any]

@@ -1,0 +1,151 @@
+"""Command lifecycle over a real mosquitto and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts.errors import ErrorCode
+from tests.fake_adapter import FakeAdapter
+from twin.adapter import VendorError
+from twin.testing import BridgeHarness
+
+pytestmark = pytest.mark.anyio
+
+
+def harness(adapter: FakeAdapter, broker: str, tmp_path: Path, **kw: object) -> BridgeHarness:
+    return BridgeHarness(adapter=adapter, broker_url=broker, data_dir=tmp_path, **kw)  # type: ignore[arg-type]
+
+
+async def test_set_lock_succeeds_after_confirmation(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    adapter.locks["d1"].locked = False
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "LOCKED", "transaction": "t-1"})
+        assert final["status"] == "succeeded"
+        statuses = [r["status"] for r in h.responses("d1") if r["transaction"] == "t-1"]
+        assert statuses == ["accepted", "succeeded"]
+        state = await h.wait_retained("d1", "state", lambda s: s["lock"] == "LOCKED")
+        assert state["online"] is True and state["battery"] == 80
+        twin = await h.wait_retained("d1", "twin", lambda t: t["command"]["status"] == "succeeded")
+        assert twin["desired"] == {} and twin["reported"]["lock"] == "LOCKED"
+        assert twin["metadata"]["lock"]["source"] in ("confirm", "poll", "command")
+        transitions = [e["data"]["to"] for e in h.events("d1", "command")]
+        assert transitions == ["accepted", "sent", "acknowledged", "succeeded"]
+
+
+async def test_state_shows_unlocking_only_while_in_flight(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    adapter.locks["d1"].bolt_seconds = 0.5
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "UNLOCKED"})
+        assert final["status"] == "succeeded"
+        locks = [json.loads(p)["lock"] for t, p, _, _ in h.messages if t == h.topic("d1", "state")]
+        assert "UNLOCKING" in locks
+        assert locks[-1] == "UNLOCKED"
+        # never an optimistic final state: UNLOCKED appears only after the vendor reported it
+        first_unlocked = locks.index("UNLOCKED")
+        assert all(s != "UNLOCKED" for s in locks[:first_unlocked])
+
+
+async def test_plain_home_assistant_payloads(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        await h.publish(h.topic("d1", "set"), "UNLOCK")
+        await h.wait_retained("d1", "state", lambda s: s["lock"] == "UNLOCKED")
+        await h.publish(h.topic("d1", "set"), "LOCK")
+        await h.wait_retained("d1", "state", lambda s: s["lock"] == "LOCKED")
+        assert adapter.calls == [("d1", "unlock"), ("d1", "lock")]
+
+
+async def test_never_moving_lock_fails_not_confirmed(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    adapter.locks["d1"].moves = False
+    adapter.locks["d1"].locked = False
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "LOCKED", "expires_in": 1})
+        assert final["status"] == "failed"
+        assert final["error"]["code"] == ErrorCode.NOT_CONFIRMED
+        state = await h.wait_retained("d1", "state", lambda s: s["lock"] != "LOCKING")
+        assert state["lock"] == "UNLOCKED"
+
+
+async def test_non_retryable_error_fails_without_retry(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    adapter.locks["d1"].errors.append(
+        VendorError(ErrorCode.DEVICE_BUSY, "riding", vendor_code=15600, vendor_message="vehicle is riding")
+    )
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "UNLOCKED"})
+        assert final["status"] == "failed"
+        assert final["error"] == {
+            "code": "DEVICE_BUSY",
+            "message": "riding",
+            "vendor_code": "15600",
+            "vendor_message": "vehicle is riding",
+            "retryable": False,
+            "retry_after": None,
+        }
+        assert adapter.calls == [("d1", "unlock")]
+
+
+async def test_retryable_error_is_retried_then_succeeds(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    adapter.locks["d1"].errors.extend(
+        [VendorError(ErrorCode.VENDOR_UNAVAILABLE, "503"), VendorError(ErrorCode.RATE_LIMITED, "slow", retry_after=0.2)]
+    )
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "UNLOCKED", "expires_in": 10})
+        assert final["status"] == "succeeded"
+        assert adapter.calls == [("d1", "unlock")] * 3
+
+
+async def test_offline_device_is_retried_until_expired(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    adapter.locks["d1"].online = False
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "UNLOCKED", "expires_in": 1.5})
+        assert final["status"] == "expired"
+        assert final["error"]["code"] == "EXPIRED"
+        assert len(adapter.calls) >= 2
+        twin = h.retained_json("d1", "twin")
+        assert twin["desired"] == {}
+
+
+async def test_action_returns_data_and_validates_arguments(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        ok = await h.request("d1", "find", {"volume": 3})
+        assert ok["status"] == "succeeded" and ok["data"] == {"beeped": True, "volume": 3}
+        bad = await h.request("d1", "find", {"volume": 9})
+        assert bad["status"] == "rejected" and bad["error"]["code"] == "INVALID_PAYLOAD"
+        assert "volume" in bad["error"]["message"]
+        unknown = await h.request("d1", "fly")
+        assert unknown["status"] == "rejected" and unknown["error"]["code"] == "UNSUPPORTED"
+        assert adapter.calls == [("d1", "find")]
+
+
+async def test_sensitive_action_answer_is_not_stored(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        ok = await h.request("d1", "get_secret_key")
+        assert ok["data"] == {"secret_key": "K3Y-d1"}
+        retained = [p for t, p, r, _ in h.messages if r or t.endswith(("/twin", "/state"))]
+        assert all(b"K3Y" not in p for p in retained)
+    db = (tmp_path / "fake" / "twins.sqlite").read_bytes()
+    assert b"K3Y-d1" not in db
+
+
+async def test_get_refreshes_from_vendor(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        adapter.locks["d2"].battery = 42
+        answer = await h.get("d2")
+        assert answer["status"] == "succeeded"
+        assert answer["data"]["reported"]["battery"] == 42
+        assert (await h.wait_retained("d2", "state", lambda s: s["battery"] == 42))["battery"] == 42
+        adapter.locks["d2"].online = False
+        failed = await h.get("d2")
+        assert failed["status"] == "failed" and failed["error"]["code"] == "DEVICE_OFFLINE"

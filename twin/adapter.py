@@ -1,0 +1,242 @@
+"""The seam between the generic runtime and one vendor's cloud.
+
+An adapter knows how to talk to one vendor: list its devices, read a device's status as a reported
+patch, execute a desired change (lock/unlock) or a vendor action, and optionally receive pushes. It
+knows nothing about MQTT, the store, retries, expiry or confirmation: the runtime does all of that.
+
+Errors are translated at this boundary: an adapter raises :class:`VendorError` carrying a normalized
+:class:`~contracts.errors.ErrorCode` (and the vendor's own code and message), never an HTTP or
+library exception. Anything else an adapter raises is treated as ``VENDOR_ERROR``.
+
+Exception tree::
+
+    VendorError            a failed vendor operation, with its normalized ErrorInfo
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.errors import ErrorCode, ErrorInfo
+from contracts.messages import DesiredLock, EventType, LockState
+
+__all__ = [
+    "LOCK_FIELD",
+    "ActionSpec",
+    "Adapter",
+    "BridgeSink",
+    "CommandContext",
+    "DesiredField",
+    "DeviceInfo",
+    "ExecuteResult",
+    "ReportedPatch",
+    "VendorError",
+    "lock_state",
+]
+
+
+class VendorError(Exception):
+    """A vendor operation failed; ``info`` is what users see on the response topic."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        vendor_code: str | int | None = None,
+        vendor_message: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.info = ErrorInfo.of(
+            code,
+            message,
+            vendor_code=vendor_code,
+            vendor_message=vendor_message,
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+
+
+class DeviceInfo(BaseModel):
+    """One device an adapter serves."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")
+    name: str | None = None
+    model: str | None = None
+    capabilities: frozenset[str] = frozenset({"lock"})
+    #: seconds between status reads when nothing else happens; None: never poll (push only)
+    poll_interval: float | None = None
+
+
+class ReportedPatch(BaseModel):
+    """Values the vendor reported for one device, with the vendor's timestamps.
+
+    ``values`` uses the twin's field names and units (``lock`` as a :class:`LockState`, ``online``,
+    ``battery`` in percent, ``latitude``/``longitude``, distances in metres...). A value whose
+    ``observed_at`` is older than the one already stored is ignored, so a late push never
+    overwrites newer state.
+    """
+
+    values: dict[str, Any]
+    observed_at: datetime | None = None
+    field_observed_at: dict[str, datetime] = Field(default_factory=dict)
+
+    def observed(self, name: str) -> datetime | None:
+        return self.field_observed_at.get(name, self.observed_at)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandContext:
+    """What an adapter may know about the command it is executing."""
+
+    command_id: str
+    transaction: str | None
+    device_id: str
+    name: str
+    expires_at: datetime
+    attempt: int
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left before the command expires (a vendor may pass this on to the device)."""
+        return max(0.0, (self.expires_at - datetime.now(UTC)).total_seconds())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecuteResult:
+    """A vendor accepted an operation.
+
+    For a desired field, acceptance is not success: the runtime confirms it from the reported
+    state. For an action, ``data`` is the final answer. ``reported`` lets an adapter hand over state
+    it learned from the same call.
+    """
+
+    data: dict[str, Any] | None = None
+    reported: ReportedPatch | None = None
+
+
+ActionHandler = Callable[[str, Any, CommandContext], Awaitable[ExecuteResult]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionSpec:
+    """A vendor operation that is not state, served on ``/request/{name}``.
+
+    ``arguments`` validates the payload before any vendor call (ranges from the vendor's document).
+    ``idempotent`` actions may be sent again after a crash left their outcome unknown; others are
+    never repeated. ``sensitive`` answers (a bluetooth key) are published once, never stored.
+    """
+
+    name: str
+    arguments: type[BaseModel]
+    handler: ActionHandler
+    description: str = ""
+    idempotent: bool = False
+    sensitive: bool = False
+    capability: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesiredField:
+    """A field users may set on ``/set``. ``lock`` is the common one; vendors may add more."""
+
+    name: str
+    type: Any
+    capability: str
+    idempotent: bool = True
+    #: a value that holds as reported once this returns True
+    confirmed: Callable[[Any, Mapping[str, Any]], bool] = field(
+        default=lambda value, reported: reported.get("lock") == value
+    )
+
+
+LOCK_FIELD = DesiredField(name="lock", type=DesiredLock, capability="lock")
+
+
+class BridgeSink(Protocol):
+    """What the runtime offers an adapter for pushes, vendor events and its own files."""
+
+    @property
+    def data_dir(self) -> Path:
+        """A folder of this adapter's own (e.g. a token store), next to the twin store."""
+        ...
+
+    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
+        """Store a reported patch; returns False for an unknown device. Returns after the write."""
+        ...
+
+    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None: ...
+
+
+class Adapter(ABC):
+    """Base class of a vendor adapter. Constructors assign; ``start`` does I/O."""
+
+    vendor: ClassVar[str]
+    #: the adapter's configuration model (the ``[vendors.<name>]`` table plus LOCKTWIN_<NAME>_* env)
+    settings_model: ClassVar[type[BaseModel]]
+    default_expiry: ClassVar[float] = 30.0
+    max_expiry: ClassVar[float] = 300.0
+    max_in_flight: ClassVar[int] = 16
+    #: first delay between confirmation reads after a vendor accepted a command; grows by 1.5x
+    confirm_interval: ClassVar[float] = 1.0
+    confirm_max_interval: ClassVar[float] = 10.0
+    #: reported keys that must never reach a retained topic or the store
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, *, settings: BaseModel) -> None:
+        self.settings = settings
+
+    async def start(self, sink: BridgeSink) -> None:  # noqa: B027 - optional hook
+        """Open connections, start push intake. Called once before any other call.
+
+        ``start`` and ``stop`` are called from the same task, so a context entered here (an
+        ``AsyncExitStack`` holding ``serve_asgi(...)``) may be closed in ``stop``.
+        """
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Close what ``start`` opened."""
+
+    @classmethod
+    def cli(cls, argv: Sequence[str]) -> int:
+        """``locktwin <vendor> ...``: vendor commands for operators (e.g. linking an account)."""
+        print(f"{cls.vendor} has no commands of its own")  # noqa: T201
+        return 2
+
+    @abstractmethod
+    async def list_devices(self) -> Sequence[DeviceInfo]: ...
+
+    @abstractmethod
+    async def read_status(self, device_id: str) -> ReportedPatch: ...
+
+    async def set_desired(self, device_id: str, name: str, value: Any, ctx: CommandContext) -> ExecuteResult:
+        """Ask the vendor to make ``name`` equal ``value``; the default handles ``lock``."""
+        if name == "lock":
+            return await self.lock(device_id, locked=value == DesiredLock.LOCKED, ctx=ctx)
+        raise VendorError(ErrorCode.UNSUPPORTED, f"{self.vendor} cannot set {name!r}")
+
+    async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
+        raise VendorError(ErrorCode.UNSUPPORTED, f"{self.vendor} cannot lock or unlock")
+
+    def desired_fields(self) -> Mapping[str, DesiredField]:
+        return {"lock": LOCK_FIELD}
+
+    def actions(self) -> Mapping[str, ActionSpec]:
+        return {}
+
+
+def lock_state(*, locked: bool | None) -> LockState:
+    """Map a vendor's boolean to the common lock state."""
+    if locked is None:
+        return LockState.UNKNOWN
+    return LockState.LOCKED if locked else LockState.UNLOCKED

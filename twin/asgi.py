@@ -1,0 +1,62 @@
+"""Serve an ASGI app on a real socket inside the running event loop.
+
+Used by the push intake of adapters and by the vendor simulators, so tests and the demo talk to
+them over real HTTP. Uvicorn is the server; binding to port 0 picks a free port, read back from the
+bound socket.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["ServedApp", "serve_asgi"]
+
+
+@dataclass(frozen=True)
+class ServedApp:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@asynccontextmanager
+async def serve_asgi(
+    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, limit_concurrency: int | None = None
+) -> AsyncIterator[ServedApp]:
+    """Run ``app`` until the block exits; yields where it listens."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        limit_concurrency=limit_concurrency,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    bound_port = sock.getsockname()[1]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        while not server.started:
+            if server.should_exit:
+                raise RuntimeError(f"HTTP server on {host}:{bound_port} failed to start")
+            await anyio.sleep(0.01)
+        try:
+            yield ServedApp(host=host, port=bound_port)
+        finally:
+            server.should_exit = True
+    sock.close()

@@ -1,0 +1,155 @@
+"""Configuration: a TOML file plus ``LOCKTWIN_*`` environment variables (the environment wins).
+
+Secrets (the MQTT password, vendor client secrets) come only from the environment or from a file
+named by a ``*_file`` setting; a secret written into the TOML file is refused at load time, and
+secrets are :class:`~pydantic.SecretStr` so they never print.
+
+Example::
+
+    base_topic = "locktwin"
+    data_dir = "/var/lib/locktwin"
+
+    [mqtt]
+    url = "mqtt://broker.example:1883"
+    username = "bridge"            # password: LOCKTWIN_MQTT__PASSWORD or password_file
+
+    [bridges.segway]
+    hold = ["SN0001"]              # devices that are kept LOCKED
+    max_in_flight = 16
+
+    [vendors.segway]               # the adapter's own settings
+    platform_code = "E123"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["BridgeOptions", "LocktwinSettings", "MqttSettings", "load_settings", "load_vendor_settings"]
+
+SECRET_KEYS = ("password", "secret", "token", "sign_key", "signkey", "private_key", "api_key")
+
+
+class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(default=None, description="default: locktwin-<vendor>[-shard]")
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    session_expiry: int = Field(default=3600, ge=0, description="seconds the broker keeps our queued commands")
+    reconnect_max: float = Field(default=30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("mqtt.url must look like mqtt://host:1883")
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+    def secret(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        return None
+
+
+class BridgeOptions(BaseModel):
+    """Runtime options of one vendor's bridge (not the vendor's own settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hold: list[str] = Field(default_factory=list, description="devices the engine keeps LOCKED")
+    default_expiry: float | None = Field(default=None, gt=0)
+    max_expiry: float | None = Field(default=None, gt=0)
+    max_in_flight: int | None = Field(default=None, ge=1)
+    call_timeout: float = Field(default=30.0, gt=0)
+
+
+class LocktwinSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOCKTWIN_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    base_topic: str = Field(default="locktwin", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    data_dir: Path = Path("data")
+    store_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    mqtt: MqttSettings = MqttSettings()
+    bridges: dict[str, BridgeOptions] = Field(default_factory=dict)
+    vendors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which is passed as init values.
+        return env_settings, init_settings, file_secret_settings
+
+    def bridge(self, vendor: str) -> BridgeOptions:
+        return self.bridges.get(vendor, BridgeOptions())
+
+
+def _refuse_secrets(doc: Any, path: str = "") -> None:
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            where = f"{path}.{key}" if path else str(key)
+            lowered = str(key).lower()
+            if any(s in lowered for s in SECRET_KEYS) and not lowered.endswith("_file") and value not in ("", None):
+                raise ValueError(
+                    f"{where}: secrets are not read from the configuration file; set it in the environment "
+                    f"or point {key}_file at a file"
+                )
+            _refuse_secrets(value, where)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> LocktwinSettings:
+    doc: dict[str, Any] = {}
+    if config is not None:
+        with config.open("rb") as fh:
+            doc = tomllib.load(fh)
+        _refuse_secrets(doc)
+    doc.update(overrides)
+    return LocktwinSettings(**doc)
+
+
+def load_vendor_settings(model: type[BaseModel], table: dict[str, Any]) -> BaseModel:
+    """A vendor's settings from its TOML table, overridden by its ``LOCKTWIN_<VENDOR>_*`` variables."""
+    if issubclass(model, BaseSettings):
+
+        class _EnvFirst(model):  # type: ignore[valid-type,misc]
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                return env_settings, init_settings, file_secret_settings
+
+        _EnvFirst.__name__ = model.__name__
+        return _EnvFirst(**table)
+    return model.model_validate(table)

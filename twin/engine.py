@@ -1,0 +1,592 @@
+"""The twin engine of one adapter: command intake, lifecycle, confirmation, drift and hold.
+
+Lifecycle of a command::
+
+    accepted (stored before it is answered) -> sent -> acknowledged -> succeeded
+        \\-> superseded (a newer /set of the same field before it was sent)
+        \\-> expired (its time ran out before the vendor accepted it; never sent after that)
+        \\-> failed (a vendor error that is not worth retrying, or not confirmed before expiry)
+
+Commands of one device run one at a time in the order they were accepted; devices run
+concurrently, with at most ``max_in_flight`` vendor calls of the adapter at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from pydantic import TypeAdapter
+
+from contracts.errors import ErrorCode, ErrorInfo
+from contracts.messages import CommandStatus, DesiredLock, EventType, LockState
+from contracts.topics import InboundTopic, Topics
+from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
+from twin.document import iso
+from twin.intake import Rejected, best_effort_transaction, expiry, parse_action, parse_get, parse_set
+from twin.outbound import Outbound, ReplyTo
+from twin.store import CommandRecord, Store, TwinRecord
+
+__all__ = ["EngineOptions", "TwinEngine"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    hold: frozenset[str] = frozenset()
+    default_expiry: float | None = None
+    max_expiry: float | None = None
+    max_in_flight: int | None = None
+    call_timeout: float = 30.0
+    retry_base: float = 0.5
+    retry_cap: float = 30.0
+
+
+@dataclass
+class _DeviceRuntime:
+    info: DeviceInfo
+    reported_changed: anyio.Event = field(default_factory=anyio.Event)
+    confirmed_by: str | None = None
+    current: CommandRecord | None = None
+    worker_running: bool = False
+    watermark: dict[str, float] = field(default_factory=dict)
+
+
+class TwinEngine:
+    def __init__(self, *, adapter: Adapter, store: Store, topics: Topics, options: EngineOptions) -> None:
+        self.adapter = adapter
+        self.store = store
+        self.topics = topics
+        self.options = options
+        self.out = Outbound(topics=topics, store=store, hold=options.hold, current_of=self._in_flight)
+        self.fields = adapter.desired_fields()
+        self.actions = adapter.actions()
+        self.devices: dict[str, _DeviceRuntime] = {}
+        self.twins: dict[str, TwinRecord] = {}
+        self.limiter = anyio.CapacityLimiter(options.max_in_flight or adapter.max_in_flight)
+        self._tg: TaskGroup | None = None
+        self._default_expiry = options.default_expiry or adapter.default_expiry
+        self._max_expiry = options.max_expiry or adapter.max_expiry
+
+    # -- start -----------------------------------------------------------------------------------
+    async def start(self, tg: TaskGroup, devices: list[DeviceInfo]) -> None:
+        """Load the store, adopt the adapter's devices, settle commands left by a previous run."""
+        self._tg = tg
+        self.twins = self.store.load_twins()
+        listed = {d.id for d in devices}
+        with self.store.transaction():
+            for info in devices:
+                self.devices[info.id] = _DeviceRuntime(info=info)
+                twin = self.twins.setdefault(info.id, TwinRecord(device=info.id))
+                if not twin.present or twin.version == 0:
+                    twin.present = True
+                    self.store.save_twin(twin)
+            for device, twin in self.twins.items():
+                if device not in listed and twin.present:
+                    twin.present = False
+                    self.store.save_twin(twin)
+        self.out.attach(self.twins, devices, self.fields, self.actions)
+        now = time.time()
+        for cmd in self.store.open_commands():
+            if cmd.device not in self.devices:
+                await self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.UNKNOWN_DEVICE, "device is gone"))
+            elif cmd.expires_at <= now:
+                await self._expire(cmd, "expired while the bridge was down")
+            elif cmd.status == CommandStatus.SENT and not cmd.idempotent:
+                # The call may or may not have reached the vendor; repeating it is not safe.
+                await self._finish(
+                    cmd,
+                    CommandStatus.FAILED,
+                    ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "outcome unknown: the bridge stopped during the call"),
+                )
+            else:
+                self._kick(cmd.device)
+
+    # -- inbound -----------------------------------------------------------------------------------
+    async def handle(self, inbound: InboundTopic, payload: bytes, *, retained: bool, reply: ReplyTo | None) -> None:
+        """Answer one inbound message; never raises for bad input."""
+        suffix = inbound.response_suffix
+        try:
+            if retained:
+                raise Rejected(
+                    ErrorCode.RETAINED_COMMAND,
+                    "retained commands are refused; publish commands without the retain flag",
+                    transaction=best_effort_transaction(payload),
+                )
+            if inbound.device not in self.devices:
+                raise Rejected(
+                    ErrorCode.UNKNOWN_DEVICE,
+                    f"no device {inbound.device[:128]!r} on {self.adapter.vendor}",
+                    transaction=best_effort_transaction(payload),
+                )
+            if inbound.kind == "set":
+                await self._intake_set(inbound.device, payload, reply)
+            elif inbound.kind == "get":
+                await self._intake_get(inbound.device, payload, reply)
+            else:
+                await self._intake_action(inbound.device, inbound.action or "", payload, reply)
+        except Rejected as rej:
+            self.out.rejected(inbound.device, suffix, rej.transaction, rej.error, reply)
+
+    def _replay(self, cmd: CommandRecord, suffix: str, reply: ReplyTo | None) -> None:
+        """Idempotency: the same transaction gets the same answers, and no second vendor call."""
+        self.out.answer(cmd, suffix, reply, status=CommandStatus.ACCEPTED)
+        if cmd.status.is_final:
+            self.out.answer(cmd, suffix, reply)
+
+    async def _intake_set(self, device: str, payload: bytes, reply: ReplyTo | None) -> None:
+        req = parse_set(payload, self.fields)
+        spec = self.fields[req.name]
+        if req.transaction is not None:
+            known = self.store.command_by_transaction(device, req.transaction)
+            if known is not None:
+                self._replay(known, "set", reply)
+                return
+        if spec.capability not in self.devices[device].info.capabilities:
+            raise Rejected(ErrorCode.UNSUPPORTED, f"{device} cannot {spec.name}", transaction=req.transaction)
+        twin = self.twins[device]
+        if req.if_version is not None and req.if_version != twin.version:
+            raise Rejected(
+                ErrorCode.VERSION_CONFLICT,
+                f"twin is at version {twin.version}, not {req.if_version}",
+                transaction=req.transaction,
+            )
+        now = time.time()
+        try:
+            expires_at = expiry(
+                expires_in=req.expires_in,
+                issued_at=req.issued_at,
+                default=self._default_expiry,
+                maximum=self._max_expiry,
+                now=now,
+            )
+        except Rejected as rej:
+            rej.transaction = req.transaction
+            raise
+        self._accept(
+            device,
+            kind="set",
+            name=req.name,
+            value=req.value,
+            transaction=req.transaction,
+            expires_at=expires_at,
+            source="mqtt",
+            idempotent=spec.idempotent,
+            sensitive=False,
+            reply=reply,
+        )
+
+    async def _intake_action(self, device: str, action: str, payload: bytes, reply: ReplyTo | None) -> None:
+        spec = self.actions.get(action)
+        if spec is None:
+            raise Rejected(
+                ErrorCode.UNSUPPORTED,
+                f"{self.adapter.vendor} has no action {action[:64]!r}",
+                transaction=best_effort_transaction(payload),
+            )
+        req = parse_action(payload, spec)
+        if req.transaction is not None:
+            known = self.store.command_by_transaction(device, req.transaction)
+            if known is not None:
+                self._replay(known, action, reply)
+                return
+        if spec.capability and spec.capability not in self.devices[device].info.capabilities:
+            raise Rejected(ErrorCode.UNSUPPORTED, f"{device} cannot {action}", transaction=req.transaction)
+        try:
+            expires_at = expiry(
+                expires_in=req.expires_in,
+                issued_at=req.issued_at,
+                default=self._default_expiry,
+                maximum=self._max_expiry,
+                now=time.time(),
+            )
+        except Rejected as rej:
+            rej.transaction = req.transaction
+            raise
+        self._accept(
+            device,
+            kind="action",
+            name=action,
+            value=req.arguments.model_dump(mode="json"),
+            transaction=req.transaction,
+            expires_at=expires_at,
+            source="mqtt",
+            idempotent=spec.idempotent,
+            sensitive=spec.sensitive,
+            reply=reply,
+        )
+
+    async def _intake_get(self, device: str, payload: bytes, reply: ReplyTo | None) -> None:
+        transaction = parse_get(payload)
+        assert self._tg is not None
+        self._tg.start_soon(self._serve_get, device, transaction, reply)
+
+    async def _serve_get(self, device: str, transaction: str | None, reply: ReplyTo | None) -> None:
+        try:
+            patch = await self._call(lambda: self.adapter.read_status(device))
+        except VendorError as exc:
+            self.out.get_answer(device, transaction, reply, error=exc.info)
+            return
+        await self.report(device, patch, source="get")
+        self.out.get_answer(device, transaction, reply, data=self.out.twin_doc(device))
+
+    # -- acceptance --------------------------------------------------------------------------------
+    def _accept(
+        self,
+        device: str,
+        *,
+        kind: str,
+        name: str,
+        value: Any,
+        transaction: str | None,
+        expires_at: float,
+        source: str,
+        idempotent: bool,
+        sensitive: bool,
+        reply: ReplyTo | None,
+    ) -> CommandRecord:
+        now = time.time()
+        cmd = CommandRecord(
+            id=uuid.uuid4().hex,
+            device=device,
+            transaction=transaction,
+            kind="set" if kind == "set" else "action",
+            name=name,
+            value=value,
+            status=CommandStatus.ACCEPTED,
+            source=source,
+            accepted_at=now,
+            expires_at=expires_at,
+            updated_at=now,
+            idempotent=idempotent,
+            sensitive=sensitive,
+            reply_topic=None if reply is None else reply.topic,
+            correlation=None if reply is None else reply.correlation,
+        )
+        twin = self.twins[device]
+        superseded: list[CommandRecord] = []
+        with self.store.transaction():
+            if kind == "set":
+                for old in self.store.open_commands(device):
+                    if old.kind == "set" and old.name == name and old.status == CommandStatus.ACCEPTED:
+                        old.status = CommandStatus.SUPERSEDED
+                        old.result = {"superseded_by": cmd.id, "superseded_by_transaction": transaction}
+                        self.store.update_command(old)
+                        self.store.journal(
+                            entry="outcome",
+                            device=device,
+                            source=old.source,
+                            command_id=old.id,
+                            transaction=old.transaction,
+                            data={"status": "superseded", "by": cmd.id},
+                        )
+                        superseded.append(old)
+                twin.desired[name] = value
+            self.store.insert_command(cmd)
+            twin.command_id = cmd.id
+            twin.version += 1
+            self.store.save_twin(twin)
+            self.store.journal(
+                entry="request",
+                device=device,
+                source=source,
+                command_id=cmd.id,
+                transaction=transaction,
+                data={"kind": kind, "name": name, "value": "<redacted>" if sensitive else value},
+            )
+        for old in superseded:
+            self.out.command_final(old)
+        self.out.answer(cmd, "set" if kind == "set" else name, reply, status=CommandStatus.ACCEPTED)
+        self.out.command_event(cmd, None)
+        self.out.twin_changed(device)
+        self._kick(device)
+        return cmd
+
+    # -- worker ------------------------------------------------------------------------------------
+    def _kick(self, device: str) -> None:
+        rt = self.devices[device]
+        if rt.worker_running or self._tg is None:
+            return
+        rt.worker_running = True
+        self._tg.start_soon(self._work, device)
+
+    async def _work(self, device: str) -> None:
+        rt = self.devices[device]
+        try:
+            while True:
+                pending = self.store.open_commands(device)
+                if not pending:
+                    return
+                rt.current = pending[0]
+                try:
+                    await self._run(pending[0])
+                finally:
+                    rt.current = None
+        except Exception:
+            log.exception("worker of %s failed", device)
+        finally:
+            rt.worker_running = False
+
+    async def _run(self, cmd: CommandRecord) -> None:
+        while not cmd.status.is_final:
+            remaining = cmd.expires_at - time.time()
+            if remaining <= 0:
+                if cmd.status == CommandStatus.ACKNOWLEDGED:
+                    await self._finish(
+                        cmd,
+                        CommandStatus.FAILED,
+                        ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the vendor accepted it but the device never confirmed"),
+                    )
+                else:
+                    await self._expire(cmd, "the command expired before the vendor accepted it")
+                return
+            if cmd.status == CommandStatus.ACKNOWLEDGED:
+                await self._confirm(cmd, remaining)
+            else:
+                await self._send(cmd, remaining)
+
+    async def _send(self, cmd: CommandRecord, remaining: float) -> None:
+        cmd.attempts += 1
+        self._set_status(cmd, CommandStatus.SENT, journal={"attempt": cmd.attempts})
+        ctx = CommandContext(
+            command_id=cmd.id,
+            transaction=cmd.transaction,
+            device_id=cmd.device,
+            name=cmd.name,
+            expires_at=iso(cmd.expires_at),
+            attempt=cmd.attempts,
+        )
+        try:
+            result = await self._call(lambda: self._execute(cmd, ctx), timeout=remaining)
+        except VendorError as exc:
+            cmd.error = exc.info.model_dump()
+            if not exc.info.retryable:
+                await self._finish(cmd, CommandStatus.FAILED, exc.info)
+                return
+            self._set_status(cmd, CommandStatus.ACCEPTED, journal={"retry": exc.info.model_dump()})
+            delay = min(self.options.retry_cap, self.options.retry_base * 2 ** (cmd.attempts - 1))
+            delay = max(delay * random.uniform(0.5, 1.0), exc.info.retry_after or 0.0)
+            await anyio.sleep(min(delay, max(0.0, cmd.expires_at - time.time())))
+            return
+        if cmd.kind == "action":
+            cmd.result = None if cmd.sensitive else result.data
+            await self._finish(cmd, CommandStatus.SUCCEEDED, None, data=result.data)
+            return
+        cmd.acked_at = time.time()
+        self.devices[cmd.device].confirmed_by = None
+        self._set_status(cmd, CommandStatus.ACKNOWLEDGED, journal={"acknowledged": True})
+        if result.reported is not None:
+            await self.report(cmd.device, result.reported, source="command")
+
+    async def _execute(self, cmd: CommandRecord, ctx: CommandContext) -> ExecuteResult:
+        if cmd.kind == "set":
+            value = TypeAdapter(self.fields[cmd.name].type).validate_python(cmd.value)
+            return await self.adapter.set_desired(cmd.device, cmd.name, value, ctx)
+        spec = self.actions[cmd.name]
+        return await spec.handler(cmd.device, spec.arguments.model_validate(cmd.value), ctx)
+
+    async def _confirm(self, cmd: CommandRecord, remaining: float) -> None:
+        """Wait for a reported state, observed after the vendor's acceptance, that matches."""
+        rt = self.devices[cmd.device]
+        interval = self.adapter.confirm_interval
+        while True:
+            if rt.confirmed_by == cmd.id:
+                await self._finish(cmd, CommandStatus.SUCCEEDED, None)
+                return
+            if self.twins[cmd.device].reported.get("lock") == LockState.JAMMED and cmd.name == "lock":
+                await self._finish(
+                    cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the lock is jammed")
+                )
+                return
+            remaining = cmd.expires_at - time.time()
+            if remaining <= 0:
+                return
+            event = rt.reported_changed
+            with anyio.move_on_after(min(interval, remaining)):
+                await event.wait()
+            if rt.confirmed_by == cmd.id or event.is_set():
+                continue
+            try:
+                patch = await self._call(lambda: self.adapter.read_status(cmd.device))
+            except VendorError as exc:
+                log.info("confirmation read of %s failed: %s", cmd.device, exc.info.code)
+            else:
+                await self.report(cmd.device, patch, source="confirm")
+            interval = min(interval * 1.5, self.adapter.confirm_max_interval)
+
+    async def call_read(self, device_id: str) -> ReportedPatch | None:
+        """A status read for polling: failures are logged; an offline device is reported offline."""
+        try:
+            patch: ReportedPatch = await self._call(lambda: self.adapter.read_status(device_id))
+        except VendorError as exc:
+            log.info("status read of %s failed: %s %s", device_id, exc.info.code, exc.info.message)
+            if exc.info.code == ErrorCode.DEVICE_OFFLINE:
+                return ReportedPatch(values={"online": False})
+            return None
+        return patch
+
+    async def _call(self, fn: Callable[[], Awaitable[Any]], *, timeout: float | None = None) -> Any:
+        limit = min(timeout or self.options.call_timeout, self.options.call_timeout)
+        try:
+            async with self.limiter:
+                with anyio.fail_after(limit):
+                    return await fn()
+        except VendorError:
+            raise
+        except TimeoutError:
+            raise VendorError(ErrorCode.DEVICE_TIMEOUT, f"no answer from the vendor within {limit:.1f}s") from None
+        except Exception as exc:
+            log.exception("adapter call failed")
+            raise VendorError(ErrorCode.VENDOR_ERROR, f"adapter error: {type(exc).__name__}", retryable=False) from None
+
+    # -- transitions -------------------------------------------------------------------------------
+    def _set_status(self, cmd: CommandRecord, status: CommandStatus, *, journal: dict[str, Any]) -> None:
+        before = cmd.status
+        cmd.status = status
+        twin = self.twins[cmd.device]
+        with self.store.transaction():
+            self.store.update_command(cmd)
+            twin.version += 1
+            self.store.save_twin(twin)
+            self.store.journal(
+                entry=f"command.{status.value}",
+                device=cmd.device,
+                source=cmd.source,
+                command_id=cmd.id,
+                transaction=cmd.transaction,
+                data=journal,
+            )
+        self.out.command_event(cmd, before)
+        self.out.twin_changed(cmd.device)
+
+    async def _expire(self, cmd: CommandRecord, message: str) -> None:
+        await self._finish(cmd, CommandStatus.EXPIRED, ErrorInfo.of(ErrorCode.EXPIRED, message))
+
+    async def _finish(
+        self,
+        cmd: CommandRecord,
+        status: CommandStatus,
+        error: ErrorInfo | None,
+        *,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        before = cmd.status
+        cmd.status = status
+        cmd.error = None if error is None else error.model_dump()
+        if cmd.sensitive:
+            cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended
+        twin = self.twins.get(cmd.device)
+        with self.store.transaction():
+            self.store.update_command(cmd)
+            if twin is not None:
+                newer = [c for c in self.store.open_commands(cmd.device) if c.kind == "set" and c.name == cmd.name]
+                if cmd.kind == "set" and not newer:
+                    twin.desired.pop(cmd.name, None)
+                twin.version += 1
+                self.store.save_twin(twin)
+            self.store.journal(
+                entry="outcome",
+                device=cmd.device,
+                source=cmd.source,
+                command_id=cmd.id,
+                transaction=cmd.transaction,
+                data={"status": status.value, "error": cmd.error},
+            )
+        # Retained state first, so a client that sees the final answer reads a matching state.
+        if twin is not None:
+            self.out.twin_changed(cmd.device)
+        self.out.command_event(cmd, before)
+        self.out.command_final(cmd, data=data)
+
+    # -- reported state ----------------------------------------------------------------------------
+    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
+        """Merge a vendor observation; write and publish only what changed."""
+        rt = self.devices.get(device_id)
+        if rt is None:
+            return False
+        twin = self.twins[device_id]
+        now = time.time()
+        changes: dict[str, tuple[Any, Any]] = {}
+        for name, value in patch.values.items():
+            if name in self.adapter.secret_fields:
+                continue
+            observed = patch.observed(name)
+            observed_ts = observed.timestamp() if observed is not None else now
+            if observed_ts < rt.watermark.get(name, float("-inf")):
+                continue  # older than what we already know: a late push never wins
+            rt.watermark[name] = observed_ts
+            plain = value.value if isinstance(value, LockState | DesiredLock) else value
+            if twin.reported.get(name) != plain:
+                changes[name] = (twin.reported.get(name), plain)
+                twin.reported[name] = plain
+                twin.metadata[name] = {
+                    "observed_at": None if observed is None else observed.isoformat(),
+                    "received_at": iso(now).isoformat(),
+                    "source": source,
+                }
+        inflight = self._in_flight(device_id)
+        if (
+            inflight is not None
+            and inflight.status == CommandStatus.ACKNOWLEDGED
+            and inflight.kind == "set"
+            and self.fields[inflight.name].confirmed(inflight.value, twin.reported)
+        ):
+            rt.confirmed_by = inflight.id
+        if changes:
+            twin.version += 1
+            with self.store.transaction():
+                self.store.save_twin(twin)
+                self.store.journal(
+                    entry="state",
+                    device=device_id,
+                    source=source,
+                    data={k: {"from": a, "to": b} for k, (a, b) in changes.items()},
+                )
+            self.out.twin_changed(device_id)
+            if "online" in changes:
+                self.out.availability(device_id)
+            self._drift(device_id, changes, inflight, source)
+        rt.reported_changed.set()
+        rt.reported_changed = anyio.Event()
+        return True
+
+    def _in_flight(self, device: str) -> CommandRecord | None:
+        rt = self.devices.get(device)
+        cmd = None if rt is None else rt.current
+        return cmd if cmd is not None and not cmd.status.is_final else None
+
+    def _drift(
+        self, device: str, changes: dict[str, tuple[Any, Any]], inflight: CommandRecord | None, source: str
+    ) -> None:
+        for name, (before, after) in changes.items():
+            if name not in self.fields or before is None:
+                continue
+            if inflight is not None and inflight.kind == "set" and inflight.name == name:
+                continue
+            self.out.event(device, EventType.DRIFT, {"field": name, "from": before, "to": after, "source": source})
+            if name == "lock" and after == LockState.UNLOCKED and device in self.options.hold:
+                self._accept(
+                    device,
+                    kind="set",
+                    name="lock",
+                    value=DesiredLock.LOCKED,
+                    transaction=f"hold-{uuid.uuid4().hex[:12]}",
+                    expires_at=time.time() + self._default_expiry,
+                    source="hold",
+                    idempotent=True,
+                    sensitive=False,
+                    reply=None,
+                )
+
+    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
+        if device_id in self.devices:
+            self.store.journal(entry=f"event.{type.value}", device=device_id, source="vendor", data=data)
+            self.out.event(device_id, type, data)

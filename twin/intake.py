@@ -1,0 +1,189 @@
+"""Validation of inbound payloads, before anything is stored or sent.
+
+Every function here either returns a validated request or raises :class:`Rejected` with the
+normalized error to answer; nothing here touches the store, the network or the vendor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from contracts.errors import ErrorCode, ErrorInfo
+from contracts.messages import TRANSACTION_PATTERN, ActionRequest, DesiredLock, SetRequest
+from twin.adapter import ActionSpec, DesiredField
+
+__all__ = ["MAX_PAYLOAD_BYTES", "ParsedAction", "ParsedSet", "Rejected", "parse_action", "parse_set"]
+
+#: Larger inbound payloads are refused without being parsed.
+MAX_PAYLOAD_BYTES = 64 * 1024
+#: How far in the future a sender's ``issued_at`` may be (clock skew) before it is refused.
+MAX_CLOCK_SKEW = 30.0
+_PLAIN = {"LOCK": DesiredLock.LOCKED, "UNLOCK": DesiredLock.UNLOCKED}
+_TRANSACTION_RE = re.compile(TRANSACTION_PATTERN)
+_ENVELOPE_KEYS = frozenset({"transaction", "expires_in", "issued_at", "if_version"})
+
+
+class Rejected(Exception):
+    def __init__(self, code: ErrorCode, message: str, *, transaction: str | None = None) -> None:
+        super().__init__(message)
+        self.error = ErrorInfo.of(code, message)
+        self.transaction = transaction
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Envelope:
+    transaction: str | None
+    expires_in: float | None
+    issued_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedSet(_Envelope):
+    name: str
+    value: Any
+    if_version: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedAction(_Envelope):
+    arguments: BaseModel
+
+
+def best_effort_transaction(payload: bytes) -> str | None:
+    """The transaction of a payload we refuse, so the sender can match our answer."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    txn = doc.get("transaction") if isinstance(doc, dict) else None
+    return txn if isinstance(txn, str) and _TRANSACTION_RE.match(txn) else None
+
+
+def _load_object(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, "payload is not UTF-8") from None
+    if not text.strip():
+        return {}
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, "payload nests too deeply") from None
+    except ValueError as exc:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, f"payload is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, "payload must be a JSON object")
+    return doc
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_set(payload: bytes, fields: Mapping[str, DesiredField]) -> ParsedSet:
+    plain = payload.strip()
+    if plain in (b"LOCK", b"UNLOCK") and "lock" in fields:
+        return ParsedSet(
+            name="lock",
+            value=_PLAIN[plain.decode()],
+            transaction=None,
+            expires_in=None,
+            issued_at=None,
+            if_version=None,
+        )
+    doc = _load_object(payload)
+    txn = doc.get("transaction") if isinstance(doc.get("transaction"), str) else None
+    try:
+        request = SetRequest.model_validate(doc)
+    except ValidationError as exc:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, _explain(exc), transaction=txn) from None
+    patch: dict[str, Any] = {}
+    if request.lock is not None:
+        patch["lock"] = request.lock
+    for key, raw in (request.model_extra or {}).items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise Rejected(
+                ErrorCode.INVALID_PAYLOAD,
+                f"unknown desired field {key[:64]!r} (this vendor has: {known})",
+                transaction=request.transaction,
+            )
+        try:
+            patch[key] = TypeAdapter(fields[key].type).validate_python(raw)
+        except ValidationError as exc:
+            raise Rejected(ErrorCode.INVALID_PAYLOAD, _explain(exc), transaction=request.transaction) from None
+    if "lock" in patch and "lock" not in fields:
+        raise Rejected(ErrorCode.UNSUPPORTED, "this vendor cannot lock", transaction=request.transaction)
+    if len(patch) != 1:
+        raise Rejected(
+            ErrorCode.INVALID_PAYLOAD,
+            "a /set carries exactly one desired field" if patch else "nothing to set",
+            transaction=request.transaction,
+        )
+    [(name, value)] = patch.items()
+    return ParsedSet(
+        name=name,
+        value=value,
+        transaction=request.transaction,
+        expires_in=request.expires_in,
+        issued_at=request.issued_at,
+        if_version=request.if_version,
+    )
+
+
+def parse_action(payload: bytes, spec: ActionSpec) -> ParsedAction:
+    doc = _load_object(payload)
+    txn = doc.get("transaction") if isinstance(doc.get("transaction"), str) else None
+    try:
+        envelope = ActionRequest.model_validate(doc)
+        arguments = spec.arguments.model_validate({k: v for k, v in doc.items() if k not in _ENVELOPE_KEYS})
+    except ValidationError as exc:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, _explain(exc), transaction=txn) from None
+    return ParsedAction(
+        arguments=arguments,
+        transaction=envelope.transaction,
+        expires_in=envelope.expires_in,
+        issued_at=envelope.issued_at,
+    )
+
+
+def parse_get(payload: bytes) -> str | None:
+    """The transaction of a ``/get`` (its payload is optional)."""
+    doc = _load_object(payload)
+    txn = doc.get("transaction")
+    if txn is None:
+        return None
+    if not isinstance(txn, str) or not _TRANSACTION_RE.match(txn):
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, "transaction must be 1-128 printable ASCII characters")
+    return txn
+
+
+def expiry(
+    *, expires_in: float | None, issued_at: datetime | None, default: float, maximum: float, now: float
+) -> float:
+    """When a command expires (epoch seconds), or Rejected when it already has or cannot be trusted."""
+    lifetime = min(expires_in if expires_in is not None else default, maximum)
+    if issued_at is None:
+        return now + lifetime
+    issued = issued_at.astimezone(UTC).timestamp()
+    if issued > now + MAX_CLOCK_SKEW:
+        raise Rejected(ErrorCode.INVALID_PAYLOAD, "issued_at is in the future")
+    if issued + lifetime <= now:
+        raise Rejected(ErrorCode.EXPIRED, "the command expired before it arrived")
+    return issued + lifetime

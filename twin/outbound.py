@@ -1,0 +1,215 @@
+"""Everything the engine publishes, rendered from the store's records.
+
+Publishing never blocks the engine: ``sender`` (set by the runtime while connected) queues the
+message with the MQTT client. While disconnected nothing is sent; retained topics are republished
+from the store on reconnect, and final answers stay marked unanswered until the broker took them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from contracts.errors import ErrorInfo
+from contracts.messages import (
+    BridgeDevices,
+    CommandStatus,
+    DeviceEntry,
+    Event,
+    EventType,
+    Response,
+)
+from contracts.topics import Topics
+from twin.adapter import ActionSpec, DesiredField, DeviceInfo
+from twin.document import dumps, render_state, render_twin, response_for
+from twin.store import CommandRecord, Store, TwinRecord
+
+__all__ = ["Outbound", "ReplyTo", "Sender"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplyTo:
+    """An MQTT v5 Response Topic with its Correlation Data."""
+
+    topic: str
+    correlation: bytes | None = None
+
+
+class Sender(Protocol):
+    def __call__(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool,
+        correlation: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None: ...
+
+
+class Outbound:
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        store: Store,
+        hold: frozenset[str],
+        current_of: Callable[[str], CommandRecord | None],
+    ) -> None:
+        self.topics = topics
+        self.store = store
+        self.hold = hold
+        self.current_of = current_of
+        self.sender: Sender | None = None
+        self.twins: dict[str, TwinRecord] = {}
+        self.devices: list[DeviceInfo] = []
+        self.fields: Mapping[str, DesiredField] = {}
+        self.actions: Mapping[str, ActionSpec] = {}
+
+    def attach(
+        self,
+        twins: dict[str, TwinRecord],
+        devices: list[DeviceInfo],
+        fields: Mapping[str, DesiredField],
+        actions: Mapping[str, ActionSpec],
+    ) -> None:
+        self.twins, self.devices, self.fields, self.actions = twins, devices, fields, actions
+
+    def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
+        if self.sender is not None:
+            self.sender(topic, payload, retain=retain, correlation=correlation, on_sent=on_sent)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _reply(self, device: str, suffix: str, reply: ReplyTo | None) -> tuple[str, bytes | None]:
+        if reply is not None:
+            return reply.topic, reply.correlation
+        return self.topics.response(device, suffix), None
+
+    def rejected(
+        self, device: str, suffix: str, transaction: str | None, error: ErrorInfo, reply: ReplyTo | None
+    ) -> None:
+        topic, correlation = self._reply(device, suffix, reply)
+        body = Response(transaction=transaction, command_id=None, status=CommandStatus.REJECTED, error=error)
+        self._send(topic, dumps(body.model_dump(mode="json")), correlation=correlation)
+
+    def answer(
+        self,
+        cmd: CommandRecord,
+        suffix: str,
+        reply: ReplyTo | None,
+        *,
+        status: CommandStatus | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        topic, correlation = self._reply(cmd.device, suffix, reply)
+        body = response_for(cmd, status)
+        if data is not None:
+            body = body.model_copy(update={"data": data})
+        on_sent = None
+        if status is None and cmd.status.is_final:
+            command_id = cmd.id
+            on_sent = lambda: self.store.mark_answered(command_id)  # noqa: E731
+        self._send(topic, dumps(body.model_dump(mode="json")), correlation=correlation, on_sent=on_sent)
+
+    def command_final(self, cmd: CommandRecord, *, data: dict[str, Any] | None = None) -> None:
+        reply = ReplyTo(cmd.reply_topic, cmd.correlation) if cmd.reply_topic else None
+        self.answer(cmd, "set" if cmd.kind == "set" else cmd.name, reply, data=data)
+
+    def get_answer(
+        self,
+        device: str,
+        transaction: str | None,
+        reply: ReplyTo | None,
+        *,
+        data: dict[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        topic, correlation = self._reply(device, "get", reply)
+        status = CommandStatus.FAILED if error is not None else CommandStatus.SUCCEEDED
+        body = Response(transaction=transaction, command_id=None, status=status, data=data, error=error)
+        self._send(topic, dumps(body.model_dump(mode="json")), correlation=correlation)
+
+    # -- events ----------------------------------------------------------------------------------
+    def event(self, device: str, type: EventType, data: dict[str, Any]) -> None:
+        body = Event(type=type, at=datetime.now(UTC), data=data)
+        self._send(self.topics.event(device), dumps(body.model_dump(mode="json")))
+
+    def command_event(self, cmd: CommandRecord, before: CommandStatus | None) -> None:
+        self.event(
+            cmd.device,
+            EventType.COMMAND,
+            {
+                "command_id": cmd.id,
+                "transaction": cmd.transaction,
+                "name": cmd.name,
+                "source": cmd.source,
+                "from": None if before is None else before.value,
+                "to": cmd.status.value,
+                "error": cmd.error,
+            },
+        )
+
+    # -- retained --------------------------------------------------------------------------------
+    def command(self, command_id: str) -> CommandRecord | None:
+        return self.store.command(command_id)
+
+    def twin_doc(self, device: str) -> dict[str, Any]:
+        twin = self.twins[device]
+        current = self.current_of(device)
+        last = current or (self.store.command(twin.command_id) if twin.command_id else None)
+        return render_twin(twin, last, hold=device in self.hold).model_dump(mode="json")
+
+    def twin_changed(self, device: str) -> None:
+        try:
+            twin = self.twin_doc(device)
+            state = render_state(self.twins[device], self.current_of(device)).model_dump(mode="json")
+        except ValueError:
+            log.exception("cannot render the twin of %s", device)
+            return
+        self._send(self.topics.twin(device), dumps(twin), retain=True)
+        self._send(self.topics.state(device), dumps(state), retain=True)
+
+    def availability(self, device: str) -> None:
+        online = self.twins[device].reported.get("online")
+        if online is not None:
+            self._send(self.topics.availability(device), b"online" if online else b"offline", retain=True)
+
+    def devices_list(self) -> None:
+        entries = []
+        for info in self.devices:
+            entries.append(
+                DeviceEntry(
+                    id=info.id,
+                    name=info.name,
+                    model=info.model,
+                    capabilities=sorted(info.capabilities),
+                    actions=sorted(
+                        n for n, a in self.actions.items() if a.capability is None or a.capability in info.capabilities
+                    ),
+                    desired_fields=sorted(n for n, f in self.fields.items() if f.capability in info.capabilities),
+                )
+            )
+        body = BridgeDevices(vendor=self.topics.vendor, devices=entries)
+        self._send(self.topics.bridge_devices, dumps(body.model_dump(mode="json")), retain=True)
+
+    def republish_all(self) -> None:
+        """After (re)connecting: every retained topic from the store, then answers not yet delivered."""
+        self.devices_list()
+        for info in self.devices:
+            self.twin_changed(info.id)
+            self.availability(info.id)
+        for cmd in self.store.unanswered_finals():
+            self.command_final(cmd, data=None)

@@ -1,0 +1,287 @@
+"""Test support: a real broker and a bridge driven over MQTT (used by core and vendor tests).
+
+``broker_url()`` picks the broker the way CI does: ``MQTT_URL`` when set, otherwise a private
+``mosquitto`` on a free port (:class:`MosquittoBroker`, which tests may also stop and restart),
+otherwise a testcontainers mosquitto where Docker exists.
+
+:class:`BridgeHarness` runs a :class:`~twin.runtime.BridgeRuntime` in-process on a unique base
+topic with a real SQLite store, and an observer client that records every message under it::
+
+    async with BridgeHarness(adapter=MyAdapter(settings=...), broker_url=url, data_dir=tmp_path) as h:
+        final = await h.set("dev-1", {"lock": "LOCKED"})        # waits for the final answer
+        assert final["status"] == "succeeded"
+        state = await h.wait_retained("dev-1", "state", lambda s: s["lock"] == "LOCKED")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import anyio
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from twin.adapter import Adapter
+from twin.config import BridgeOptions, MqttSettings
+from twin.runtime import BridgeRuntime
+
+__all__ = ["BridgeHarness", "MosquittoBroker", "free_port"]
+
+FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MosquittoBroker:
+    """A private mosquitto process with a configuration of the test's choosing."""
+
+    def __init__(self, *, port: int | None = None, extra_config: str = "", workdir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.extra_config = extra_config
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="mosquitto-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "set_tcp_nodelay true\n"
+            "max_queued_messages 0\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n" + self.extra_config
+        )
+        self._proc = subprocess.Popen(  # noqa: S603
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self._proc.poll() is not None:
+                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                    raise RuntimeError(f"mosquitto exited: {err}") from None
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def broker_from_environment() -> tuple[str, Callable[[], None]]:
+    """(url, cleanup) of the broker tests should use."""
+    if url := os.environ.get("MQTT_URL"):
+        return url, lambda: None
+    if MosquittoBroker.available():
+        broker = MosquittoBroker()
+        broker.start()
+        return broker.url, broker.stop
+    from testcontainers.core.container import DockerContainer  # pragma: no cover - no Docker here
+
+    container = DockerContainer("eclipse-mosquitto:2").with_exposed_ports(1883)
+    container.with_command("mosquitto -c /mosquitto-no-auth.conf")
+    container.start()
+    url = f"mqtt://{container.get_container_host_ip()}:{container.get_exposed_port(1883)}"
+    return url, container.stop
+
+
+class BridgeHarness:
+    """A bridge under test plus an observer of everything it publishes."""
+
+    def __init__(
+        self,
+        *,
+        adapter: Adapter,
+        broker_url: str,
+        data_dir: Path,
+        options: BridgeOptions | None = None,
+        base_topic: str | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.broker_url = broker_url
+        self.data_dir = data_dir
+        self.options = options
+        self.base = base_topic or f"lt-test-{uuid.uuid4().hex[:10]}"
+        self.vendor = adapter.vendor
+        self.messages: list[tuple[str, bytes, bool, Any]] = []
+        self.retained: dict[str, bytes] = {}
+        self._changed = anyio.Event()
+        self.runtime: BridgeRuntime | None = None
+        self._client: aiomqtt.Client | None = None
+
+    def _mqtt(self) -> MqttSettings:
+        return MqttSettings(url=self.broker_url, client_id=f"{self.base}-bridge")
+
+    def new_runtime(self) -> BridgeRuntime:
+        return BridgeRuntime(
+            adapter=self.adapter, mqtt=self._mqtt(), data_dir=self.data_dir, base_topic=self.base, options=self.options
+        )
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[BridgeHarness]:
+        host, port = self._mqtt().host, self._mqtt().port
+        async with (
+            aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5, identifier=f"{self.base}-obs") as client,
+            anyio.create_task_group() as tg,
+        ):
+            self._client = client
+            await client.subscribe(f"{self.base}/#", qos=1)
+            tg.start_soon(self._observe, client)
+            await self.start_bridge(tg)
+            try:
+                yield self
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def start_bridge(self, tg: anyio.abc.TaskGroup) -> None:
+        self.runtime = self.new_runtime()
+        self._bridge_scope = anyio.CancelScope()
+        runtime = self.runtime
+
+        async def run() -> None:
+            with self._bridge_scope:
+                await runtime.run()
+
+        tg.start_soon(run)
+        with anyio.fail_after(20):
+            await runtime.ready.wait()
+            await runtime.connected.wait()
+
+    async def stop_bridge(self) -> None:
+        """Stop the bridge the way a crash would leave the store (tasks cancelled mid-flight)."""
+        self._bridge_scope.cancel()
+        await anyio.sleep(0.05)
+
+    async def __aenter__(self) -> BridgeHarness:
+        self._cm = self._running()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+    async def _observe(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+            self.messages.append((msg.topic.value, payload, bool(msg.retain), msg.properties))
+            self.retained[msg.topic.value] = payload
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    # -- sending ---------------------------------------------------------------------------------
+    def topic(self, device: str, leaf: str) -> str:
+        return f"{self.base}/{self.vendor}/{device}/{leaf}"
+
+    async def publish(
+        self, topic: str, payload: bytes | str | dict[str, Any], *, retain: bool = False, properties: Any = None
+    ) -> None:
+        assert self._client is not None
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        await self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+
+    async def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 15.0) -> Any:
+        with anyio.fail_after(timeout):
+            while True:
+                result = predicate()
+                if result:
+                    return result
+                await self._changed.wait()
+
+    def responses(self, device: str, suffix: str = "set") -> list[dict[str, Any]]:
+        topic = self.topic(device, f"response/{suffix}")
+        return [json.loads(p) for t, p, _, _ in self.messages if t == topic]
+
+    def events(self, device: str, type: str | None = None) -> list[dict[str, Any]]:
+        topic = self.topic(device, "event")
+        docs = [json.loads(p) for t, p, _, _ in self.messages if t == topic]
+        return [d for d in docs if type is None or d["type"] == type]
+
+    async def final(self, device: str, transaction: str, suffix: str = "set", *, timeout: float = 15.0) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            for r in self.responses(device, suffix):
+                if r["transaction"] == transaction and r["status"] in FINAL:
+                    return r
+            return None
+
+        result: dict[str, Any] = await self.wait_for(found, timeout=timeout)
+        return result
+
+    async def set(self, device: str, body: dict[str, Any], *, timeout: float = 15.0) -> dict[str, Any]:
+        body = {"transaction": f"t-{uuid.uuid4().hex[:12]}", **body}
+        await self.publish(self.topic(device, "set"), body)
+        return await self.final(device, body["transaction"], timeout=timeout)
+
+    async def request(
+        self, device: str, action: str, body: dict[str, Any] | None = None, *, timeout: float = 15.0
+    ) -> dict[str, Any]:
+        body = {"transaction": f"t-{uuid.uuid4().hex[:12]}", **(body or {})}
+        await self.publish(self.topic(device, f"request/{action}"), body)
+        return await self.final(device, body["transaction"], action, timeout=timeout)
+
+    async def get(self, device: str, *, timeout: float = 15.0) -> dict[str, Any]:
+        txn = f"t-{uuid.uuid4().hex[:12]}"
+        await self.publish(self.topic(device, "get"), {"transaction": txn})
+        return await self.final(device, txn, "get", timeout=timeout)
+
+    def retained_json(self, device: str, leaf: str) -> Any:
+        raw = self.retained.get(self.topic(device, leaf))
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode()
+
+    async def wait_retained(
+        self, device: str, leaf: str, predicate: Callable[[Any], bool] = bool, *, timeout: float = 15.0
+    ) -> Any:
+        def check() -> Any:
+            doc = self.retained_json(device, leaf)
+            return doc if doc is not None and predicate(doc) else None
+
+        return await self.wait_for(check, timeout=timeout)
+
+
+def v5_reply(topic: str, correlation: bytes) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ResponseTopic = topic
+    props.CorrelationData = correlation
+    return props
