@@ -118,7 +118,5 @@ class FakeAdapter(Adapter):
     def actions(self) -> Mapping[str, ActionSpec]:
         return {
             "find": ActionSpec(name="find", arguments=FindArgs, handler=self._find, capability="find"),
-            "get_secret_key": ActionSpec(
-                name="get_secret_key", arguments=NoArgs, handler=self._secret, sensitive=True
-            ),
+            "get_secret_key": ActionSpec(name="get_secret_key", arguments=NoArgs, handler=self._secret, sensitive=True),
         }

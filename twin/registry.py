@@ -10,6 +10,9 @@ __all__ = ["ADAPTERS", "load_adapter_class"]
 
 ADAPTERS: dict[str, str] = {
     # "name": "bridges.<name>.adapter:<Class>",
+    "segway": "bridges.segway.adapter:SegwayAdapter",
+    "smartcar": "bridges.smartcar.adapter:SmartcarAdapter",
+    "okai": "bridges.okai.adapter:OkaiAdapter",
 }
 
 

@@ -140,8 +140,13 @@ class BridgeRuntime:
                 async with self._client() as client:
                     delay = 0.5
                     await self._on_connect(client, tg)
-                    async for message in client.messages:
-                        await self._on_message(message)
+                    try:
+                        async for message in client.messages:
+                            await self._on_message(message)
+                    finally:
+                        # A clean stop says so itself; the broker's will covers a crash.
+                        with anyio.move_on_after(2, shield=True):
+                            await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
             finally:

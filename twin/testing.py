@@ -234,7 +234,9 @@ class BridgeHarness:
         docs = [json.loads(p) for t, p, _, _ in self.messages if t == topic]
         return [d for d in docs if type is None or d["type"] == type]
 
-    async def final(self, device: str, transaction: str, suffix: str = "set", *, timeout: float = 15.0) -> dict[str, Any]:
+    async def final(
+        self, device: str, transaction: str, suffix: str = "set", *, timeout: float = 15.0
+    ) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             for r in self.responses(device, suffix):
                 if r["transaction"] == transaction and r["status"] in FINAL:

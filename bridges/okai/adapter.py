@@ -167,7 +167,11 @@ class OkaiAdapter(Adapter):
             values["total_distance_m"] = round(status.totalMile * per_unit)
         if status.remainMile is not None:
             values["remaining_distance_m"] = round(status.remainMile * per_unit)
-        return ReportedPatch(values=values, observed_at=_epoch_ms(status.updateTime))
+        # connectivity is the cloud's present knowledge; the rest is as old as the scooter's last report
+        online_now = {"online": datetime.now(UTC)} if "online" in values else {}
+        return ReportedPatch(
+            values=values, observed_at=_epoch_ms(status.updateTime), field_observed_at=online_now
+        )
 
 
 def location_patch(location: ScooterLocation) -> ReportedPatch:

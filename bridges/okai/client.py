@@ -101,9 +101,7 @@ class OkaiClient:
         settings = self._settings
         ident = {"userKey": settings.user_key.get_secret_value(), "timestamp": self._timestamp()}
         if settings.sign_key is not None:
-            ident["sign"] = sign(
-                {**params, **ident}, settings.sign_key.get_secret_value(), settings.sign_params
-            )
+            ident["sign"] = sign({**params, **ident}, settings.sign_key.get_secret_value(), settings.sign_params)
         return ident
 
     async def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
@@ -123,9 +121,7 @@ class OkaiClient:
         except httpx.TimeoutException as exc:
             raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} timed out") from exc
         except httpx.TransportError as exc:
-            raise VendorError(
-                ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} unreachable: {type(exc).__name__}"
-            ) from exc
+            raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} unreachable: {type(exc).__name__}") from exc
         return self._unwrap(path, response)
 
     # -- answer parsing -----------------------------------------------------------------------------
@@ -133,9 +129,7 @@ class OkaiClient:
     def _unwrap(self, path: str, response: httpx.Response) -> Any:
         status = response.status_code
         if status >= 500:
-            raise VendorError(
-                ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} answered HTTP {status}", vendor_code=status
-            )
+            raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} answered HTTP {status}", vendor_code=status)
         if status == 429:
             raise VendorError(
                 ErrorCode.RATE_LIMITED,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridges.okai.models import OkaiCode
@@ -38,6 +39,9 @@ class OkaiSettings(BaseSettings):
 
     user_key: SecretStr = Field(description="the customer's identity key (userKey)")
     sign_key: SecretStr | None = Field(default=None, description="signKey; None when signing is off")
+    #: files holding the keys (the configuration file may name a file, never hold a secret)
+    user_key_file: Path | None = None
+    sign_key_file: Path | None = None
     #: "all": every request parameter except sign (userKey and timestamp included) [guess, the default];
     #: "business": only the operation's parameters, as the document's worked example spells it
     sign_params: Literal["all", "business"] = "all"
@@ -54,6 +58,17 @@ class OkaiSettings(BaseSettings):
     distance_unit: Literal["km", "mi", "m"] = "km"
     success_codes: list[int | str] = Field(default_factory=lambda: list[int | str]([int(OkaiCode.SUCCESS), 0]))
     error_codes: dict[str, ErrorCode] = Field(default_factory=lambda: dict(DEFAULT_ERROR_CODES))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for key in ("user_key", "sign_key"):
+            path = data.get(f"{key}_file")
+            if path is not None and data.get(key) in (None, ""):
+                data = {**data, key: Path(path).read_text(encoding="utf-8").strip()}
+        return data
 
     @property
     def metres_per_unit(self) -> float:

@@ -67,9 +67,7 @@ PATHS: dict[str, str] = {
 class SegwayClient:
     """Typed calls of the Segway API. ``start()`` opens the HTTP client, ``stop()`` closes it."""
 
-    def __init__(
-        self, *, settings: SegwaySettings, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
+    def __init__(self, *, settings: SegwaySettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -157,15 +155,11 @@ class SegwayClient:
             raise RuntimeError("SegwayClient.start() was not called")
         headers = {"Authorization": f"bearer {token}"} if token is not None else None
         try:
-            return await self._http.request(
-                method, path, params=params, json=json, data=data, headers=headers
-            )
+            return await self._http.request(method, path, params=params, json=json, data=data, headers=headers)
         except httpx.TimeoutException:
             raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"segway did not answer {path} in time") from None
         except httpx.HTTPError as exc:
-            raise VendorError(
-                ErrorCode.VENDOR_UNAVAILABLE, f"cannot reach segway: {type(exc).__name__}"
-            ) from None
+            raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"cannot reach segway: {type(exc).__name__}") from None
 
     async def _call(
         self,

@@ -55,18 +55,14 @@ CODES: dict[int, VendorCode] = {
     15603: VendorCode(code=ErrorCode.VENDOR_ERROR, meaning="handlebar lock failed"),
     15611: VendorCode(code=ErrorCode.VENDOR_ERROR, meaning="device unlock command failed"),
     15612: VendorCode(code=ErrorCode.DEVICE_TIMEOUT, meaning="device unlock failed: network error"),
-    15635: VendorCode(
-        code=ErrorCode.POLICY_DENIED, meaning="open failed: please operate when mopeds is unlocking"
-    ),
+    15635: VendorCode(code=ErrorCode.POLICY_DENIED, meaning="open failed: please operate when mopeds is unlocking"),
     15638: VendorCode(code=ErrorCode.VENDOR_ERROR, meaning="device execute failure"),
     15707: VendorCode(code=ErrorCode.UNSUPPORTED, meaning="NOT supported by this vehicle or its firmware"),
     15990: VendorCode(
         code=ErrorCode.PERMISSION_DENIED,
         meaning="API call is restricted, please contact Segway related personnel",
     ),
-    15996: VendorCode(
-        code=ErrorCode.POLICY_DENIED, meaning="device lock failed: denied by geofence strategy"
-    ),
+    15996: VendorCode(code=ErrorCode.POLICY_DENIED, meaning="device lock failed: denied by geofence strategy"),
     15997: VendorCode(code=ErrorCode.DEVICE_BUSY, meaning="device lock failed: unable to lock while riding"),
 }
 
@@ -98,11 +94,7 @@ def http_error(status: int, *, retry_after: float | None = None) -> VendorError:
             ErrorCode.RATE_LIMITED, "segway is rate limiting", vendor_code=status, retry_after=retry_after
         )
     if status in (401, 403):
-        return VendorError(
-            ErrorCode.AUTH_FAILED, f"segway refused the credentials (HTTP {status})", vendor_code=status
-        )
+        return VendorError(ErrorCode.AUTH_FAILED, f"segway refused the credentials (HTTP {status})", vendor_code=status)
     if status >= 500:
-        return VendorError(
-            ErrorCode.VENDOR_UNAVAILABLE, f"segway is unavailable (HTTP {status})", vendor_code=status
-        )
+        return VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"segway is unavailable (HTTP {status})", vendor_code=status)
     return VendorError(ErrorCode.VENDOR_ERROR, f"segway answered HTTP {status}", vendor_code=status)

@@ -142,9 +142,7 @@ class BatteryData(_Answer):
     battery_voltage: float | None = None
     cycle_times: int | None = None
     #: the document spells it ``temperatrue``
-    temperature: float | None = Field(
-        default=None, validation_alias=AliasChoices("temperatrue", "temperature")
-    )
+    temperature: float | None = Field(default=None, validation_alias=AliasChoices("temperatrue", "temperature"))
 
 
 class BatteryInfo(_DeviceAnswer):
@@ -275,16 +273,12 @@ class LocationPush(_Push, VehicleLocation):
 
 
 class AlertPush(_Push):
-    status_utc_time: float | None = Field(
-        default=None, validation_alias=AliasChoices("statusUtcTime", "statusUTCTime")
-    )
+    status_utc_time: float | None = Field(default=None, validation_alias=AliasChoices("statusUtcTime", "statusUTCTime"))
     alert_status: int = 0
     code: int
 
 
 class FaultPush(_Push):
-    status_utc_time: float | None = Field(
-        default=None, validation_alias=AliasChoices("statusUtcTime", "statusUTCTime")
-    )
+    status_utc_time: float | None = Field(default=None, validation_alias=AliasChoices("statusUtcTime", "statusUTCTime"))
     fault_status: int = 0
     code: int

@@ -77,7 +77,11 @@ class SmartcarAdapter(Adapter):
 
     def __init__(self, *, settings: BaseModel) -> None:
         super().__init__(settings=settings)
-        self._settings = SmartcarSettings.model_validate(settings.model_dump())
+        self._settings = (
+            settings
+            if isinstance(settings, SmartcarSettings)
+            else SmartcarSettings.model_validate(settings.model_dump())
+        )
         self._sink: BridgeSink | None = None
         self._store: TokenStore | None = None
         self._client: SmartcarClient | None = None
@@ -128,7 +132,7 @@ class SmartcarAdapter(Adapter):
 
     @classmethod
     def cli(cls, argv: Sequence[str]) -> int:
-        from .cli import main  # noqa: PLC0415 - the operator CLI is not needed by the bridge
+        from .cli import main
 
         return main(argv)
 

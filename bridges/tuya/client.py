@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_TOKEN_REFRESH_MARGIN = 60.0
-TOKEN_PATH = "/v1.0/token"
+TOKEN_PATH = "/v1.0/token"  # noqa: S105 - a path, not a secret
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,7 @@ class TuyaClient:
         if not envelope.success and envelope.code in TOKEN_INVALID_CODES:
             log.info("tuya token refused (code %s); renewing once", envelope.code)
             token = await self._renew(stale=token)
-            envelope = await self._send(
-                method, path, params=params, body=body, access_token=token.access_token
-            )
+            envelope = await self._send(method, path, params=params, body=body, access_token=token.access_token)
         return _result(envelope)
 
     # -- tokens ------------------------------------------------------------------------------

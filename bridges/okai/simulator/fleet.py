@@ -173,8 +173,7 @@ class Fleet:
 
     def __init__(self, *, imeis: Iterable[str], bolt_seconds: float, delivery_seconds: float) -> None:
         self.scooters: dict[str, Scooter] = {
-            imei: Scooter(imei=imei, bolt_seconds=bolt_seconds, delivery_seconds=delivery_seconds)
-            for imei in imeis
+            imei: Scooter(imei=imei, bolt_seconds=bolt_seconds, delivery_seconds=delivery_seconds) for imei in imeis
         }
         self.faults: list[Fault] = []
         self.http_faults: list[HttpFault] = []
@@ -182,9 +181,6 @@ class Fleet:
 
     def __getitem__(self, imei: str) -> Scooter:
         return self.scooters[imei]
-
-    def __iter__(self) -> Iterable[Scooter]:  # type: ignore[override]
-        return iter(self.scooters.values())
 
     @property
     def imeis(self) -> list[str]:

@@ -23,7 +23,11 @@ def _card(call: Call) -> SimCard:
 
 
 def _operated(card: SimCard, call: Call) -> dict[str, Any]:
-    return {"lock_card_id": card.lock_card_id, "operate_id": f"{card.lock_card_id}-{len(call.state.calls)}", "operate_result": True}
+    return {
+        "lock_card_id": card.lock_card_id,
+        "operate_id": f"{card.lock_card_id}-{len(call.state.calls)}",
+        "operate_result": True,
+    }
 
 
 async def _issue(call: Call) -> Any:

@@ -298,8 +298,17 @@ async def _cancel(call: Call) -> Any:
 async def _user_devices(call: Call) -> Any:
     uid = call.path["uid"]
     records = [
-        {"id": lock.device_id, "uuid": lock.device_id, "uid": uid, "name": lock.name, "online": lock.online,
-         "category": "jtmspro", "model": "SIM-L1", "product_name": "Wi-Fi Smart Lock", "sub": False}
+        {
+            "id": lock.device_id,
+            "uuid": lock.device_id,
+            "uid": uid,
+            "name": lock.name,
+            "online": lock.online,
+            "category": "jtmspro",
+            "model": "SIM-L1",
+            "product_name": "Wi-Fi Smart Lock",
+            "sub": False,
+        }
         for lock in call.state.fleet.locks.values()
         if any(u.uid == uid for u in lock.users.values()) or uid == call.state.tokens.uid
     ]

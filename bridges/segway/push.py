@@ -1,0 +1,170 @@
+"""Push intake: the four webhooks Segway calls (alert, fault, location, status), form-encoded.
+
+Each push is checked against its signature (the document's recipe: MD5 over the sorted ``k=v``
+pairs of every received field but the signature, joined by ``&``, with ``&client_secret=<secret>``
+appended); a wrong or missing signature answers 401 and changes nothing. A valid push is stored
+through the sink and answered ``200 {"code": 0}`` only after the sink returned, so Segway's single
+retry (after 5 s) covers a crash in between. Unknown devices are counted and ignored, ``0.0/0.0``
+and ``invalid`` positions dropped, bodies over ``push_max_body`` refused with 413.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridges.segway.mapping import alert_event, fault_event, location_patch, status_patch
+from bridges.segway.models import AlertPush, FaultPush, LocationPush, StatusPush
+from bridges.segway.settings import SegwaySettings
+from contracts.messages import EventType
+from twin.adapter import BridgeSink
+
+__all__ = ["PUSH_PATHS", "PushStats", "create_push_app", "push_signature", "verify_push"]
+
+log = logging.getLogger(__name__)
+
+PUSH_PATHS = ("/v2/vehicle/alert", "/v2/vehicle/fault", "/v2/vehicle/location", "/v2/vehicle/status")
+#: the document's location page spells the field ``signatrue``
+_SIGNATURE_KEYS = ("signature", "signatrue")
+_FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class PushStats:
+    received: int = 0
+    stored: int = 0
+    bad_signature: int = 0
+    invalid: int = 0
+    unknown_device: int = 0
+    dropped_position: int = 0
+    too_large: int = 0
+
+
+def push_signature(fields: Mapping[str, str], client_secret: str) -> str:
+    """The document's signature of ``fields`` (which must not contain the signature itself)."""
+    text = "&".join(f"{key}={fields[key]}" for key in sorted(fields))
+    return hashlib.md5(f"{text}&client_secret={client_secret}".encode()).hexdigest()
+
+
+def verify_push(fields: Mapping[str, str], client_secret: str) -> bool:
+    signature = next((fields[k] for k in _SIGNATURE_KEYS if k in fields), None)
+    if not signature:
+        return False
+    signed = {k: v for k, v in fields.items() if k not in _SIGNATURE_KEYS}
+    return hmac.compare_digest(push_signature(signed, client_secret), signature.strip().lower())
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ok() -> JSONResponse:
+    return JSONResponse({"code": 0, "message": "success"})
+
+
+def _refuse(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"code": status, "message": message}, status_code=status)
+
+
+Handler = Callable[[BaseModel], Awaitable[bool]]
+
+
+def create_push_app(sink: BridgeSink, settings: SegwaySettings, *, stats: PushStats | None = None) -> Starlette:
+    """The webhook receiver as a Starlette app (``app.state.stats`` counts what happened)."""
+    counters = stats if stats is not None else PushStats()
+    secret = settings.client_secret
+    devices = frozenset(settings.devices)
+
+    async def on_status(push: BaseModel) -> bool:
+        assert isinstance(push, StatusPush)
+        return await sink.report(push.iot_code, status_patch(push), source="push")
+
+    async def on_location(push: BaseModel) -> bool:
+        assert isinstance(push, LocationPush)
+        patch = location_patch(push)
+        if patch is None:
+            counters.dropped_position += 1
+            return True
+        return await sink.report(push.iot_code, patch, source="push")
+
+    async def on_alert(push: BaseModel) -> bool:
+        assert isinstance(push, AlertPush)
+        await sink.event(push.iot_code, EventType.ALERT, alert_event(push))
+        return True
+
+    async def on_fault(push: BaseModel) -> bool:
+        assert isinstance(push, FaultPush)
+        await sink.event(push.iot_code, EventType.FAULT, fault_event(push))
+        return True
+
+    kinds: dict[str, tuple[type[BaseModel], Handler]] = {
+        "/v2/vehicle/status": (StatusPush, on_status),
+        "/v2/vehicle/location": (LocationPush, on_location),
+        "/v2/vehicle/alert": (AlertPush, on_alert),
+        "/v2/vehicle/fault": (FaultPush, on_fault),
+    }
+
+    async def receive(request: Request) -> Response:
+        counters.received += 1
+        model, handler = kinds[request.url.path]
+        try:
+            body = await _read_body(request, settings.push_max_body)
+        except _TooLarge:
+            counters.too_large += 1
+            return _refuse(413, "body too large")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != _FORM:
+            counters.invalid += 1
+            return _refuse(415, f"expected {_FORM}")
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
+        except (UnicodeDecodeError, ValueError):
+            counters.invalid += 1
+            return _refuse(400, "unreadable form")
+        fields = dict(pairs)
+        if len(fields) != len(pairs) or not verify_push(fields, secret.get_secret_value()):
+            counters.bad_signature += 1
+            log.warning("segway push to %s refused: bad or missing signature", request.url.path)
+            return _refuse(401, "bad signature")
+        platform = fields.get("platformCode")
+        if platform is not None and platform != settings.client_id:
+            counters.bad_signature += 1
+            return _refuse(401, "wrong platform code")
+        try:
+            push = model.model_validate(fields)
+        except ValidationError:
+            counters.invalid += 1
+            return _refuse(400, "invalid push")
+        device = getattr(push, "iot_code", "")
+        if device not in devices or not await handler(push):
+            counters.unknown_device += 1
+            return _ok()  # not ours: answered so that Segway does not send it again
+        counters.stored += 1
+        return _ok()
+
+    app = Starlette(routes=[Route(path, receive, methods=["POST"]) for path in PUSH_PATHS])
+    app.state.stats = counters
+    return app

@@ -1,0 +1,103 @@
+"""Fixtures of the Segway tests: a simulator served over real HTTP, settings, client, sink."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from bridges.segway.client import SegwayClient
+from bridges.segway.settings import SegwaySettings
+from bridges.segway.simulator import SegwaySimulator
+from contracts.messages import EventType
+from twin.adapter import ReportedPatch
+from twin.asgi import ServedApp
+
+CLIENT_ID = "E20081"
+SECRET = "e2651be5-12d3-48f3-ba6c-bc2b04a447b6"
+DEVICES = ["861477038719116", "861477038719117", "861477038719118"]
+
+
+@pytest.fixture
+def sim() -> SegwaySimulator:
+    return SegwaySimulator(
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        devices=DEVICES,
+        bolt_seconds=0.05,
+        push_retry_delay=0.1,
+        tick=0.02,
+    )
+
+
+@pytest.fixture
+async def served(sim: SegwaySimulator) -> AsyncIterator[ServedApp]:
+    async with sim.serve() as served:
+        yield served
+
+
+def make_settings(base_url: str | None, **overrides: Any) -> SegwaySettings:
+    values: dict[str, Any] = {
+        "client_id": CLIENT_ID,
+        "client_secret": SecretStr(SECRET),
+        "base_url": base_url,
+        "devices": DEVICES,
+        "request_timeout": 2.0,
+    }
+    values.update(overrides)
+    return SegwaySettings(**values)
+
+
+@pytest.fixture
+def settings(served: ServedApp) -> SegwaySettings:
+    return make_settings(served.url)
+
+
+@pytest.fixture
+async def client(settings: SegwaySettings) -> AsyncIterator[SegwayClient]:
+    async with SegwayClient(settings=settings) as c:
+        yield c
+
+
+@dataclass
+class RecordingSink:
+    """A BridgeSink that keeps what it was given; it applies the store's "older never wins" rule."""
+
+    devices: set[str]
+    data_dir: Path = Path("/nonexistent")
+    reports: list[tuple[str, ReportedPatch, str]] = field(default_factory=list)
+    events: list[tuple[str, EventType, dict[str, Any]]] = field(default_factory=list)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    observed: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    fail_next: int = 0
+
+    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("store is down")
+        if device_id not in self.devices:
+            return False
+        self.reports.append((device_id, patch, source))
+        state = self.state.setdefault(device_id, {})
+        seen = self.observed.setdefault(device_id, {})
+        for name, value in patch.values.items():
+            when = patch.observed(name)
+            if when is not None and name in seen and when < seen[name]:
+                continue
+            state[name] = value
+            if when is not None:
+                seen[name] = when
+        return True
+
+    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
+        self.events.append((device_id, type, data))
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink(devices=set(DEVICES))

