@@ -37,6 +37,7 @@ __all__ = [
     "DeviceInfo",
     "ExecuteResult",
     "ReportedPatch",
+    "SimulatorKit",
     "VendorError",
     "lock_state",
 ]
@@ -164,6 +165,19 @@ class DesiredField:
 LOCK_FIELD = DesiredField(name="lock", type=DesiredLock, capability="lock")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SimulatorKit:
+    """A vendor's simulator as the demo, ``locktwin simulate``, compose and the benchmarks run it.
+
+    ``app`` is the simulator's ASGI app; ``settings(base_url)`` is the adapter's settings table that
+    points a bridge at it (with the simulator's demo-only credentials).
+    """
+
+    app: Any
+    settings: Callable[[str], dict[str, Any]]
+    device_ids: Sequence[str]
+
+
 class BridgeSink(Protocol):
     """What the runtime offers an adapter for pushes, vendor events and its own files."""
 
@@ -206,6 +220,11 @@ class Adapter(ABC):
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Close what ``start`` opened."""
+
+    @classmethod
+    def simulator(cls, *, devices: int) -> SimulatorKit | None:
+        """This vendor's simulator with ``devices`` simulated devices (None: it has none)."""
+        return None
 
     @classmethod
     def cli(cls, argv: Sequence[str]) -> int:

@@ -1,19 +1,23 @@
-"""``locktwin``: run bridges, generate the contract, and vendor commands."""
+"""``locktwin``: run bridges, send commands, watch devices, run the demo and the simulators."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 import anyio
 
 from twin.adapter import Adapter
 from twin.config import LocktwinSettings, load_settings, load_vendor_settings
+from twin.operator_cli import EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
 
@@ -81,6 +85,71 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> OperatorClient:
+    return OperatorClient(settings=load_settings(args.config))
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    vendor, device = parse_target(args.target)
+    body: dict[str, object] = {"lock": "LOCKED" if args.command == "lock" else "UNLOCKED"}
+    if args.expires_in is not None:
+        body["expires_in"] = args.expires_in
+    return anyio.run(
+        partial(_operator(args).command, vendor, device, "set", body, wait=args.wait, timeout=args.timeout)
+    )
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    vendor, device = parse_target(args.target)
+    return anyio.run(partial(_operator(args).command, vendor, device, "get", {}, wait=True, timeout=args.timeout))
+
+
+def _cmd_request(args: argparse.Namespace) -> int:
+    vendor, device = parse_target(args.target)
+    body = parse_arguments(args.arguments)
+    leaf = f"request/{args.action}"
+    return anyio.run(partial(_operator(args).command, vendor, device, leaf, body, wait=True, timeout=args.timeout))
+
+
+def _cmd_twin(args: argparse.Namespace) -> int:
+    vendor, device = parse_target(args.target)
+    raw = anyio.run(partial(_operator(args).retained, vendor, device, "twin", timeout=args.timeout))
+    if raw is None:
+        print(f"no twin for {args.target} (unknown device, or its bridge never ran)", file=sys.stderr)
+        return EXIT_TIMEOUT
+    print(json.dumps(json.loads(raw), indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    return anyio.run(partial(_operator(args).watch, args.filter, once=args.once))
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from twin.asgi import serve_asgi
+
+    cls = resolve_adapter(args.vendor)
+    kit = cls.simulator(devices=args.devices)
+    if kit is None:
+        print(f"{cls.vendor} has no simulator", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        async with serve_asgi(kit.app, host=args.host, port=args.port) as served:
+            print(f"{cls.vendor} simulator on {served.url} with {len(kit.device_ids)} devices", file=sys.stderr)
+            await anyio.sleep_forever()
+
+    with suppress(KeyboardInterrupt):
+        anyio.run(serve)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from twin.demo import run_demo
+
+    return run_demo(data_dir=args.data, devices=args.devices, port=args.port, live=not args.no_live)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="locktwin", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,6 +161,45 @@ def parser() -> argparse.ArgumentParser:
     con.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "contracts")
     con.add_argument("--check", action="store_true")
     con.set_defaults(func=_cmd_contracts)
+    for name in ("lock", "unlock"):
+        cmd = sub.add_parser(name, help=f"{name} a device: <vendor>/<device>")
+        cmd.add_argument("target")
+        cmd.add_argument("--wait", action="store_true", help="wait for the final answer (exit 0 only if succeeded)")
+        cmd.add_argument("--timeout", type=float, default=60.0)
+        cmd.add_argument("--expires-in", type=float, default=None, help="seconds the command may take")
+        cmd.set_defaults(func=_cmd_lock)
+    get = sub.add_parser("get", help="refresh a device's twin from its vendor now")
+    get.add_argument("target")
+    get.add_argument("--timeout", type=float, default=30.0)
+    get.set_defaults(func=_cmd_get)
+    req = sub.add_parser("request", help="a vendor action: request <vendor>/<device> <action> key=value...")
+    req.add_argument("target")
+    req.add_argument("action")
+    req.add_argument("arguments", nargs="*")
+    req.add_argument("--timeout", type=float, default=60.0)
+    req.set_defaults(func=_cmd_request)
+    twin = sub.add_parser("twin", help="print a device's twin document")
+    twin.add_argument("target")
+    twin.add_argument("--timeout", type=float, default=5.0)
+    twin.set_defaults(func=_cmd_twin)
+    watch = sub.add_parser("watch", help="a live table of devices")
+    watch.add_argument("filter", nargs="?", default="+/+", help="<vendor>/<device> with MQTT wildcards")
+    watch.add_argument("--once", action="store_true", help="print the table once and exit")
+    watch.set_defaults(func=_cmd_watch)
+    for cmd in (*[sub.choices[n] for n in ("lock", "unlock", "get", "request", "twin", "watch")],):
+        cmd.add_argument("--config", type=Path, help="TOML file (LOCKTWIN_* variables override it)")
+    sim = sub.add_parser("simulate", help="serve a vendor's cloud simulator")
+    sim.add_argument("vendor")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--devices", type=int, default=5)
+    sim.set_defaults(func=_cmd_simulate)
+    demo = sub.add_parser("demo", help="broker, simulators and bridges on embedded defaults")
+    demo.add_argument("--data", type=Path, default=Path("data/demo"))
+    demo.add_argument("--devices", type=int, default=3, help="devices per vendor")
+    demo.add_argument("--port", type=int, default=None, help="broker port (default: 1883, or a free one)")
+    demo.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+    demo.set_defaults(func=_cmd_demo)
     return p
 
 

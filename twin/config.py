@@ -47,6 +47,9 @@ class MqttSettings(BaseModel):
     keepalive: int = Field(default=30, ge=5, le=3600)
     session_expiry: int = Field(default=3600, ge=0, description="seconds the broker keeps our queued commands")
     reconnect_max: float = Field(default=30.0, gt=0)
+    #: MQTT 3.1.1 only for brokers without v5 (the demo's embedded broker): retained commands are then
+    #: refused only when delivered from the broker's store, and there are no v5 response topics.
+    protocol: Literal["5", "3.1.1"] = "5"
 
     @field_validator("url")
     @classmethod

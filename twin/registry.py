@@ -13,6 +13,7 @@ ADAPTERS: dict[str, str] = {
     "segway": "bridges.segway.adapter:SegwayAdapter",
     "smartcar": "bridges.smartcar.adapter:SmartcarAdapter",
     "okai": "bridges.okai.adapter:OkaiAdapter",
+    "tuya": "bridges.tuya.adapter:TuyaAdapter",
 }
 
 

@@ -116,21 +116,23 @@ class BridgeRuntime:
     # -- MQTT --------------------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(self.topics.bridge_state, b"offline", qos=1, retain=True)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.mqtt.session_expiry
+        session: dict[str, Any]
+        if self.mqtt.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.mqtt.session_expiry
+            session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": props}
+        else:
+            session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
         return aiomqtt.Client(
             self.mqtt.host,
             self.mqtt.port,
             username=self.mqtt.username,
             password=self.mqtt.secret(),
             identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
             will=will,
-            clean_start=False,
-            properties=props,
             keepalive=self.mqtt.keepalive,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            max_queued_outgoing_messages=None,
+            **session,
         )
 
     async def _mqtt_loop(self, tg: TaskGroup) -> None:
@@ -170,8 +172,11 @@ class BridgeRuntime:
                 props.CorrelationData = correlation
             tg.start_soon(self._publish, client, topic, payload, retain, props, on_sent)
 
-        options = SubscribeOptions(qos=1, retainAsPublished=True)
-        await client.subscribe([(t, options) for t in self.topics.subscriptions])
+        if self.mqtt.protocol == "5":
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            await client.subscribe([(t, options) for t in self.topics.subscriptions])
+        else:
+            await client.subscribe([(t, 1) for t in self.topics.subscriptions])
         self.engine.out.sender = send
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.engine.out.republish_all()

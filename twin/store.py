@@ -167,7 +167,8 @@ class Store:
         )
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)  # type: ignore[union-attr]
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS commands_txn ON commands(device, txn)")
-        self.conn.execute("CREATE INDEX IF NOT EXISTS commands_open ON commands(status, device, seq)")
+        self.conn.execute("CREATE INDEX IF NOT EXISTS commands_device ON commands(device, status)")
+        self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS commands_seq ON commands(seq)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS commands_unanswered ON commands(answered)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS journal_device ON journal(device, seq)")
         self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -240,7 +241,7 @@ class Store:
                 cmd.acked_at,
             ),
         )
-        cmd.seq = cur.fetchone()[0]
+        cmd.seq = int(cur.fetchone()[0])  # acceptance order (MAX over the seq index is a lookup)
 
     def update_command(self, cmd: CommandRecord) -> None:
         cmd.updated_at = time.time()

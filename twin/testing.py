@@ -17,11 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,78 +27,16 @@ import aiomqtt
 import anyio
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import SecretStr
 
 from twin.adapter import Adapter
+from twin.broker import MosquittoBroker, free_port
 from twin.config import BridgeOptions, MqttSettings
 from twin.runtime import BridgeRuntime
 
-__all__ = ["BridgeHarness", "MosquittoBroker", "free_port"]
+__all__ = ["BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "v5_reply"]
 
 FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class MosquittoBroker:
-    """A private mosquitto process with a configuration of the test's choosing."""
-
-    def __init__(self, *, port: int | None = None, extra_config: str = "", workdir: Path | None = None) -> None:
-        self.port = port or free_port()
-        self.extra_config = extra_config
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="mosquitto-"))
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
-            "max_queued_messages 0\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir}/\n" + self.extra_config
-        )
-        self._proc = subprocess.Popen(  # noqa: S603
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self._proc.poll() is not None:
-                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                    raise RuntimeError(f"mosquitto exited: {err}") from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 def broker_from_environment() -> tuple[str, Callable[[], None]]:
@@ -134,6 +67,8 @@ class BridgeHarness:
         data_dir: Path,
         options: BridgeOptions | None = None,
         base_topic: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.adapter = adapter
         self.broker_url = broker_url
@@ -141,6 +76,8 @@ class BridgeHarness:
         self.options = options
         self.base = base_topic or f"lt-test-{uuid.uuid4().hex[:10]}"
         self.vendor = adapter.vendor
+        self.username = username
+        self.password = password
         self.messages: list[tuple[str, bytes, bool, Any]] = []
         self.retained: dict[str, bytes] = {}
         self._changed = anyio.Event()
@@ -148,7 +85,12 @@ class BridgeHarness:
         self._client: aiomqtt.Client | None = None
 
     def _mqtt(self) -> MqttSettings:
-        return MqttSettings(url=self.broker_url, client_id=f"{self.base}-bridge")
+        return MqttSettings(
+            url=self.broker_url,
+            client_id=f"{self.base}-bridge",
+            username=self.username,
+            password=None if self.password is None else SecretStr(self.password),
+        )
 
     def new_runtime(self) -> BridgeRuntime:
         return BridgeRuntime(
@@ -157,14 +99,11 @@ class BridgeHarness:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[BridgeHarness]:
-        host, port = self._mqtt().host, self._mqtt().port
-        async with (
-            aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5, identifier=f"{self.base}-obs") as client,
-            anyio.create_task_group() as tg,
-        ):
-            self._client = client
-            await client.subscribe(f"{self.base}/#", qos=1)
-            tg.start_soon(self._observe, client)
+        async with anyio.create_task_group() as tg:
+            connected = anyio.Event()
+            tg.start_soon(self._observe, connected)
+            with anyio.fail_after(20):
+                await connected.wait()
             await self.start_bridge(tg)
             try:
                 yield self
@@ -197,13 +136,31 @@ class BridgeHarness:
     async def __aexit__(self, *exc: object) -> None:
         await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
 
-    async def _observe(self, client: aiomqtt.Client) -> None:
-        async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-            self.messages.append((msg.topic.value, payload, bool(msg.retain), msg.properties))
-            self.retained[msg.topic.value] = payload
-            self._changed.set()
-            self._changed = anyio.Event()
+    async def _observe(self, connected: anyio.Event) -> None:
+        """Record everything under the base topic; reconnect when the broker restarts."""
+        mqtt = self._mqtt()
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    mqtt.host,
+                    mqtt.port,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    identifier=f"{self.base}-obs",
+                    username=self.username,
+                    password=self.password,
+                ) as client:
+                    await client.subscribe(f"{self.base}/#", qos=1)
+                    self._client = client
+                    connected.set()
+                    async for msg in client.messages:
+                        payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+                        self.messages.append((msg.topic.value, payload, bool(msg.retain), msg.properties))
+                        self.retained[msg.topic.value] = payload
+                        self._changed.set()
+                        self._changed = anyio.Event()
+            except aiomqtt.MqttError:
+                self._client = None
+                await anyio.sleep(0.1)
 
     # -- sending ---------------------------------------------------------------------------------
     def topic(self, device: str, leaf: str) -> str:
@@ -212,7 +169,9 @@ class BridgeHarness:
     async def publish(
         self, topic: str, payload: bytes | str | dict[str, Any], *, retain: bool = False, properties: Any = None
     ) -> None:
-        assert self._client is not None
+        with anyio.fail_after(20):
+            while self._client is None:  # noqa: ASYNC110 - the observer is reconnecting
+                await anyio.sleep(0.05)
         if isinstance(payload, dict):
             payload = json.dumps(payload)
         await self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)

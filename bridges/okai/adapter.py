@@ -65,6 +65,7 @@ class OkaiAdapter(Adapter):
     def __init__(self, *, settings: BaseModel) -> None:
         super().__init__(settings=settings)
         self._client: OkaiClient | None = None
+        self._sink: BridgeSink | None = None
 
     @property
     def _settings(self) -> OkaiSettings:
@@ -82,6 +83,7 @@ class OkaiAdapter(Adapter):
         client = OkaiClient(settings=self._settings)
         await client.open()
         self._client = client
+        self._sink = sink
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -106,14 +108,20 @@ class OkaiAdapter(Adapter):
             status = await self.client.status(imei)
         except VendorError as exc:
             if exc.info.code is ErrorCode.DEVICE_OFFLINE:
-                return ReportedPatch(values={"online": False}, observed_at=datetime.now(UTC))
+                return _offline()
             raise
         return self.status_patch(status)
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
         imei = self._imei(device_id)
         expire_time = max(1, math.floor(ctx.remaining))
-        await self.client.switch_lock(imei, operate="lock" if locked else "unlock", expire_time=expire_time)
+        try:
+            await self.client.switch_lock(imei, operate="lock" if locked else "unlock", expire_time=expire_time)
+        except VendorError as exc:
+            if exc.info.code is ErrorCode.DEVICE_OFFLINE and self._sink is not None:
+                # the vendor says so: publish availability now, the runtime retries the command
+                await self._sink.report(device_id, _offline(), source="command")
+            raise
         return ExecuteResult()
 
     def actions(self) -> Mapping[str, ActionSpec]:
@@ -169,9 +177,11 @@ class OkaiAdapter(Adapter):
             values["remaining_distance_m"] = round(status.remainMile * per_unit)
         # connectivity is the cloud's present knowledge; the rest is as old as the scooter's last report
         online_now = {"online": datetime.now(UTC)} if "online" in values else {}
-        return ReportedPatch(
-            values=values, observed_at=_epoch_ms(status.updateTime), field_observed_at=online_now
-        )
+        return ReportedPatch(values=values, observed_at=_epoch_ms(status.updateTime), field_observed_at=online_now)
+
+
+def _offline() -> ReportedPatch:
+    return ReportedPatch(values={"online": False}, observed_at=datetime.now(UTC))
 
 
 def location_patch(location: ScooterLocation) -> ReportedPatch:

@@ -15,6 +15,7 @@ Neither the userKey, the signKey nor a signature is ever logged or put into an e
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -37,11 +38,28 @@ from bridges.okai.signing import sign
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
-__all__ = ["OkaiClient"]
+__all__ = ["OkaiClient", "RedactQuery"]
 
 log = logging.getLogger(__name__)
 
 _M = TypeVar("_M", ScooterStatus, ScooterLocation)
+
+_SECRET_QUERY = re.compile(r"((?:^|[?&])(?:userKey|sign)=)[^&\s\"]*")
+
+
+class RedactQuery(logging.Filter):
+    """Masks ``userKey`` and ``sign`` in httpx's request log line (its URL carries the query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1***", str(arg)) if "userKey=" in str(arg) or "sign=" in str(arg) else arg
+                for arg in record.args
+            )
+        return True
+
+
+_REDACT = RedactQuery()
 
 _AUTH_MESSAGES: dict[str, str] = {
     "sign": "OKAI refused the signature: check sign_key and sign_params",
@@ -65,6 +83,8 @@ class OkaiClient:
         self._http: httpx.AsyncClient | None = None
 
     async def open(self) -> None:
+        if self._settings.auth_in == "params":
+            logging.getLogger("httpx").addFilter(_REDACT)  # idempotent: a filter is added once
         self._http = httpx.AsyncClient(
             base_url=self._settings.base_url.rstrip("/"),
             timeout=self._settings.timeout,

@@ -45,9 +45,9 @@ class OkaiSettings(BaseSettings):
     #: "all": every request parameter except sign (userKey and timestamp included) [guess, the default];
     #: "business": only the operation's parameters, as the document's worked example spells it
     sign_params: Literal["all", "business"] = "all"
-    #: "params": identity as request parameters (query string on GET, JSON body on POST);
-    #: "headers": as HTTP headers, like the document's curl sample
-    auth_in: Literal["params", "headers"] = "params"
+    #: "headers": identity as HTTP headers, like the document's curl sample (keeps keys out of URLs);
+    #: "params": as request parameters (query string on GET, JSON body on POST), like public client code
+    auth_in: Literal["params", "headers"] = "headers"
     #: the document's table shows seconds, its curl sample milliseconds
     timestamp_unit: Literal["s", "ms"] = "ms"
     base_url: str = DEFAULT_BASE_URL

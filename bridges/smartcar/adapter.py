@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -233,7 +234,7 @@ class SmartcarAdapter(Adapter):
         values, answer = await self._read_security(vehicle.user_id, device_id)
         if vehicle.confirm_target is not None and values.get("lock") == _lock_word(vehicle.confirm_target):
             vehicle.confirm_until = 0.0
-        return ReportedPatch(values=values, observed_at=answer.meta.data_age)
+        return ReportedPatch(values=values, observed_at=answer.meta.data_age, field_observed_at=_online_now(answer))
 
     async def _full_read(self, device_id: str, vehicle: _Vehicle) -> ReportedPatch:
         values, answer = await self._read_security(vehicle.user_id, device_id)
@@ -259,6 +260,7 @@ class SmartcarAdapter(Adapter):
                 continue
             values.update(more)
             observed.update({key: extra.meta.data_age for key in more})
+        observed.update(_online_now(answer))
         return ReportedPatch(
             values=values,
             observed_at=answer.meta.data_age,
@@ -318,9 +320,17 @@ class SmartcarAdapter(Adapter):
             data = {key: str(value) if key == "lock" else value for key, value in values.items()}
             if answer.meta.data_age is not None:
                 data["observed_at"] = answer.meta.data_age.isoformat()
-            return ExecuteResult(data=data, reported=ReportedPatch(values=values, observed_at=answer.meta.data_age))
+            patch = ReportedPatch(
+                values=values, observed_at=answer.meta.data_age, field_observed_at=_online_now(answer)
+            )
+            return ExecuteResult(data=data, reported=patch)
 
         return handler
+
+
+def _online_now(answer: Answer[Any]) -> dict[str, datetime]:
+    """``online`` is true when Smartcar answered, whatever the age of the data."""
+    return {"online": answer.meta.fetched_at or datetime.now(UTC)}
 
 
 def _lock_word(locked: bool) -> str:

@@ -62,9 +62,10 @@ class Scooter:
 
     # -- pokes -------------------------------------------------------------------------------------
 
-    def set_online(self, online: bool) -> None:
+    def set_online(self, online: bool, *, at: float | None = None) -> None:
+        """Connect or disconnect the scooter's modem (``at``: monotonic time, default now)."""
         if online and not self.online:
-            self._online_since = time.monotonic()
+            self._online_since = time.monotonic() if at is None else at
         self.online = online
 
     def ride(self, speed_kmh: float = 18.0) -> None:

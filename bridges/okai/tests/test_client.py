@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import socket
 import time
 
@@ -182,7 +183,7 @@ async def test_status_http_503_vendor_unavailable() -> None:
 async def test_status_timeout_vendor_unavailable() -> None:
     sim = _sim()
     imei = sim.fleet.imeis[0]
-    sim.fleet[imei].latency = 1.0
+    sim.fleet[imei].latency = 0.5
     async with served_client(sim, timeout=0.1) as client:
         with pytest.raises(VendorError) as caught:
             await client.status(imei)
@@ -216,3 +217,14 @@ async def test_status_error_code_table_configurable() -> None:
         with pytest.raises(VendorError) as caught:
             await client.status(imei)
     assert caught.value.info.code is ErrorCode.DEVICE_BUSY
+
+
+@pytest.mark.anyio
+async def test_status_query_secrets_redacted_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    sim = _sim(sign_key=SIGN_KEY)
+    async with served_client(sim, auth_in="params") as client:
+        await client.status(sim.fleet.imeis[0])
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines and all("userKey=***" in line and "sign=***" in line for line in lines)
+    assert all(USER_KEY not in line for line in lines)

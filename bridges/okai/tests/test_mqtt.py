@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import SecretStr
 
@@ -26,9 +27,7 @@ def _sim(**kwargs: Any) -> OkaiSimulator:
 
 
 @asynccontextmanager
-async def bridge(
-    sim: OkaiSimulator, broker: str, data_dir: Path, **overrides: Any
-) -> AsyncIterator[BridgeHarness]:
+async def bridge(sim: OkaiSimulator, broker: str, data_dir: Path, **overrides: Any) -> AsyncIterator[BridgeHarness]:
     async with serve_simulator(sim) as base_url:
         settings = settings_for(base_url, sim, **{"poll_interval": 60.0, **overrides})
         async with BridgeHarness(adapter=OkaiAdapter(settings=settings), broker_url=broker, data_dir=data_dir) as h:
@@ -74,12 +73,8 @@ async def test_mqtt_expire_time_passed_in_simulator_never_succeeds(mqtt_broker: 
         assert final["status"] in {"expired", "failed"}, final
         command = sim.fleet[imei].commands[0]
         while command.outcome == "pending":
-            await h.wait_for(lambda: False, timeout=0.2) if False else None
+            await anyio.sleep(0.2)
             await sim.advance()
-            if command.outcome == "pending":
-                import anyio
-
-                await anyio.sleep(0.2)
     assert command.outcome == "dropped"
     assert sim.calls_to(SWITCH_LOCK_PATH)[0].params["expireTime"] <= 2
     assert sim.fleet[imei].locked is True
@@ -99,16 +94,16 @@ async def test_mqtt_offline_scooter_retried_until_expiry(mqtt_broker: str, tmp_p
     assert availability == "offline"
 
 
-async def test_mqtt_offline_then_online_succeeds(mqtt_broker: str, tmp_path: Path) -> None:
+async def test_mqtt_offline_then_back_online_succeeds(mqtt_broker: str, tmp_path: Path) -> None:
     sim = _sim()
     imei = sim.fleet.imeis[0]
-    sim.fleet[imei].set_online(False)
-    sim.fleet.inject(code=int(OkaiCode.DEVICE_OFFLINE), msg="device offline", imei=imei, count=1)
-    sim.fleet[imei].set_online(True)
+    sim.fleet.inject(code=int(OkaiCode.DEVICE_OFFLINE), msg="device offline", imei=imei, path=SWITCH_LOCK_PATH)
     async with bridge(sim, mqtt_broker, tmp_path) as h:
         final = await h.set(imei, {"lock": "UNLOCKED", "expires_in": 15})
+        availability = await h.wait_retained(imei, "availability", lambda a: a == "online")
     assert final["status"] == "succeeded", final
-    assert len(sim.calls_to(SWITCH_LOCK_PATH)) >= 1
+    assert [c.code for c in sim.calls_to(SWITCH_LOCK_PATH)] == [OkaiCode.DEVICE_OFFLINE, OkaiCode.SUCCESS]
+    assert availability == "online"
 
 
 async def test_mqtt_state_has_telemetry_in_metres(mqtt_broker: str, tmp_path: Path) -> None:

@@ -25,10 +25,7 @@ def test_sign_business_matches_document_recipe() -> None:
 
 
 def test_sign_all_includes_user_key_and_timestamp() -> None:
-    text = (
-        "expireTime=5&imei=863795050079434&operate=unlock"
-        f"&timestamp=1646617100&userKey={DOC_USER_KEY}{DOC_SIGN_KEY}"
-    )
+    text = f"expireTime=5&imei=863795050079434&operate=unlock&timestamp=1646617100&userKey={DOC_USER_KEY}{DOC_SIGN_KEY}"
     assert sign(DOC_PARAMS, DOC_SIGN_KEY, "all") == hashlib.md5(text.encode()).hexdigest()
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import SecretStr
 
@@ -101,3 +102,12 @@ class RecordingSink:
 @pytest.fixture
 def sink() -> RecordingSink:
     return RecordingSink(devices=set(DEVICES))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 5.0) -> None:
+    """Wait until ``check()`` holds (polling: physics run on real time)."""
+    with anyio.fail_after(timeout):
+        for _ in range(1_000_000):
+            if await check():
+                return
+            await anyio.sleep(0.02)

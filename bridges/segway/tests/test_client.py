@@ -6,27 +6,13 @@ import anyio
 import pytest
 
 from bridges.segway.client import PATHS, SegwayClient
-from bridges.segway.errors import CODES
-from bridges.segway.models import (
-    AmbientLightRequest,
-    BluetoothKeyRequest,
-    LampEffect,
-    LocationInterval,
-    SoundControlRequest,
-    SoundMask,
-    SoundSettingRequest,
-    StatusInterval,
-    SwitchEnableRequest,
-    SwitchSettingRequest,
-    UploadIntervalRequest,
-)
 from bridges.segway.settings import region_base_url
 from bridges.segway.simulator import SegwaySimulator
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
 
-from .conftest import DEVICES, make_settings
+from .conftest import CLIENT_ID, DEVICES, SECRET, make_settings
 
 BIKE = DEVICES[0]
 
@@ -73,8 +59,42 @@ async def test_token_bad_credentials_auth_failed(served: ServedApp, sim: SegwayS
 
 
 @pytest.mark.anyio
-async def test_token_refreshed_ahead_of_expiry(served: ServedApp) -> None:
-    pass
+async def test_token_refreshed_ahead_of_expiry() -> None:
+    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=1.0)
+    async with sim.serve() as served, SegwayClient(settings=make_settings(served.url)) as client:
+        await client.status(BIKE)
+        await anyio.sleep(0.6)  # past half the lifetime: refreshed before the token runs out
+        await client.status(BIKE)
+    assert len(sim.calls_to(PATHS["token"])) == 2
+    assert len(sim.calls_to(PATHS["status"])) == 2  # nothing was refused
+
+
+@pytest.mark.anyio
+async def test_token_expired_mid_run_refreshes_and_retries() -> None:
+    sim = SegwaySimulator(
+        client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=0.4, token_overlap=0.0
+    )
+    async with sim.serve() as served:
+        settings = make_settings(served.url, token_refresh_ahead=0.0)
+        async with SegwayClient(settings=settings) as client:
+            await client.status(BIKE)
+            # the client thinks the token is good for 0.4 s; the cloud revokes it early
+            sim.revoke_tokens()
+            await client.lock(BIKE)
+            await anyio.sleep(0.5)
+            await client.status(BIKE)
+    assert len(sim.calls_to(PATHS["token"])) == 3
+    assert len(sim.calls_to(PATHS["lock"])) == 2
+
+
+@pytest.mark.anyio
+async def test_token_old_and_new_overlap(client: SegwayClient, sim: SegwaySimulator) -> None:
+    await client.status(BIKE)
+    [old] = sim.tokens
+    sim.issue_token()  # a refresh by another process of the same account
+    assert sim.bearer_valid(f"bearer {old}")
+    await client.status(BIKE)
+    assert len(sim.calls_to(PATHS["token"])) == 1
 
 
 @pytest.mark.anyio

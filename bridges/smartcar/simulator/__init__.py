@@ -19,6 +19,9 @@ from .oauth import ALL_SCOPES, Grant, OAuthServer
 
 __all__ = [
     "ALL_SCOPES",
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_REDIRECT_URI",
     "ERRORS",
     "Fleet",
     "InjectedError",

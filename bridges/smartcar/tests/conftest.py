@@ -18,7 +18,7 @@ from twin.adapter import ReportedPatch
 from twin.asgi import ServedApp
 
 CLIENT_ID = "test-client"
-CLIENT_SECRET = "test-secret-value"  # noqa: S105
+CLIENT_SECRET = "test-secret-value"
 
 
 def make_settings(url: str, **overrides: Any) -> SmartcarSettings:
@@ -87,9 +87,7 @@ async def linked(settings: SmartcarSettings, sim: SmartcarSimulator, sink: Recor
 
 
 @pytest.fixture
-async def adapter(
-    served: ServedApp, sim: SmartcarSimulator, sink: RecordingSink
-) -> AsyncIterator[SmartcarAdapter]:
+async def adapter(served: ServedApp, sim: SmartcarSimulator, sink: RecordingSink) -> AsyncIterator[SmartcarAdapter]:
     settings = make_settings(served.url)
     await linked(settings, sim, sink)
     adapter = SmartcarAdapter(settings=settings)

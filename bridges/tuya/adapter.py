@@ -1,0 +1,191 @@
+"""The Tuya door-lock adapter: mapping between Tuya's data points and the twin.
+
+- ``lock``: a password ticket, then the password-free door-operate (``open`` true unlocks, false
+  locks). ``result: true`` is acceptance only; the runtime confirms from ``lock_motor_state``,
+  whose polarity is configurable per device.
+- ``cards``: desired door-lock cards, reconciled by :mod:`bridges.tuya.cards` (masked ids only).
+- ``/request/{action}``: every user and card endpoint, from the table in :mod:`bridges.tuya.actions`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from bridges.tuya.actions import ENDPOINTS, Endpoint
+from bridges.tuya.arguments import WireArguments
+from bridges.tuya.card_sync import CardSync
+from bridges.tuya.cards import CARDS_TYPE, ManagedCards, cards_confirmed, parse_cards
+from bridges.tuya.client import TuyaClient
+from bridges.tuya.models import DeviceDetail, PasswordTicket
+from bridges.tuya.settings import TuyaSettings
+from contracts.errors import ErrorCode
+from contracts.messages import LockState
+from twin.adapter import (
+    LOCK_FIELD,
+    ActionSpec,
+    Adapter,
+    BridgeSink,
+    CommandContext,
+    DesiredField,
+    DeviceInfo,
+    ExecuteResult,
+    ReportedPatch,
+    VendorError,
+    lock_state,
+)
+
+__all__ = ["BATTERY_LEVELS", "CARDS_FIELD", "JAM_ALARMS", "TuyaAdapter"]
+
+log = logging.getLogger(__name__)
+
+#: ``battery_state`` when a lock has no ``residual_electricity``
+BATTERY_LEVELS: Mapping[str, float] = {"high": 100.0, "medium": 50.0, "low": 20.0, "poweroff": 0.0}
+#: ``alarm_lock`` values that mean the bolt could not move
+JAM_ALARMS = frozenset({"tongue_bad"})
+CARDS_FIELD = DesiredField(name="cards", type=CARDS_TYPE, capability="cards", confirmed=cards_confirmed)
+
+
+class TuyaAdapter(Adapter):
+    vendor: ClassVar[str] = "tuya"
+    settings_model: ClassVar[type[BaseModel]] = TuyaSettings
+    confirm_interval: ClassVar[float] = 0.5
+
+    def __init__(self, *, settings: BaseModel) -> None:
+        super().__init__(settings=settings)
+        self._settings = (
+            TuyaSettings.model_validate(settings.model_dump()) if not isinstance(settings, TuyaSettings) else settings
+        )
+        self._client: TuyaClient | None = None
+        self._cards: CardSync | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, sink: BridgeSink) -> None:
+        s = self._settings
+        client = TuyaClient(
+            base_url=s.base_url,
+            client_id=s.client_id,
+            secret=s.secret(),
+            timeout=s.timeout,
+            token_refresh_margin=s.token_refresh_margin,
+            send_nonce=s.send_nonce,
+            lang=s.lang,
+        )
+        self._client = await client.__aenter__()
+        if s.project_id:
+            store = ManagedCards(path=sink.data_dir / "cards.json")
+            store.load()
+            self._cards = CardSync(client=client, project_id=s.project_id, store=store)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> TuyaClient:
+        if self._client is None:
+            raise RuntimeError("TuyaAdapter used before start()")
+        return self._client
+
+    # -- devices and state ---------------------------------------------------------------------
+
+    async def list_devices(self) -> Sequence[DeviceInfo]:
+        capabilities = frozenset({"lock", "users"} | ({"cards"} if self._settings.project_id else set()))
+        return [
+            DeviceInfo(id=device_id, capabilities=capabilities, poll_interval=self._settings.poll_interval)
+            for device_id in self._settings.devices
+        ]
+
+    async def read_status(self, device_id: str) -> ReportedPatch:
+        detail = DeviceDetail.model_validate(await self.client.get(f"/v1.0/devices/{device_id}"))
+        values = self.map_status(device_id, detail)
+        if self._cards is not None:
+            try:
+                values["cards"] = self._cards.view(await self._cards.read(device_id))
+            except VendorError as exc:
+                log.info("tuya cards of %s not read: %s", device_id, exc.info.code)
+        return ReportedPatch(values=values, observed_at=datetime.now(UTC))
+
+    def map_status(self, device_id: str, detail: DeviceDetail) -> dict[str, Any]:
+        """The twin's keys from one device's data points."""
+        points = {item.code: item.value for item in detail.status}
+        motor = points.get("lock_motor_state")
+        alarm = points.get("alarm_lock") or None
+        if alarm in JAM_ALARMS:
+            lock = LockState.JAMMED
+        elif isinstance(motor, bool):
+            lock = lock_state(locked=motor == self._settings.locked_when_true(device_id))
+        else:
+            lock = LockState.UNKNOWN
+        values: dict[str, Any] = {"lock": lock, "online": detail.online, "last_alarm": alarm}
+        battery = points.get("residual_electricity")
+        if isinstance(battery, int | float) and not isinstance(battery, bool) and 0 <= battery <= 100:
+            values["battery"] = float(battery)
+        elif points.get("battery_state") in BATTERY_LEVELS:
+            values["battery"] = BATTERY_LEVELS[points["battery_state"]]
+        if isinstance(points.get("door_opened"), bool):
+            values["door_open"] = points["door_opened"]
+        return values
+
+    # -- desired state -------------------------------------------------------------------------
+
+    def desired_fields(self) -> Mapping[str, DesiredField]:
+        fields = {"lock": LOCK_FIELD}
+        if self._settings.project_id:
+            fields["cards"] = CARDS_FIELD
+        return fields
+
+    async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
+        base = f"/v1.0/smart-lock/devices/{device_id}"
+        ticket = PasswordTicket.model_validate(await self.client.post(f"{base}/password-ticket"))
+        accepted = await self.client.post(
+            f"{base}/password-free/door-operate", {"ticket_id": ticket.ticket_id, "open": not locked}
+        )
+        if accepted is not True:
+            raise VendorError(ErrorCode.VENDOR_ERROR, "the cloud did not accept the door operation", retryable=True)
+        return ExecuteResult(data={"accepted": True})
+
+    async def set_desired(self, device_id: str, name: str, value: Any, ctx: CommandContext) -> ExecuteResult:
+        if name != "cards":
+            return await super().set_desired(device_id, name, value, ctx)
+        if self._cards is None:
+            raise VendorError(ErrorCode.UNSUPPORTED, "cards need the cloud project_id in the settings")
+        ops = await self._cards.reconcile(device_id, parse_cards(value))
+        reported = self._cards.view(await self._cards.read(device_id))
+        return ExecuteResult(
+            data={"operations": [op.describe() for op in ops]},
+            reported=ReportedPatch(values={"cards": reported}, observed_at=datetime.now(UTC)),
+        )
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def actions(self) -> Mapping[str, ActionSpec]:
+        return {
+            e.name: ActionSpec(
+                name=e.name,
+                arguments=e.arguments,
+                handler=functools.partial(self._run_endpoint, e),
+                description=e.description,
+                idempotent=e.idempotent,
+                capability=e.capability,
+            )
+            for e in ENDPOINTS
+            if e.capability != "cards" or self._settings.project_id
+        }
+
+    async def _run_endpoint(
+        self, endpoint: Endpoint, device_id: str, arguments: Any, ctx: CommandContext
+    ) -> ExecuteResult:
+        args: WireArguments = arguments
+        path = endpoint.path.format(
+            device_id=device_id, project_id=self._settings.project_id or "", **args.path_values()
+        )
+        result = await self.client.request(endpoint.method, path, params=args.query(), body=args.body())
+        return ExecuteResult(data=result if isinstance(result, dict) else {"result": result})

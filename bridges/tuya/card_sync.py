@@ -1,0 +1,106 @@
+"""Reading and reconciling one lock's cards through the card API (used by the adapter)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bridges.tuya.cards import (
+    CardOperation,
+    CardSpec,
+    ManagedCard,
+    ManagedCards,
+    ReportedCard,
+    card_view,
+    mask,
+    plan_cards,
+)
+from bridges.tuya.client import TuyaClient
+from bridges.tuya.errors import DATA_NOT_EXIST
+from bridges.tuya.models import CardInfo, CardOperateResult
+from contracts.errors import ErrorCode
+from twin.adapter import VendorError
+
+__all__ = ["CardSync"]
+
+log = logging.getLogger(__name__)
+
+
+def _not_found(exc: VendorError) -> bool:
+    return exc.info.vendor_code == str(DATA_NOT_EXIST)
+
+
+class CardSync:
+    """The card API of one project, and the file of cards locktwin manages."""
+
+    def __init__(self, *, client: TuyaClient, project_id: str, store: ManagedCards) -> None:
+        self._client = client
+        self._store = store
+        self._project = project_id
+
+    def _base(self, device_id: str) -> str:
+        return f"/v1.0/osaas/projects/{self._project}/card-issue-devices/lock-devices/{device_id}/cards"
+
+    async def read(self, device_id: str) -> dict[str, ReportedCard]:
+        """The managed cards as the cloud reports them (a card the cloud no longer knows is absent)."""
+        cards: dict[str, ReportedCard] = {}
+        query = f"/v1.0/cloud/osaas/projects/{self._project}/card-issue-devices/lock-devices/{device_id}/cards"
+        for card_id, managed in self._store.cards(device_id).items():
+            try:
+                raw = await self._client.get(f"{query}/{managed.lock_card_id}")
+            except VendorError as exc:
+                if _not_found(exc):
+                    continue
+                raise
+            info = CardInfo.model_validate(raw)
+            frozen = managed.frozen if info.freeze_status is None else info.freeze_status == 1
+            cards[card_id] = ReportedCard(
+                card_id=card_id, lock_card_id=info.lock_card_id, begin=info.begin_time, end=info.end_time, frozen=frozen
+            )
+        return cards
+
+    @staticmethod
+    def view(cards: dict[str, ReportedCard]) -> dict[str, Any]:
+        return {mask(cid): card_view(c.begin, c.end, c.frozen) for cid, c in sorted(cards.items())}
+
+    async def reconcile(self, device_id: str, desired: dict[str, CardSpec]) -> list[CardOperation]:
+        """Plan against what the cloud reports now and execute the plan, one call per operation."""
+        reported = await self.read(device_id)
+        managed = self._store.cards(device_id)
+        for card_id in managed.keys() - reported.keys() - desired.keys():
+            self._store.remove(device_id, card_id)  # gone from the lock and no longer wanted
+        ops = plan_cards(desired, reported, set(managed))
+        issued: dict[str, str] = {}
+        for op in ops:
+            lock_card_id = op.lock_card_id or issued.get(op.card_id)
+            log.info("tuya card %s on %s: %s", mask(op.card_id), device_id, op.kind)
+            if op.kind == "issue":
+                result = await self._operate("POST", self._base(device_id), {"card_id": op.card_id})
+                if not result.lock_card_id:
+                    raise VendorError(ErrorCode.VENDOR_ERROR, f"issuing card {mask(op.card_id)} gave no lock card id")
+                issued[op.card_id] = result.lock_card_id
+                self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=result.lock_card_id, frozen=False))
+                continue
+            if lock_card_id is None:  # pragma: no cover - the planner never emits this
+                raise VendorError(ErrorCode.VENDOR_ERROR, "card operation without a lock card id")
+            path = f"{self._base(device_id)}/{lock_card_id}"
+            if op.kind == "modify":
+                await self._operate("PUT", path, {"begin_time": op.begin, "end_time": op.end})
+            elif op.kind in ("freeze", "unfreeze"):
+                frozen = op.kind == "freeze"
+                await self._operate("PUT", f"{path}/freeze-status", {"freeze_status": 1 if frozen else 0})
+                self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=lock_card_id, frozen=frozen))
+            else:
+                try:
+                    await self._operate("DELETE", path, None)
+                except VendorError as exc:
+                    if not _not_found(exc):
+                        raise
+                self._store.remove(device_id, op.card_id)
+        return ops
+
+    async def _operate(self, method: str, path: str, body: dict[str, Any] | None) -> CardOperateResult:
+        result = CardOperateResult.model_validate(await self._client.request(method, path, body=body))
+        if not result.operate_result:
+            raise VendorError(ErrorCode.VENDOR_ERROR, "the card operation was not carried out", retryable=True)
+        return result
