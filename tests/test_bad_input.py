@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from tests.bridge_process import bridge_process
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN_CODES = {
@@ -66,10 +66,6 @@ class Peer:
             assert self.cond.wait_for(lambda: corr in self.answers, timeout=10), f"no answer to {payload[:80]!r}"
             return self.answers[corr]
 
-    def wait_state(self, topic: str, value: bytes) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.states.get(topic) == value, timeout=20)
-
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
@@ -79,26 +75,12 @@ class Peer:
 def bridge(
     mqtt_broker: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[subprocess.Popen[bytes], Peer]]:
-    base = f"lt-garbage-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "LOCKTWIN_MQTT__URL": mqtt_broker,
-        "LOCKTWIN_MQTT__CLIENT_ID": f"{base}-bridge",
-        "LOCKTWIN_BASE_TOPIC": base,
-        "LOCKTWIN_DATA_DIR": str(tmp_path_factory.mktemp("garbage")),
-        "PYTHONPATH": str(ROOT),
-    }
-    peer = Peer(mqtt_broker, base)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twin.cli", "run", "tests.fake_adapter:FakeAdapter"], env=env, cwd=ROOT
-    )
-    try:
-        peer.wait_state(f"{base}/bridge/fake/state", b"online")
-        yield proc, peer
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        peer.close()
+    with bridge_process(mqtt_broker, tmp_path_factory.mktemp("garbage")) as running:
+        peer = Peer(mqtt_broker, running.base)
+        try:
+            yield running.proc, peer
+        finally:
+            peer.close()
 
 
 json_values = st.recursive(

@@ -5,7 +5,7 @@ State map (vendor ``/scooter/query/status`` -> reported values, see README.md fo
 ============== ======================= =================================================
 twin key       vendor field            conversion
 ============== ======================= =================================================
-lock           lockStatus              1 -> LOCKED, 0 -> UNLOCKED, absent -> UNKNOWN
+lock           lockStatus              1 -> LOCKED, 0 -> UNLOCKED, else UNKNOWN
 online         online                  as given (and False when the vendor says offline)
 battery        batteryPercent          percent, clamped to 0..100
 latitude       latitude                degrees
@@ -44,12 +44,9 @@ from twin.adapter import (
     VendorError,
 )
 
-__all__ = ["LOCK_STATES", "OkaiAdapter"]
+__all__ = ["OkaiAdapter"]
 
 MODEL = "OKAI scooter"
-
-#: vendor lockStatus -> twin lock state
-LOCK_STATES: Mapping[int, LockState] = {1: LockState.LOCKED, 0: LockState.UNLOCKED}
 
 
 class NoArguments(BaseModel):
@@ -156,14 +153,22 @@ class OkaiAdapter(Adapter):
             data["observed_at"] = patch.observed_at.isoformat()
         return ExecuteResult(data=data, reported=patch if patch.values else None)
 
+    def _lock_state(self, status: ScooterStatus) -> LockState:
+        """The configured lock field (``lock_field``, ``locked_values``, ``unlocked_values``)."""
+        settings = self._settings
+        raw = status.model_dump().get(settings.lock_field)
+        if raw is None or isinstance(raw, dict | list):
+            return LockState.UNKNOWN
+        if raw in settings.locked_values:
+            return LockState.LOCKED
+        if raw in settings.unlocked_values:
+            return LockState.UNLOCKED
+        return LockState.UNKNOWN
+
     def status_patch(self, status: ScooterStatus) -> ReportedPatch:
         """Vendor status -> twin values in twin units."""
         per_unit = self._settings.metres_per_unit
-        values: dict[str, Any] = {
-            "lock": LOCK_STATES.get(status.lockStatus, LockState.UNKNOWN)
-            if status.lockStatus is not None
-            else LockState.UNKNOWN
-        }
+        values: dict[str, Any] = {"lock": self._lock_state(status)}
         if status.online is not None:
             values["online"] = status.online
         if status.batteryPercent is not None:

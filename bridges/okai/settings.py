@@ -56,6 +56,10 @@ class OkaiSettings(BaseSettings):
     poll_interval: float | None = Field(default=DEFAULT_POLL_INTERVAL, gt=0)
     #: unit of totalMile/remainMile as the vendor reports them [guess: km]
     distance_unit: Literal["km", "mi", "m"] = "km"
+    #: the status field that says whether the scooter is locked [guess: lockStatus, 1 locked, 0 unlocked]
+    lock_field: str = "lockStatus"
+    locked_values: list[int | str] = Field(default_factory=lambda: list[int | str]([1, "1"]))
+    unlocked_values: list[int | str] = Field(default_factory=lambda: list[int | str]([0, "0"]))
     success_codes: list[int | str] = Field(default_factory=lambda: list[int | str]([int(OkaiCode.SUCCESS), 0]))
     error_codes: dict[str, ErrorCode] = Field(default_factory=lambda: dict(DEFAULT_ERROR_CODES))
 

@@ -220,3 +220,15 @@ def test_settings_secret_str_never_printed() -> None:
     settings = OkaiSettings(user_key=SecretStr(USER_KEY), sign_key=SecretStr(SIGN_KEY))
     text = f"{settings} {settings!r} {settings.model_dump()}"
     assert USER_KEY not in text and SIGN_KEY not in text
+
+
+@pytest.mark.anyio
+async def test_read_status_lock_field_configurable() -> None:
+    sim = _sim()
+    imei = sim.fleet.imeis[0]
+    async with served_adapter(sim) as adapter:
+        assert (await adapter.read_status(imei)).values["lock"] == LockState.LOCKED
+    async with served_adapter(sim, lock_field="lockState", locked_values=["LOCK"]) as adapter:
+        assert (await adapter.read_status(imei)).values["lock"] == LockState.UNKNOWN
+    async with served_adapter(sim, locked_values=[0], unlocked_values=[1]) as adapter:
+        assert (await adapter.read_status(imei)).values["lock"] == LockState.UNLOCKED

@@ -7,6 +7,7 @@ follows the document's ranges and answers ``15004 parameter error``.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,7 @@ def location(vehicle: Vehicle, body: Mapping[str, Any]) -> Any:
     if not vehicle.has_fix:
         raise SimError(15400)
     if str(body.get("realTimeLocation", "")).lower() == "true":
-        vehicle.gps_time = max(vehicle.gps_time, vehicle.status_time)
+        vehicle.gps_time = time.time()  # the vehicle was asked for a fresh fix
     return vehicle.location()
 
 

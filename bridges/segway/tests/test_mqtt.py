@@ -1,0 +1,252 @@
+"""The Segway bridge driven over a real mosquitto, against the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from bridges.segway import SegwayAdapter
+from bridges.segway.client import PATHS
+from bridges.segway.simulator import SegwaySimulator
+from contracts.errors import ErrorCode
+from twin.testing import BridgeHarness
+
+from .conftest import CLIENT_ID, DEVICES, SECRET, make_settings
+
+pytestmark = pytest.mark.anyio
+
+BIKE = DEVICES[0]
+
+
+@asynccontextmanager
+async def bridge(
+    broker: str, tmp_path: Path, *, sim_options: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[tuple[BridgeHarness, SegwaySimulator, SegwayAdapter]]:
+    options: dict[str, Any] = {"bolt_seconds": 0.05, "push_retry_delay": 0.1, "tick": 0.02}
+    options.update(sim_options or {})
+    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, **options)
+    async with sim.serve() as served:
+        values: dict[str, Any] = {"push_enabled": True, "poll_interval": 30.0}
+        values.update(settings)
+        adapter = SegwayAdapter(settings=make_settings(served.url, **values))
+        async with BridgeHarness(adapter=adapter, broker_url=broker, data_dir=tmp_path) as h:
+            if adapter.push_address is not None:
+                sim.webhook_url = adapter.push_address.url
+            yield h, sim, adapter
+
+
+def signed(fields: dict[str, str]) -> str:
+    text = "&".join(f"{k}={fields[k]}" for k in sorted(fields)) + "&client_secret=" + SECRET
+    return urlencode({**fields, "signature": hashlib.md5(text.encode()).hexdigest()})
+
+
+def status_push(*, locked: bool, at: int) -> dict[str, str]:
+    return {
+        "iotCode": BIKE,
+        "platformCode": CLIENT_ID,
+        "online": "true",
+        "locked": "true" if locked else "false",
+        "powerPercent": "55",
+        "odometer": "20000",
+        "remainderRange": "1500",
+        "statusUtcTime": str(at),
+    }
+
+
+async def send_push(adapter: SegwayAdapter, path: str, body: str) -> httpx.Response:
+    assert adapter.push_address is not None
+    async with httpx.AsyncClient(base_url=adapter.push_address.url) as http:
+        return await http.post(path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+async def test_mqtt_unlock_and_lock_confirmed(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        final = await h.set(BIKE, {"lock": "UNLOCKED"})
+        assert final["status"] == "succeeded"
+        state = await h.wait_retained(BIKE, "state", lambda s: s["lock"] == "UNLOCKED")
+        assert state["online"] is True
+        final = await h.set(BIKE, {"lock": "LOCKED"})
+        assert final["status"] == "succeeded"
+        twin = await h.wait_retained(BIKE, "twin", lambda t: t["reported"].get("lock") == "LOCKED")
+        assert twin["metadata"]["lock"]["source"] in ("push", "confirm", "poll")
+        assert len(sim.calls_to(PATHS["lock"])) == 1
+        assert len(sim.calls_to(PATHS["unlock"])) == 1
+
+
+async def test_mqtt_state_in_twin_units(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        vehicle = sim.fleet[BIKE]
+        final = await h.get(BIKE)
+        assert final["status"] == "succeeded"
+        state = await h.wait_retained(BIKE, "state", lambda s: "remaining_range_m" in s)
+        assert state["remaining_range_m"] == vehicle.remaining_range * 10
+        assert state["odometer_m"] == round(vehicle.odometer)
+        assert state["battery"] == round(vehicle.battery)
+        assert state["latitude"] == round(vehicle.latitude, 6)
+        for key in ("charging", "speed", "speed_mode", "signal", "hdop", "satellites", "altitude", "longitude"):
+            assert key in state
+        assert await h.wait_retained(BIKE, "availability", lambda a: a == "online")
+
+
+async def test_mqtt_lock_while_riding_busy_not_retried(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        sim.fleet[BIKE].ride()
+        final = await h.set(BIKE, {"lock": "LOCKED"})
+        assert final["status"] == "failed"
+        assert final["error"]["code"] == ErrorCode.DEVICE_BUSY
+        assert final["error"]["vendor_code"] == "15600"
+        assert final["error"]["retryable"] is False
+        assert len(sim.calls_to(PATHS["lock"])) == 1
+
+
+async def test_mqtt_offline_retried_until_expired(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        sim.fleet[BIKE].go_offline()
+        final = await h.set(BIKE, {"lock": "UNLOCKED", "expires_in": 2})
+        assert final["status"] == "expired"
+        assert len(sim.calls_to(PATHS["unlock"])) >= 2
+        assert sim.fleet[BIKE].locked is True
+
+
+async def test_mqtt_offline_availability(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        await h.get(BIKE)
+        await h.wait_retained(BIKE, "availability", lambda a: a == "online")
+        sim.fleet[BIKE].go_offline()
+        await h.get(BIKE)
+        await h.wait_retained(BIKE, "availability", lambda a: a == "offline")
+        state = await h.wait_retained(BIKE, "state", lambda s: s["online"] is False)
+        assert state["lock"] == "LOCKED"
+
+
+async def test_mqtt_token_expiry_mid_run(mqtt_broker: str, tmp_path: Path) -> None:
+    sim_options = {"token_lifetime": 0.5, "token_overlap": 0.0}
+    async with bridge(mqtt_broker, tmp_path, sim_options=sim_options, token_refresh_ahead=0.0) as (h, sim, _):
+        for desired in ("UNLOCKED", "LOCKED", "UNLOCKED"):
+            final = await h.set(BIKE, {"lock": desired})
+            assert final["status"] == "succeeded"
+            sim.revoke_tokens()
+        assert len(sim.calls_to(PATHS["token"])) >= 3
+
+
+async def test_mqtt_push_bad_signature_401_no_change(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, _, adapter):
+        await h.get(BIKE)
+        before = await h.wait_retained(BIKE, "twin", lambda t: t["reported"].get("lock") == "LOCKED")
+        fields = status_push(locked=False, at=4_000_000_000)
+        forged = urlencode({**fields, "signature": "0" * 32})
+        answer = await send_push(adapter, "/v2/vehicle/status", forged)
+        assert answer.status_code == 401
+        unsigned = await send_push(adapter, "/v2/vehicle/status", urlencode(fields))
+        assert unsigned.status_code == 401
+        await h.get(BIKE)
+        after = h.retained_json(BIKE, "twin")
+        assert after["reported"]["lock"] == "LOCKED"
+        assert after["reported"] == before["reported"]
+
+
+async def test_mqtt_push_reordered_older_status_never_wins(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path, poll_interval=None) as (h, _, adapter):
+        newer = await send_push(adapter, "/v2/vehicle/status", signed(status_push(locked=False, at=4_000_000_100)))
+        assert newer.status_code == 200
+        assert newer.json()["code"] == 0
+        # answered 200 only after the store: the retained twin already has it
+        twin = await h.wait_retained(BIKE, "twin", lambda t: t["reported"].get("lock") == "UNLOCKED")
+        assert twin["metadata"]["lock"]["source"] == "push"
+        assert twin["metadata"]["lock"]["observed_at"].startswith("2096-10-02")
+        older = await send_push(adapter, "/v2/vehicle/status", signed(status_push(locked=True, at=4_000_000_000)))
+        assert older.status_code == 200
+        await h.get(BIKE)  # a round trip through the bridge after the old push
+        assert h.retained_json(BIKE, "twin")["reported"]["lock"] == "UNLOCKED"
+        assert h.retained_json(BIKE, "state")["remaining_range_m"] == 15000
+
+
+async def test_mqtt_alert_and_fault_events(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        await sim.push_alert(BIKE, 3)
+        await sim.push_alert(BIKE, 3, appearing=False)
+        await sim.push_fault(BIKE, 21)
+        alerts = await h.wait_for(lambda: len(h.events(BIKE, "alert")) == 2 and h.events(BIKE, "alert"))
+        assert [(a["data"]["meaning"], a["data"]["status"]) for a in alerts] == [
+            ("illegal dismantling", "appearing"),
+            ("illegal dismantling", "disappeared"),
+        ]
+        faults = await h.wait_for(lambda: h.events(BIKE, "fault"))
+        assert faults[0]["data"]["code"] == 21
+
+
+async def test_mqtt_bluetooth_key_never_retained(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path) as (h, sim, _):
+        final = await h.request(BIKE, "set_bluetooth_key", {"key": "Qw12Er34"})
+        assert final["status"] == "succeeded"
+        final = await h.request(BIKE, "get_bluetooth_key")
+        assert final["status"] == "succeeded"
+        assert final["data"] == {"key": "Qw12Er34"}
+        await h.get(BIKE)
+        await h.set(BIKE, {"lock": "UNLOCKED"})
+        retained = [(t, p) for t, p, retain, _ in h.messages if retain] + list(h.retained.items())
+        assert retained
+        for topic, payload in retained:
+            if topic.endswith(("/response/get_bluetooth_key",)):
+                continue
+            assert b"Qw12Er34" not in payload, topic
+        assert sim.fleet[BIKE].bluetooth_key == "Qw12Er34"
+        twin = h.retained_json(BIKE, "twin")
+        assert "Qw12Er34" not in json.dumps(twin)
+
+
+ACTIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("find", {}, "sound"),
+    ("set_switches", {"alert_sensitivity": 1, "low_power_value": 20}, "switch_setting"),
+    ("enable_switches", {"assisted_mode": True}, "switch_enable"),
+    ("set_ambient_light", {"brightness": "low", "parking": {"on": False}}, "ambient_light"),
+    ("set_sound", {"enabled": False}, "sound_setting"),
+    (
+        "set_upload_interval",
+        {"location": {"unlocked": 10, "locked": 900}, "status": {"riding": 10, "not_riding": 60, "locked": 600}},
+        "upload_interval",
+    ),
+    ("get_battery", {}, "battery_info"),
+    ("get_location", {"realtime": True}, "location"),
+]
+
+
+async def test_mqtt_every_action(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path, poll_interval=None) as (h, sim, _):
+        for name, body, path in ACTIONS:
+            final = await h.request(BIKE, name, body)
+            assert final["status"] == "succeeded", (name, final)
+            assert len(sim.calls_to(PATHS[path], iot_code=BIKE)) >= 1, name
+        final = await h.request(BIKE, "open_battery_cover")
+        assert final["status"] == "failed"
+        assert final["error"]["code"] == ErrorCode.POLICY_DENIED
+        await h.set(BIKE, {"lock": "UNLOCKED"})
+        final = await h.request(BIKE, "open_battery_cover")
+        assert final["status"] == "succeeded"
+        assert sim.fleet[BIKE].battery_cover_open
+
+
+BAD: list[tuple[str, dict[str, Any]]] = [
+    ("set_upload_interval", {"location": {"unlocked": 5, "locked": 900}, "status": {"riding": 10, "not_riding": 60, "locked": 600}}),
+    ("set_sound", {"volume": 4}),
+    ("set_switches", {"low_power_value": 31}),
+    ("set_bluetooth_key", {"key": "nope"}),
+]  # fmt: skip
+
+
+async def test_mqtt_action_arguments_rejected_before_vendor_call(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path, poll_interval=None) as (h, sim, _):
+        before = len(sim.calls)
+        for name, body in BAD:
+            final = await h.request(BIKE, name, body)
+            assert final["status"] == "rejected", name
+            assert final["error"]["code"] == ErrorCode.INVALID_PAYLOAD
+        assert len(sim.calls) == before
