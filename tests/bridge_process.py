@@ -54,6 +54,7 @@ def bridge_process(
         "LOCKTWIN_MQTT__URL": broker_url,
         "LOCKTWIN_MQTT__CLIENT_ID": f"{base}-bridge",
         "LOCKTWIN_BASE_TOPIC": base,
+        "LOCKTWIN_HOMEASSISTANT__PREFIX": f"{base}/homeassistant",
         "LOCKTWIN_DATA_DIR": str(data_dir),
         "PYTHONPATH": str(ROOT),
     }

@@ -40,6 +40,7 @@ class FakeLock:
     move_at: float = 0.0
     errors: list[VendorError] = field(default_factory=list)
     hang: bool = False
+    position: tuple[float, float] | None = None
     lock_calls: int = 0
     reads: int = 0
 
@@ -91,10 +92,14 @@ class FakeAdapter(Adapter):
         if not dev.online:
             raise VendorError(ErrorCode.DEVICE_OFFLINE, "device offline", vendor_code=2001)
         dev.settle()
-        return ReportedPatch(
-            values={"lock": lock_state(locked=dev.locked), "online": dev.online, "battery": dev.battery},
-            observed_at=datetime.now(UTC),
-        )
+        values: dict[str, object] = {
+            "lock": lock_state(locked=dev.locked),
+            "online": dev.online,
+            "battery": dev.battery,
+        }
+        if dev.position is not None:
+            values["latitude"], values["longitude"] = dev.position
+        return ReportedPatch(values=values, observed_at=datetime.now(UTC))
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
         self.calls.append((device_id, "lock" if locked else "unlock"))

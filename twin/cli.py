@@ -47,6 +47,7 @@ def build_runtime(settings: LocktwinSettings, adapter_cls: type[Adapter]) -> Bri
         base_topic=settings.base_topic,
         options=settings.bridge(adapter_cls.vendor),
         store_synchronous=settings.store_synchronous,
+        homeassistant=settings.homeassistant,
     )
 
 

@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from twin.homeassistant import HomeAssistantSettings
+
 __all__ = ["BridgeOptions", "LocktwinSettings", "MqttSettings", "load_settings", "load_vendor_settings"]
 
 SECRET_KEYS = ("password", "secret", "token", "sign_key", "signkey", "private_key", "api_key")
@@ -96,6 +98,9 @@ class LocktwinSettings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     bridges: dict[str, BridgeOptions] = Field(default_factory=dict)
     vendors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus endpoint; None: off")
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
 
     @classmethod

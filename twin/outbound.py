@@ -66,6 +66,8 @@ class Outbound:
         self.hold = hold
         self.current_of = current_of
         self.sender: Sender | None = None
+        #: called with a device id after its twin changed (extensions such as HA discovery)
+        self.listeners: list[Callable[[str], None]] = []
         self.twins: dict[str, TwinRecord] = {}
         self.devices: list[DeviceInfo] = []
         self.fields: Mapping[str, DesiredField] = {}
@@ -181,6 +183,14 @@ class Outbound:
             return
         self._send(self.topics.twin(device), dumps(twin), retain=True)
         self._send(self.topics.state(device), dumps(state), retain=True)
+        for listener in self.listeners:
+            try:
+                listener(device)
+            except Exception:  # one failing listener must not break the others
+                log.exception("listener failed for %s", device)
+
+    def send_retained(self, topic: str, payload: bytes) -> None:
+        self._send(topic, payload, retain=True)
 
     def availability(self, device: str) -> None:
         online = self.twins[device].reported.get("online")

@@ -34,6 +34,7 @@ from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings
 from twin.engine import EngineOptions, TwinEngine
+from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from twin.outbound import ReplyTo
 from twin.store import Store
 
@@ -73,6 +74,7 @@ class BridgeRuntime:
         options: BridgeOptions | None = None,
         store_synchronous: str = "NORMAL",
         client_id: str | None = None,
+        homeassistant: HomeAssistantSettings | None = None,
     ) -> None:
         self.adapter = adapter
         self.mqtt = mqtt
@@ -98,7 +100,13 @@ class BridgeRuntime:
         )
         self.connected = anyio.Event()
         self.ready = anyio.Event()
-        self._routes: dict[str, Callable[..., Any]] = {}
+        ha = homeassistant or HomeAssistantSettings()
+        self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
+        # Exact topics served besides the contract's command topics (routing by table).
+        self._routes: dict[str, Callable[[bytes], None]] = {}
+        if self.discovery is not None:
+            self._routes[self.discovery.status_topic] = self._on_homeassistant_status
+            self.engine.out.listeners.append(self._on_twin_changed)
 
     async def run(self) -> None:
         async with AsyncExitStack() as stack:
@@ -177,9 +185,12 @@ class BridgeRuntime:
             await client.subscribe([(t, options) for t in self.topics.subscriptions])
         else:
             await client.subscribe([(t, 1) for t in self.topics.subscriptions])
+        if self._routes:
+            await client.subscribe([(t, 1) for t in self._routes])
         self.engine.out.sender = send
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.engine.out.republish_all()
+        self._announce()
         self.connected.set()
         log.info("%s bridge connected to %s as %s", self.adapter.vendor, self.mqtt.url, self.client_id)
 
@@ -200,11 +211,29 @@ class BridgeRuntime:
         if on_sent is not None:
             on_sent()
 
+    # -- Home Assistant discovery -----------------------------------------------------------------
+    def _announce(self) -> None:
+        if self.discovery is not None:
+            self.discovery.announce_all(self.engine.out.devices, self.engine.twins, self.engine.out.send_retained)
+
+    def _on_homeassistant_status(self, payload: bytes) -> None:
+        if payload.strip() == b"online":  # HA restarted: it forgets non-retained state, announce again
+            self._announce()
+
+    def _on_twin_changed(self, device: str) -> None:
+        if self.discovery is not None and device in self.engine.devices:
+            info = self.engine.devices[device].info
+            self.discovery.changed(info, self.engine.twins[device], self.engine.out.send_retained)
+
     async def _on_message(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        route = self._routes.get(message.topic.value)
+        if route is not None:
+            route(payload)
+            return
         inbound = self.topics.parse(message.topic.value)
         if inbound is None:
             return
-        payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
         reply = None
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None

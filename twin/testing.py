@@ -32,6 +32,7 @@ from pydantic import SecretStr
 from twin.adapter import Adapter
 from twin.broker import MosquittoBroker, free_port
 from twin.config import BridgeOptions, MqttSettings
+from twin.homeassistant import HomeAssistantSettings
 from twin.runtime import BridgeRuntime
 
 __all__ = ["BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "v5_reply"]
@@ -69,6 +70,7 @@ class BridgeHarness:
         base_topic: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        homeassistant: HomeAssistantSettings | None = None,
     ) -> None:
         self.adapter = adapter
         self.broker_url = broker_url
@@ -78,6 +80,8 @@ class BridgeHarness:
         self.vendor = adapter.vendor
         self.username = username
         self.password = password
+        # Discovery under the test's own base topic, so tests sharing a broker do not collide.
+        self.homeassistant = homeassistant or HomeAssistantSettings(prefix=f"{self.base}/homeassistant")
         self.messages: list[tuple[str, bytes, bool, Any]] = []
         self.retained: dict[str, bytes] = {}
         self._changed = anyio.Event()
@@ -94,7 +98,12 @@ class BridgeHarness:
 
     def new_runtime(self) -> BridgeRuntime:
         return BridgeRuntime(
-            adapter=self.adapter, mqtt=self._mqtt(), data_dir=self.data_dir, base_topic=self.base, options=self.options
+            adapter=self.adapter,
+            mqtt=self._mqtt(),
+            data_dir=self.data_dir,
+            base_topic=self.base,
+            options=self.options,
+            homeassistant=self.homeassistant,
         )
 
     @asynccontextmanager

@@ -28,6 +28,7 @@ from bridges.okai.models import (
     STATUS_PATH,
     SWITCH_LOCK_PATH,
     Envelope,
+    OkaiCode,
     Operate,
     ScooterLocation,
     ScooterStatus,
@@ -61,10 +62,15 @@ class RedactQuery(logging.Filter):
 
 _REDACT = RedactQuery()
 
-_AUTH_MESSAGES: dict[str, str] = {
-    "sign": "OKAI refused the signature: check sign_key and sign_params",
-    "timestamp": "OKAI refused the request timestamp: check the clock and timestamp_unit",
+_SIGN_HINT = "OKAI refused the signature: check sign_key and sign_params"
+_TIMESTAMP_HINT = "OKAI refused the request timestamp: check the clock and timestamp_unit"
+#: what to tell an operator about a refused request, by vendor code, then by a word of the vendor message
+_AUTH_HINTS_BY_CODE: dict[str, str] = {
+    str(int(OkaiCode.SIGN_ERROR)): _SIGN_HINT,
+    str(int(OkaiCode.TIMESTAMP_EXPIRED)): _TIMESTAMP_HINT,
+    str(int(OkaiCode.USER_KEY_INVALID)): "OKAI refused the userKey: check user_key",
 }
+_AUTH_HINTS_BY_WORD: dict[str, str] = {"sign": _SIGN_HINT, "timestamp": _TIMESTAMP_HINT}
 
 
 class OkaiClient:
@@ -178,7 +184,9 @@ class OkaiClient:
         vendor_message = envelope.msg
         lowered = (vendor_message or "").lower()
         if code is ErrorCode.AUTH_FAILED:
-            hint = next((text for word, text in _AUTH_MESSAGES.items() if word in lowered), None)
+            hint = _AUTH_HINTS_BY_CODE.get(vendor_code) or next(
+                (text for word, text in _AUTH_HINTS_BY_WORD.items() if word in lowered), None
+            )
             message = hint or f"OKAI refused the request on {path}: check user_key, sign_key and the clock"
         elif code is ErrorCode.VENDOR_ERROR:
             message = f"OKAI {path} failed with code {vendor_code}"

@@ -52,6 +52,7 @@ class OkaiSimulator:
         max_skew: float = DEFAULT_MAX_SKEW,
         timestamp_check: TimestampCheck = "signed",
         base_path: str = DEFAULT_BASE_PATH,
+        record_calls: bool = True,
     ) -> None:
         imeis = [imei_for(i + 1) for i in range(devices)] if isinstance(devices, int) else list(devices)
         self.config = CloudConfig(
@@ -60,6 +61,7 @@ class OkaiSimulator:
             sign_params=sign_params,
             max_skew=max_skew,
             timestamp_check=timestamp_check,
+            record_calls=record_calls,
         )
         self.base_path = base_path.rstrip("/")
         self.fleet = Fleet(imeis=imeis, bolt_seconds=bolt_seconds, delivery_seconds=delivery_seconds)

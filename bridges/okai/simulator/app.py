@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -68,6 +69,7 @@ class CloudConfig:
     sign_params: SignParams
     max_skew: float
     timestamp_check: TimestampCheck
+    record_calls: bool = True
 
 
 class _Refusal(Exception):
@@ -94,8 +96,9 @@ def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path
         code: int | None = None
         try:
             if fault is not None:
-                return PlainTextResponse("Service Unavailable", status_code=fault.status)
-            fleet.advance()
+                return PlainTextResponse(HTTPStatus(fault.status).phrase, status_code=fault.status)
+            if scooter is not None:
+                scooter.advance(time.monotonic())  # lazily: only the scooter this request is about
             _authenticate(config, params)
             injected = fleet.take_fault(path, None if imei is None else str(imei))
             if injected is not None:
@@ -108,9 +111,10 @@ def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path
             code = refusal.code
             return envelope(refusal.code, refusal.msg)
         finally:
-            calls.append(
-                Call(method=request.method, path=path, params=params, auth_in=auth_in, at=time.time(), code=code)
-            )
+            if config.record_calls:
+                calls.append(
+                    Call(method=request.method, path=path, params=params, auth_in=auth_in, at=time.time(), code=code)
+                )
 
     routes = [
         Route(SWITCH_LOCK_PATH, handle, methods=["POST"]),

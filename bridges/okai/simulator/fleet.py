@@ -53,7 +53,9 @@ class Scooter:
     delivery_seconds: float = 0.05
     bolt_seconds: float = 0.3
     latency: float = 0.0
+    #: every command the cloud accepted for this scooter, oldest first
     commands: list[PendingCommand] = field(default_factory=list)
+    _pending: list[PendingCommand] = field(default_factory=list)
     updated_at: float = field(default_factory=time.time)
     _bolt_target: bool | None = None
     _bolt_done_at: float = 0.0
@@ -91,8 +93,9 @@ class Scooter:
             self.battery = max(0.0, self.battery - metres / self.range_m * 100)
             self.latitude += metres * _DEG_PER_M
         self._last = now
-        for command in self.commands:
-            if command.outcome == "pending" and command.deliver_at <= now and self.online:
+        if self._pending and self.online:
+            for command in [c for c in self._pending if c.deliver_at <= now]:
+                self._pending.remove(command)
                 self._deliver(command, max(command.deliver_at, self._online_since))
         if self._bolt_target is not None and self._bolt_done_at <= now:
             self.locked = self._bolt_target
@@ -121,6 +124,7 @@ class Scooter:
             deadline=now + expire_time,
         )
         self.commands.append(command)
+        self._pending.append(command)
         self.advance(now)
         return command
 

@@ -146,3 +146,14 @@ async def test_mqtt_refused_command_fails_with_vendor_error(mqtt_broker: str, tm
     assert final["error"]["code"] == "VENDOR_ERROR"
     assert final["error"]["vendor_code"] == str(int(OkaiCode.DEVICE_REFUSED))
     assert final["error"]["vendor_message"] == "device refused the command"
+
+
+async def test_mqtt_vendor_5xx_retried_then_succeeds(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = _sim()
+    imei = sim.fleet.imeis[0]
+    async with bridge(sim, mqtt_broker, tmp_path) as h:
+        sim.fleet.fail_http(status=502, count=1)
+        final = await h.set(imei, {"lock": "UNLOCKED", "expires_in": 15})
+    assert final["status"] == "succeeded", final
+    assert any(c.code is None for c in sim.calls)  # the 502
+    assert sim.calls_to(SWITCH_LOCK_PATH)[-1].code == OkaiCode.SUCCESS

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+import aiomqtt
+import anyio
 import httpx
 import pytest
 
@@ -40,7 +42,10 @@ async def bridge(
         async with BridgeHarness(adapter=adapter, broker_url=broker, data_dir=tmp_path) as h:
             if adapter.push_address is not None:
                 sim.webhook_url = adapter.push_address.url
-            yield h, sim, adapter
+            try:
+                yield h, sim, adapter
+            finally:
+                sim.webhook_url = None  # no push into an intake that is closing
 
 
 def signed(fields: dict[str, str]) -> str:
@@ -192,15 +197,30 @@ async def test_mqtt_bluetooth_key_never_retained(mqtt_broker: str, tmp_path: Pat
         assert final["data"] == {"key": "Qw12Er34"}
         await h.get(BIKE)
         await h.set(BIKE, {"lock": "UNLOCKED"})
-        retained = [(t, p) for t, p, retain, _ in h.messages if retain] + list(h.retained.items())
-        assert retained
-        for topic, payload in retained:
-            if topic.endswith(("/response/get_bluetooth_key",)):
-                continue
+        stored = await retained_now(mqtt_broker, h.base)
+        assert {f"{h.base}/segway/{BIKE}/twin", f"{h.base}/segway/{BIKE}/state"} <= set(stored)
+        for topic, payload in stored.items():
             assert b"Qw12Er34" not in payload, topic
+        # nothing the bridge published carries it but the one answer to the one request
+        allowed = (h.topic(BIKE, "request/set_bluetooth_key"), h.topic(BIKE, "response/get_bluetooth_key"))
+        leaks = [t for t, p, _, _ in h.messages if b"Qw12Er34" in p and t not in allowed]
+        assert leaks == []
         assert sim.fleet[BIKE].bluetooth_key == "Qw12Er34"
         twin = h.retained_json(BIKE, "twin")
         assert "Qw12Er34" not in json.dumps(twin)
+
+
+async def retained_now(broker: str, base: str) -> dict[str, bytes]:
+    """What a new subscriber gets: every retained message under ``base``."""
+    url = urlsplit(broker)
+    found: dict[str, bytes] = {}
+    async with aiomqtt.Client(url.hostname or "127.0.0.1", url.port or 1883, identifier=f"{base}-fresh") as client:
+        await client.subscribe(f"{base}/#", qos=1)
+        with anyio.move_on_after(0.5):
+            async for msg in client.messages:
+                if msg.retain and isinstance(msg.payload, bytes):
+                    found[msg.topic.value] = msg.payload
+    return found
 
 
 ACTIONS: list[tuple[str, dict[str, Any], str]] = [
@@ -234,8 +254,9 @@ async def test_mqtt_every_action(mqtt_broker: str, tmp_path: Path) -> None:
         assert sim.fleet[BIKE].battery_cover_open
 
 
+STATUS_OK = {"riding": 10, "not_riding": 60, "locked": 600}
 BAD: list[tuple[str, dict[str, Any]]] = [
-    ("set_upload_interval", {"location": {"unlocked": 5, "locked": 900}, "status": {"riding": 10, "not_riding": 60, "locked": 600}}),
+    ("set_upload_interval", {"location": {"unlocked": 5, "locked": 900}, "status": STATUS_OK}),
     ("set_sound", {"volume": 4}),
     ("set_switches", {"low_power_value": 31}),
     ("set_bluetooth_key", {"key": "nope"}),

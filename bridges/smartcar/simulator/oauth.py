@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ALL_SCOPES", "Grant", "OAuthServer", "TokenError"]
 
@@ -19,19 +24,6 @@ class Grant:
     scope: frozenset[str]
 
 
-@dataclass
-class _Refresh:
-    grant: Grant
-    expires_at: float
-    used_at: float | None = None
-
-
-@dataclass
-class _Access:
-    grant: Grant
-    expires_at: float
-
-
 class TokenError(Exception):
     """An OAuth error answer: ``{"error": ..., "error_description": ...}`` with a status."""
 
@@ -43,6 +35,12 @@ class TokenError(Exception):
 
 
 class OAuthServer:
+    """Tokens are self-contained and signed with the client secret, like Smartcar's opaque ones look
+    from outside: a restarted simulator with the same secret still accepts what it issued (the demo
+    keeps its linked account across restarts). Used refresh tokens, revocations and early expiry
+    are remembered in memory.
+    """
+
     def __init__(
         self,
         *,
@@ -52,6 +50,8 @@ class OAuthServer:
         access_token_lifetime: float = 7200.0,
         refresh_token_lifetime: float = 60 * 86400.0,
         refresh_grace: float = 0.0,
+        demo_code: str | None = None,
+        demo_user: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -60,9 +60,15 @@ class OAuthServer:
         self.refresh_token_lifetime = refresh_token_lifetime
         #: seconds a used refresh token keeps working (Smartcar: "shortly after use")
         self.refresh_grace = refresh_grace
+        #: a code that may be exchanged any number of times (demo and compose setups)
+        self.demo_code = demo_code
+        self.demo_user = demo_user
         self._codes: dict[str, tuple[Grant, str | None]] = {}
-        self._access: dict[str, _Access] = {}
-        self._refresh: dict[str, _Refresh] = {}
+        self._used_refresh: dict[str, float] = {}
+        #: tokens of a user issued before this instant are dead (revocation)
+        self._revoked_before: dict[str, float] = {}
+        #: access tokens of a user ("" for everyone) issued before this instant are expired
+        self._access_expired_before: dict[str, float] = {}
         self.refresh_count = 0
 
     def issue_code(self, user_id: str, *, scope: frozenset[str] = ALL_SCOPES, redirect_uri: str | None = None) -> str:
@@ -70,12 +76,31 @@ class OAuthServer:
         self._codes[code] = (Grant(user_id=user_id, scope=scope), redirect_uri or self.redirect_uri)
         return code
 
+    def _sign(self, claims: dict[str, object]) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode().rstrip("=")
+        mac = hmac.new(self.client_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()[:40]
+        return f"{payload}.{mac}"
+
+    def _claims(self, token: str, kind: str) -> dict[str, Any] | None:
+        payload, _, mac = token.partition(".")
+        expected = hmac.new(self.client_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()[:40]
+        if not mac or not hmac.compare_digest(mac, expected):
+            return None
+        try:
+            claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            return None
+        if claims.get("k") != kind or float(claims["e"]) <= time.time():
+            return None
+        if float(claims["i"]) < self._revoked_before.get(str(claims["u"]), float("-inf")):
+            return None
+        return claims
+
     def issue_tokens(self, grant: Grant, *, now: float | None = None) -> dict[str, object]:
         now = time.time() if now is None else now
-        access = secrets.token_urlsafe(24)
-        refresh = secrets.token_urlsafe(24)
-        self._access[access] = _Access(grant=grant, expires_at=now + self.access_token_lifetime)
-        self._refresh[refresh] = _Refresh(grant=grant, expires_at=now + self.refresh_token_lifetime)
+        common = {"u": grant.user_id, "s": sorted(grant.scope), "i": now}
+        access = self._sign({**common, "k": "a", "e": now + self.access_token_lifetime, "n": secrets.token_hex(6)})
+        refresh = self._sign({**common, "k": "r", "e": now + self.refresh_token_lifetime, "n": secrets.token_hex(8)})
         return {
             "access_token": access,
             "token_type": "Bearer",
@@ -91,7 +116,10 @@ class OAuthServer:
         """The token endpoint after client authentication."""
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
-            entry = self._codes.pop(form.get("code", ""), None)
+            code = form.get("code", "")
+            if self.demo_code is not None and self.demo_user is not None and code == self.demo_code:
+                return self.issue_tokens(Grant(user_id=self.demo_user, scope=ALL_SCOPES))
+            entry = self._codes.pop(code, None)
             if entry is None:
                 raise TokenError(400, "invalid_grant", "Invalid or expired authorization code.")
             grant, redirect_uri = entry
@@ -100,30 +128,32 @@ class OAuthServer:
             return self.issue_tokens(grant)
         if grant_type == "refresh_token":
             now = time.time()
-            record = self._refresh.get(form.get("refresh_token", ""))
-            if record is None or record.expires_at <= now:
+            claims = self._claims(form.get("refresh_token", ""), "r")
+            if claims is None:
                 raise TokenError(400, "invalid_grant", "Invalid or expired refresh token.")
-            if record.used_at is not None and now - record.used_at > self.refresh_grace:
+            nonce = str(claims["n"])
+            used_at = self._used_refresh.get(nonce)
+            if used_at is not None and now - used_at > self.refresh_grace:
                 raise TokenError(400, "invalid_grant", "Refresh token has already been used.")
-            if record.used_at is None:
-                record.used_at = now
+            self._used_refresh.setdefault(nonce, now)
             self.refresh_count += 1
-            return self.issue_tokens(record.grant, now=now)
+            return self.issue_tokens(Grant(user_id=str(claims["u"]), scope=frozenset(claims["s"])), now=now)
         raise TokenError(400, "unsupported_grant_type", f"Unsupported grant_type {grant_type!r}.")
 
     def grant_of(self, access_token: str) -> Grant | None:
-        record = self._access.get(access_token)
-        if record is None or record.expires_at <= time.time():
+        claims = self._claims(access_token, "a")
+        if claims is None:
             return None
-        return record.grant
+        user_id = str(claims["u"])
+        expired = max(self._access_expired_before.get(k, float("-inf")) for k in (user_id, ""))
+        if float(claims["i"]) < expired:
+            return None
+        return Grant(user_id=user_id, scope=frozenset(claims["s"]))
 
     def expire_access_tokens(self, user_id: str | None = None) -> None:
-        """Make current access tokens expired (a test of refresh-on-401)."""
-        for record in self._access.values():
-            if user_id is None or record.grant.user_id == user_id:
-                record.expires_at = 0.0
+        """Make the access tokens issued so far expired (a test of refresh-on-401)."""
+        self._access_expired_before[user_id or ""] = time.time() + 1e-6
 
     def revoke(self, user_id: str) -> None:
-        """The user removed the application's access: every token stops working."""
-        self._access = {k: v for k, v in self._access.items() if v.grant.user_id != user_id}
-        self._refresh = {k: v for k, v in self._refresh.items() if v.grant.user_id != user_id}
+        """The user removed the application's access: every token issued so far stops working."""
+        self._revoked_before[user_id] = time.time() + 1e-6

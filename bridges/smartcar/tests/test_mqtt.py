@@ -76,7 +76,10 @@ async def test_mqtt_requests_read_endpoints(mqtt_broker: str, tmp_path: Path) ->
     sim = make_simulator()
     vehicle = sim.fleet[sim.fleet.ids[0]]
     async with bridge(sim, mqtt_broker, tmp_path, poll_interval=300.0) as (h, _):
-        answers = {name: await h.request(vehicle.id, name) for name in ("get_security", "get_battery", "get_location", "get_odometer")}
+        answers = {
+            name: await h.request(vehicle.id, name)
+            for name in ("get_security", "get_battery", "get_location", "get_odometer")
+        }
         state = await h.wait_retained(vehicle.id, "state", lambda s: "odometer_m" in s)
     assert all(a["status"] == "succeeded" for a in answers.values()), answers
     assert answers["get_security"]["data"]["lock"] == "LOCKED"

@@ -24,10 +24,14 @@ def window(days: int, *, frozen: bool = False) -> dict[str, object]:
     return {"begin": T0.isoformat(), "end": (T0 + timedelta(days=days)).isoformat(), "frozen": frozen}
 
 
-async def wait_lock(adapter: TuyaAdapter, device_id: str, state: LockState) -> None:
-    with anyio.fail_after(5):
-        while (await adapter.read_status(device_id)).values["lock"] != state:
-            await anyio.sleep(0.02)
+async def wait_lock(adapter: TuyaAdapter, device_id: str, state: LockState) -> dict[str, object]:
+    """Poll the status (the simulator has no push) until the lock reports ``state``."""
+    for _ in range(250):
+        values = (await adapter.read_status(device_id)).values
+        if values["lock"] == state:
+            return values
+        await anyio.sleep(0.02)
+    raise AssertionError(f"{device_id} never reported {state}")
 
 
 @pytest.mark.anyio
@@ -79,10 +83,8 @@ async def test_read_status_jam_alarm_is_jammed(sim: TuyaSimulator, adapter: Tuya
     device = sim.device_ids[0]
     sim.fleet[device].jammed = True
     await adapter.lock(device, locked=False, ctx=context(device))
-    with anyio.fail_after(5):
-        while (patch := await adapter.read_status(device)).values["lock"] != LockState.JAMMED:
-            await anyio.sleep(0.02)
-    assert patch.values["last_alarm"] == "tongue_bad"
+    values = await wait_lock(adapter, device, LockState.JAMMED)
+    assert values["last_alarm"] == "tongue_bad"
 
 
 @pytest.mark.anyio

@@ -136,9 +136,7 @@ def test_cards_type_validates_to_plain_json() -> None:
     value = TypeAdapter(CARDS_TYPE).validate_python(
         {"CARD0001": {"begin": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00+01:00"}}
     )
-    assert value == {
-        "CARD0001": {"begin": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00+01:00", "frozen": False}
-    }
+    assert value == {"CARD0001": {"begin": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00+01:00", "frozen": False}}
     assert TypeAdapter(CARDS_TYPE).validate_python(value) == value
 
 

@@ -1,0 +1,163 @@
+"""Home Assistant MQTT discovery, as an extension of the runtime.
+
+Per locktwin device, one Home Assistant device with: a ``lock`` entity (the contract's ``/set`` and
+``state`` topics with HA's default payloads), a battery ``sensor`` when the device reports a battery,
+a ``device_tracker`` when it reports a position, and a connectivity ``binary_sensor``. Availability
+is the list of the bridge's and the device's topics with mode ``all``. Configurations are retained,
+announced again when ``homeassistant/status`` turns ``online``, re-announced when a device gains an
+entity (its first battery reading), and removed with an empty retained payload when a device is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.topics import Topics
+from twin.adapter import DeviceInfo
+from twin.store import TwinRecord
+
+__all__ = ["HomeAssistantDiscovery", "HomeAssistantSettings"]
+
+Publish = Callable[[str, bytes], None]
+
+
+class HomeAssistantSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class HomeAssistantDiscovery:
+    """Announces devices; ``publish(topic, payload)`` sends a retained message."""
+
+    def __init__(self, *, settings: HomeAssistantSettings, topics: Topics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self._announced: dict[str, frozenset[str]] = {}
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.settings.prefix}/status"
+
+    def _node(self, device: str) -> str:
+        safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in device)
+        return f"locktwin_{self.topics.vendor}_{safe}"
+
+    def _config_topic(self, component: str, device: str) -> str:
+        return f"{self.settings.prefix}/{component}/{self._node(device)}/{component}/config"
+
+    @staticmethod
+    def kinds(info: DeviceInfo, twin: TwinRecord) -> frozenset[str]:
+        kinds = {"binary_sensor"}
+        if "lock" in info.capabilities:
+            kinds.add("lock")
+        if twin.reported.get("battery") is not None or "battery" in info.capabilities:
+            kinds.add("sensor")
+        if twin.reported.get("latitude") is not None:
+            kinds.add("device_tracker")
+        return frozenset(kinds)
+
+    def configs(self, info: DeviceInfo, twin: TwinRecord) -> dict[str, dict[str, Any]]:
+        node = self._node(info.id)
+        device = {
+            "identifiers": [node],
+            "name": info.name or f"{self.topics.vendor} {info.id}",
+            "manufacturer": self.topics.vendor,
+            "model": info.model or self.topics.vendor,
+            "via_device": f"locktwin_bridge_{self.topics.vendor}",
+        }
+        availability = {
+            "availability": [
+                {"topic": self.topics.bridge_state},
+                {"topic": self.topics.availability(info.id)},
+            ],
+            "availability_mode": "all",
+        }
+        state = self.topics.state(info.id)
+        kinds = self.kinds(info, twin)
+        out: dict[str, dict[str, Any]] = {}
+        if "lock" in kinds:
+            out["lock"] = {
+                "name": None,
+                "unique_id": f"{node}_lock",
+                "command_topic": self.topics.device(info.id, "set"),
+                "state_topic": state,
+                "value_template": "{{ value_json.lock }}",
+                "payload_lock": "LOCK",
+                "payload_unlock": "UNLOCK",
+                "state_locked": "LOCKED",
+                "state_unlocked": "UNLOCKED",
+                "state_locking": "LOCKING",
+                "state_unlocking": "UNLOCKING",
+                "state_jammed": "JAMMED",
+                "json_attributes_topic": state,
+                "optimistic": False,
+                "qos": 1,
+                **availability,
+                "device": device,
+            }
+        if "sensor" in kinds:
+            out["sensor"] = {
+                "name": "Battery",
+                "unique_id": f"{node}_battery",
+                "state_topic": state,
+                "value_template": "{{ value_json.battery }}",
+                "device_class": "battery",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                **availability,
+                "device": device,
+            }
+        if "device_tracker" in kinds:
+            out["device_tracker"] = {
+                "name": "Location",
+                "unique_id": f"{node}_location",
+                "json_attributes_topic": state,
+                "json_attributes_template": (
+                    "{{ {'latitude': value_json.latitude, 'longitude': value_json.longitude, "
+                    "'gps_accuracy': value_json.gps_accuracy | default(0)} | tojson }}"
+                ),
+                "source_type": "gps",
+                **availability,
+                "device": device,
+            }
+        out["binary_sensor"] = {
+            "name": "Connectivity",
+            "unique_id": f"{node}_connectivity",
+            "state_topic": self.topics.availability(info.id),
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "availability": [{"topic": self.topics.bridge_state}],
+            "device": device,
+        }
+        return out
+
+    def announce(self, info: DeviceInfo, twin: TwinRecord, publish: Publish) -> None:
+        for component, config in self.configs(info, twin).items():
+            publish(self._config_topic(component, info.id), json.dumps(config, separators=(",", ":")).encode())
+        self._announced[info.id] = self.kinds(info, twin)
+
+    def announce_all(self, devices: list[DeviceInfo], twins: dict[str, TwinRecord], publish: Publish) -> None:
+        listed = {d.id for d in devices}
+        for info in devices:
+            self.announce(info, twins[info.id], publish)
+        for device, twin in twins.items():
+            if device not in listed and not twin.present:
+                self.remove(device, publish)
+
+    def changed(self, info: DeviceInfo, twin: TwinRecord, publish: Publish) -> None:
+        """Re-announce a device whose set of entities changed (e.g. its first battery reading)."""
+        if self._announced.get(info.id) != self.kinds(info, twin):
+            self.announce(info, twin, publish)
+
+    def remove(self, device: str, publish: Publish) -> None:
+        for component in ("lock", "sensor", "device_tracker", "binary_sensor"):
+            publish(self._config_topic(component, device), b"")
+        self._announced.pop(device, None)
