@@ -46,7 +46,11 @@ def wait_retained(url: str, topic: str, value: bytes, timeout: float = 20.0) -> 
 
 @contextmanager
 def bridge_process(
-    broker_url: str, data_dir: Path, adapter: str = "tests.fake_adapter:FakeAdapter", vendor: str = "fake"
+    broker_url: str,
+    data_dir: Path,
+    adapter: str = "tests.fake_adapter:FakeAdapter",
+    vendor: str = "fake",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[BridgeProcess]:
     base = f"lt-proc-{uuid.uuid4().hex[:8]}"
     env = {
@@ -57,6 +61,7 @@ def bridge_process(
         "LOCKTWIN_HOMEASSISTANT__PREFIX": f"{base}/homeassistant",
         "LOCKTWIN_DATA_DIR": str(data_dir),
         "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
     }
     proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "run", adapter], env=env, cwd=ROOT)
     try:

@@ -8,14 +8,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.bridge_process import ROOT, BridgeProcess, bridge_process
+from twin.broker import free_port
+
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def bridge(mqtt_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
-    with bridge_process(mqtt_broker, tmp_path_factory.mktemp("cli")) as running:
+    env = {"LOCKTWIN_METRICS_PORT": str(METRICS_PORT)}
+    with bridge_process(mqtt_broker, tmp_path_factory.mktemp("cli"), extra_env=env) as running:
         yield running
 
 
@@ -79,3 +84,11 @@ def test_bad_target_is_a_usage_error(bridge: BridgeProcess, tmp_path: Path) -> N
     done = locktwin(bridge, "lock", "no-slash")
     assert done.returncode == 2
     assert "expected <vendor>/<device>" in done.stderr
+
+
+def test_metrics_count_commands_and_vendor_calls(bridge: BridgeProcess) -> None:
+    assert locktwin(bridge, "unlock", "fake/d2", "--wait", "--timeout", "20").returncode == 0
+    text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).text
+    assert 'locktwin_commands_total{action="lock",status="succeeded",vendor="fake"}' in text
+    assert 'locktwin_vendor_call_seconds_count{operation="lock",outcome="ok",vendor="fake"}' in text
+    assert "locktwin_commands_in_flight" in text

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from functools import partial
 from pathlib import Path
 
@@ -51,8 +51,15 @@ def build_runtime(settings: LocktwinSettings, adapter_cls: type[Adapter]) -> Bri
     )
 
 
-async def run_bridges(runtimes: Sequence[BridgeRuntime]) -> None:
-    async with anyio.create_task_group() as tg:
+async def run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, int] | None = None) -> None:
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        if metrics is not None:
+            from prometheus_client import make_asgi_app
+
+            from twin.asgi import serve_asgi
+
+            served = await stack.enter_async_context(serve_asgi(make_asgi_app(), host=metrics[0], port=metrics[1]))
+            log.info("metrics on %s/metrics", served.url)
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -70,7 +77,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     runtimes = [build_runtime(settings, resolve_adapter(v)) for v in args.vendors]
-    anyio.run(run_bridges, runtimes)
+    metrics = None if settings.metrics_port is None else (settings.metrics_host, settings.metrics_port)
+    anyio.run(partial(run_bridges, runtimes, metrics=metrics))
     return 0
 
 

@@ -31,6 +31,7 @@ from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.document import iso
 from twin.intake import Rejected, best_effort_transaction, expiry, parse_action, parse_get, parse_set
+from twin.metrics import COMMANDS, IN_FLIGHT, VENDOR_CALL_SECONDS
 from twin.outbound import Outbound, ReplyTo
 from twin.store import CommandRecord, Store, TwinRecord
 
@@ -231,7 +232,7 @@ class TwinEngine:
 
     async def _serve_get(self, device: str, transaction: str | None, reply: ReplyTo | None) -> None:
         try:
-            patch = await self._call(lambda: self.adapter.read_status(device))
+            patch = await self._call(lambda: self.adapter.read_status(device), operation="read_status")
         except VendorError as exc:
             self.out.get_answer(device, transaction, reply, error=exc.info)
             return
@@ -326,10 +327,13 @@ class TwinEngine:
                 if not pending:
                     return
                 rt.current = pending[0]
+                gauge = IN_FLIGHT.labels(self.adapter.vendor)
+                gauge.inc()
                 try:
                     await self._run(pending[0])
                 finally:
                     rt.current = None
+                    gauge.dec()
         except Exception:
             log.exception("worker of %s failed", device)
         finally:
@@ -365,7 +369,7 @@ class TwinEngine:
             attempt=cmd.attempts,
         )
         try:
-            result = await self._call(lambda: self._execute(cmd, ctx), timeout=remaining)
+            result = await self._call(lambda: self._execute(cmd, ctx), operation=cmd.name, timeout=remaining)
         except VendorError as exc:
             cmd.error = exc.info.model_dump()
             if not exc.info.retryable:
@@ -415,7 +419,7 @@ class TwinEngine:
             if rt.confirmed_by == cmd.id or event.is_set():
                 continue
             try:
-                patch = await self._call(lambda: self.adapter.read_status(cmd.device))
+                patch = await self._call(lambda: self.adapter.read_status(cmd.device), operation="read_status")
             except VendorError as exc:
                 log.info("confirmation read of %s failed: %s", cmd.device, exc.info.code)
             else:
@@ -425,7 +429,9 @@ class TwinEngine:
     async def call_read(self, device_id: str) -> ReportedPatch | None:
         """A status read for polling: failures are logged; an offline device is reported offline."""
         try:
-            patch: ReportedPatch = await self._call(lambda: self.adapter.read_status(device_id))
+            patch: ReportedPatch = await self._call(
+                lambda: self.adapter.read_status(device_id), operation="read_status"
+            )
         except VendorError as exc:
             log.info("status read of %s failed: %s %s", device_id, exc.info.code, exc.info.message)
             if exc.info.code == ErrorCode.DEVICE_OFFLINE:
@@ -433,12 +439,25 @@ class TwinEngine:
             return None
         return patch
 
-    async def _call(self, fn: Callable[[], Awaitable[Any]], *, timeout: float | None = None) -> Any:
+    async def _call(self, fn: Callable[[], Awaitable[Any]], *, operation: str, timeout: float | None = None) -> Any:
         limit = min(timeout or self.options.call_timeout, self.options.call_timeout)
+        outcome = "ok"
         try:
             async with self.limiter:
-                with anyio.fail_after(limit):
-                    return await fn()
+                started = time.perf_counter()
+                try:
+                    with anyio.fail_after(limit):
+                        return await fn()
+                except VendorError as exc:
+                    outcome = exc.info.code.value
+                    raise
+                except BaseException:
+                    outcome = "error"
+                    raise
+                finally:
+                    VENDOR_CALL_SECONDS.labels(self.adapter.vendor, operation, outcome).observe(
+                        time.perf_counter() - started
+                    )
         except VendorError:
             raise
         except TimeoutError:
@@ -481,6 +500,7 @@ class TwinEngine:
         before = cmd.status
         cmd.status = status
         cmd.error = None if error is None else error.model_dump()
+        COMMANDS.labels(self.adapter.vendor, cmd.name, status.value).inc()
         if cmd.sensitive:
             cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended
         twin = self.twins.get(cmd.device)

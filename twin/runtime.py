@@ -35,6 +35,7 @@ from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings
 from twin.engine import EngineOptions, TwinEngine
 from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
+from twin.metrics import RECONNECTS
 from twin.outbound import ReplyTo
 from twin.store import Store
 
@@ -158,6 +159,7 @@ class BridgeRuntime:
                         with anyio.move_on_after(2, shield=True):
                             await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
             except aiomqtt.MqttError as exc:
+                RECONNECTS.labels(self.adapter.vendor).inc()
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
             finally:
                 self.engine.out.sender = None

@@ -33,12 +33,14 @@ from twin.adapter import (
     DeviceInfo,
     ExecuteResult,
     ReportedPatch,
+    SimulatorKit,
     VendorError,
 )
 
 from .api import Answer, SmartcarApi
 from .auth import RECONNECT_MESSAGE, TokenManager
 from .client import SmartcarClient
+from .link import bootstrap
 from .mapping import battery_values, location_values, odometer_values, security_values
 from .models import SecurityAction
 from .settings import SmartcarSettings
@@ -106,6 +108,16 @@ class SmartcarAdapter(Adapter):
             on_refused=self._refused,
         )
         self._api = SmartcarApi(client=self._client, tokens=self._tokens, page_size=self._settings.page_size)
+        if self._settings.auth_code is not None:
+            try:
+                await bootstrap(
+                    self._client,
+                    self._store,
+                    code=self._settings.auth_code.get_secret_value(),
+                    page_size=self._settings.page_size,
+                )
+            except VendorError as exc:
+                log.warning("smartcar: the configured auth_code was not exchanged: %s", exc.info.message)
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -130,6 +142,26 @@ class SmartcarAdapter(Adapter):
         if self._tokens is None:
             raise RuntimeError("SmartcarAdapter.start() was not called")
         return self._tokens
+
+    @classmethod
+    def simulator(cls, *, devices: int) -> SimulatorKit:
+        from .simulator import DEMO_CODE, SmartcarSimulator
+
+        sim = SmartcarSimulator(devices=devices, demo_code=DEMO_CODE)
+
+        def settings(url: str) -> dict[str, Any]:
+            return {
+                "client_id": sim.oauth.client_id,
+                "client_secret": sim.oauth.client_secret,
+                "base_url": f"{url}/v2.0",
+                "auth_url": f"{url}/oauth/token",
+                "connect_url": f"{url}/oauth/authorize",
+                "auth_code": DEMO_CODE,
+                "poll_interval": 60.0,
+                "telemetry_min_interval": 30.0,
+            }
+
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids)
 
     @classmethod
     def cli(cls, argv: Sequence[str]) -> int:

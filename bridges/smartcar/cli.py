@@ -18,9 +18,8 @@ from pydantic import ValidationError
 
 from twin.adapter import VendorError
 
-from .api import SmartcarApi
-from .auth import TokenManager
 from .client import SmartcarClient
+from .link import link
 from .settings import SmartcarSettings
 from .tokens import TokenStore
 
@@ -66,19 +65,7 @@ async def link_account(settings: SmartcarSettings, *, data_dir: Path, code: str)
     client = SmartcarClient(settings=settings)
     await client.start()
     try:
-        tokens = await client.exchange_code(code)
-        # the user id is not in the token answer: ask with the new access token, then store
-        staging = f"pending-{secrets.token_hex(4)}"
-        manager = TokenManager(client=client, store=store, refresh_margin=0.0)
-        api = SmartcarApi(client=client, tokens=manager, page_size=settings.page_size)
-        store.save_tokens(staging, tokens)
-        try:
-            user = await api.user(staging)
-            store.save_tokens(user.id, tokens)
-            count = len(await api.vehicle_ids(user.id))
-        finally:
-            store.db.execute("DELETE FROM accounts WHERE user_id = ?", (staging,))
-        return user.id, count
+        return await link(client, store, code=code, page_size=settings.page_size)
     finally:
         await client.stop()
         store.close()

@@ -42,6 +42,8 @@ class SmartcarSettings(BaseSettings):
     connect_url: str = DEFAULT_CONNECT_URL
     scope: tuple[str, ...] = DEFAULT_SCOPE
     mode: str = Field(default="live", pattern=r"^(live|test|simulated)$")
+    #: a Connect code exchanged once at start (headless setups, the demo); ``connect`` is the usual way
+    auth_code: SecretStr | None = None
     #: token store folder for the CLI; the bridge uses the runtime's data dir when this is unset
     data_dir: Path | None = None
     unit_system: str = Field(default="metric", pattern=r"^(metric|imperial)$")

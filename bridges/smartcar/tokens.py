@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS accounts (
     refused INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vehicles (
     vehicle_id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -147,6 +151,20 @@ class TokenStore:
         else:
             rows = self.db.execute("SELECT * FROM vehicles WHERE user_id = ? ORDER BY vehicle_id", (user_id,))
         return [StoredVehicle(vehicle_id=r[0], user_id=r[1], make=r[2], model=r[3], year=r[4]) for r in rows]
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def delete_account(self, user_id: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM accounts WHERE user_id = ?", (user_id,))
 
 
 def _account(row: tuple[object, ...]) -> Account:

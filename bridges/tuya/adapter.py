@@ -22,7 +22,7 @@ from bridges.tuya.arguments import WireArguments
 from bridges.tuya.card_sync import CardSync
 from bridges.tuya.cards import CARDS_TYPE, ManagedCards, cards_confirmed, parse_cards
 from bridges.tuya.client import TuyaClient
-from bridges.tuya.models import DeviceDetail, PasswordTicket
+from bridges.tuya.models import REMOTE_WITHOUT_PASSWORD, DeviceDetail, PasswordTicket, RemoteUnlock
 from bridges.tuya.settings import TuyaSettings
 from contracts.errors import ErrorCode
 from contracts.messages import LockState
@@ -63,6 +63,8 @@ class TuyaAdapter(Adapter):
         )
         self._client: TuyaClient | None = None
         self._cards: CardSync | None = None
+        #: devices whose remote-unlocks list remoteUnlockWithoutPwd as open (checked once)
+        self._remote_ok: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -143,6 +145,7 @@ class TuyaAdapter(Adapter):
         return fields
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
+        await self._check_remote_unlock(device_id)
         base = f"/v1.0/smart-lock/devices/{device_id}"
         ticket = PasswordTicket.model_validate(await self.client.post(f"{base}/password-ticket"))
         accepted = await self.client.post(
@@ -151,6 +154,17 @@ class TuyaAdapter(Adapter):
         if accepted is not True:
             raise VendorError(ErrorCode.VENDOR_ERROR, "the cloud did not accept the door operation", retryable=True)
         return ExecuteResult(data={"accepted": True})
+
+    async def _check_remote_unlock(self, device_id: str) -> None:
+        if device_id in self._remote_ok:
+            return
+        raw = await self.client.get(f"/v1.0/devices/{device_id}/door-lock/remote-unlocks")
+        kinds = [RemoteUnlock.model_validate(item) for item in raw or []]
+        if not any(k.remote_unlock_type == REMOTE_WITHOUT_PASSWORD and k.open for k in kinds):
+            raise VendorError(
+                ErrorCode.UNSUPPORTED, "remote unlock without password is not enabled on this lock", retryable=False
+            )
+        self._remote_ok.add(device_id)
 
     async def set_desired(self, device_id: str, name: str, value: Any, ctx: CommandContext) -> ExecuteResult:
         if name != "cards":

@@ -3,6 +3,9 @@
 Everything vendor-specific about HTTP lives here; the adapter only calls :meth:`TuyaClient.request`
 with a path and gets a ``result`` back or a :class:`~twin.adapter.VendorError`.
 
+Transport failures: no connection is ``VENDOR_UNAVAILABLE``, an answer that does not come in time
+is ``DEVICE_TIMEOUT`` (both retryable).
+
 Tokens: ``GET /v1.0/token?grant_type=1`` gives an access token and a one-time refresh token. The
 client refreshes (``GET /v1.0/token/{refresh_token}``) before expiry, one refresh at a time; when a
 call answers 1010/1011 it renews once and retries the call once. A refused refresh falls back to a
@@ -207,6 +210,9 @@ class TuyaClient:
         query = {key: _query_text(value) for key, value in (params or {}).items()}
         try:
             response = await self._http.request(method, path, params=query, content=content, headers=headers)
+        except httpx.ReadTimeout as exc:
+            # the cloud took the call and did not answer in time: usually a slow device behind it
+            raise VendorError(ErrorCode.DEVICE_TIMEOUT, "tuya cloud did not answer in time") from exc
         except httpx.TimeoutException as exc:
             raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"tuya cloud timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:

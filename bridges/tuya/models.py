@@ -15,7 +15,9 @@ __all__ = [
     "CardOperateResult",
     "DeviceDetail",
     "Envelope",
+    "REMOTE_WITHOUT_PASSWORD",
     "PasswordTicket",
+    "RemoteUnlock",
     "StatusItem",
     "TokenResult",
 ]
@@ -89,3 +91,13 @@ class CardOperateResult(_Wire):
     operate_id: str | None = None
     operate_result: bool = False
     lock_card_id: str | None = None
+
+
+REMOTE_WITHOUT_PASSWORD = "remoteUnlockWithoutPwd"
+
+
+class RemoteUnlock(_Wire):
+    """One entry of ``GET /v1.0/devices/{device_id}/door-lock/remote-unlocks``."""
+
+    remote_unlock_type: str
+    open: bool = False

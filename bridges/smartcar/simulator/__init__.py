@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_REDIRECT_URI",
+    "DEMO_CODE",
     "ERRORS",
     "Fleet",
     "InjectedError",
@@ -35,6 +36,8 @@ __all__ = [
 DEFAULT_CLIENT_ID = "sim-client-id"
 DEFAULT_CLIENT_SECRET = "sim-client-secret"  # noqa: S105 - the simulator's own test credential
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8000/smartcar/callback"
+#: the code the demo configures (``auth_code``); accepted again and again for the first user
+DEMO_CODE = "sim-demo-code"
 
 
 class SmartcarSimulator:
@@ -55,6 +58,7 @@ class SmartcarSimulator:
         access_token_lifetime: float = 7200.0,
         refresh_grace: float = 0.0,
         latency: float = 0.0,
+        demo_code: str | None = None,
         seed: int = 7,
     ) -> None:
         self.fleet = Fleet(
@@ -72,6 +76,8 @@ class SmartcarSimulator:
             redirect_uri=redirect_uri,
             access_token_lifetime=access_token_lifetime,
             refresh_grace=refresh_grace,
+            demo_code=demo_code,
+            demo_user=self.fleet.users[0],
         )
         self.cloud = SmartcarCloud(fleet=self.fleet, oauth=self.oauth, latency=latency)
         self.app: Starlette = build_app(self.cloud)

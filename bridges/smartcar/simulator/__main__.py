@@ -7,7 +7,7 @@ import os
 
 import anyio
 
-from . import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SmartcarSimulator, serve_simulator
+from . import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEMO_CODE, SmartcarSimulator, serve_simulator
 
 
 def main() -> None:
@@ -27,6 +27,7 @@ def main() -> None:
         devices=args.devices,
         bolt_seconds=args.bolt_seconds,
         access_token_lifetime=args.access_token_lifetime,
+        demo_code=DEMO_CODE,
     )
 
     async def serve() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
             print(f"  LOCKTWIN_SMARTCAR_AUTH_URL={served.url}/oauth/token", flush=True)  # noqa: T201
             print(f"  LOCKTWIN_SMARTCAR_CONNECT_URL={served.url}/oauth/authorize", flush=True)  # noqa: T201
             print(f"  LOCKTWIN_SMARTCAR_CLIENT_ID={args.client_id}", flush=True)  # noqa: T201
+            print(f"  LOCKTWIN_SMARTCAR_AUTH_CODE={DEMO_CODE}  (the simulator's public demo code)", flush=True)  # noqa: T201
             await anyio.sleep_forever()
 
     anyio.run(serve)

@@ -157,7 +157,7 @@ def endpoint(
                 params=params,
                 body=body,
                 time=time.time(),
-                headers={k: v for k, v in request.headers.items() if k not in {"access_token", "sign"}},
+                headers={k: v for k, v in request.headers.items() if k != "access_token"},
             )
         )
         if state.config.latency:

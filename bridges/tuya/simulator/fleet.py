@@ -86,6 +86,8 @@ class SimLock:
     jammed: bool = False
     #: firmware whose lock_motor_state is true when unlocked
     inverted_polarity: bool = False
+    #: remote unlock without password enabled on the lock (the remote-unlocks answer)
+    remote_unlock_without_pwd: bool = True
     #: seconds every device-bound call takes
     latency: float = 0.0
     residual_electricity: int = 87

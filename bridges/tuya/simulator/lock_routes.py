@@ -68,6 +68,8 @@ async def _door_operate(call: Call) -> Any:
     ticket = call.state.tickets.pop(ticket_id, None)
     if ticket is None or ticket[0] != call.device.device_id or time.monotonic() > ticket[1]:
         raise ApiError(1109, "param is illegal: ticket_id")
+    if not call.device.remote_unlock_without_pwd:
+        raise ApiError(2004, "remote unlock without password is not enabled")
     raw_open = call.body.get("open")
     if isinstance(raw_open, str) and raw_open in {"true", "false"}:
         raw_open = raw_open == "true"
@@ -79,7 +81,7 @@ async def _door_operate(call: Call) -> Any:
 
 async def _remote_unlocks(call: Call) -> Any:
     return [
-        {"remote_unlock_type": "remoteUnlockWithoutPwd", "open": True},
+        {"remote_unlock_type": "remoteUnlockWithoutPwd", "open": call.device.remote_unlock_without_pwd},
         {"remote_unlock_type": "remoteUnlockWithPwd", "open": False},
     ]
 

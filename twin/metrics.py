@@ -1,0 +1,29 @@
+"""Prometheus metrics of a bridge process (served when ``metrics_port`` is set).
+
+| metric | labels | meaning |
+|---|---|---|
+| ``locktwin_commands_total`` | vendor, action, status | commands by final status |
+| ``locktwin_vendor_call_seconds`` | vendor, operation, outcome | latency of vendor calls |
+| ``locktwin_commands_in_flight`` | vendor | commands being executed or confirmed |
+| ``locktwin_token_refreshes_total`` | vendor, outcome | access-token refreshes |
+| ``locktwin_pushes_total`` | vendor, outcome | vendor pushes accepted or refused |
+| ``locktwin_mqtt_reconnects_total`` | vendor | MQTT connections lost and retried |
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["COMMANDS", "IN_FLIGHT", "PUSHES", "RECONNECTS", "TOKEN_REFRESHES", "VENDOR_CALL_SECONDS"]
+
+COMMANDS = Counter("locktwin_commands_total", "Commands by final status", ["vendor", "action", "status"])
+VENDOR_CALL_SECONDS = Histogram(
+    "locktwin_vendor_call_seconds",
+    "Latency of vendor calls",
+    ["vendor", "operation", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+IN_FLIGHT = Gauge("locktwin_commands_in_flight", "Commands being executed or confirmed", ["vendor"])
+TOKEN_REFRESHES = Counter("locktwin_token_refreshes_total", "Access-token refreshes", ["vendor", "outcome"])
+PUSHES = Counter("locktwin_pushes_total", "Vendor pushes received", ["vendor", "outcome"])
+RECONNECTS = Counter("locktwin_mqtt_reconnects_total", "MQTT connections lost and retried", ["vendor"])
