@@ -30,6 +30,8 @@ class Topics:
 
     base: str
     vendor: str
+    #: ``I-of-N`` when the vendor's fleet is sharded: each shard has its own bridge topics
+    shard: str | None = None
 
     def device(self, device: str, leaf: str) -> str:
         return f"{self.base}/{self.vendor}/{device}/{leaf}"
@@ -50,12 +52,18 @@ class Topics:
         return self.device(device, f"response/{suffix}")
 
     @property
+    def _bridge(self) -> str:
+        if self.shard is None:
+            return f"{self.base}/bridge/{self.vendor}"
+        return f"{self.base}/bridge/{self.vendor}/shards/{self.shard}"
+
+    @property
     def bridge_state(self) -> str:
-        return f"{self.base}/bridge/{self.vendor}/state"
+        return f"{self._bridge}/state"
 
     @property
     def bridge_devices(self) -> str:
-        return f"{self.base}/bridge/{self.vendor}/devices"
+        return f"{self._bridge}/devices"
 
     @property
     def subscriptions(self) -> tuple[str, ...]:

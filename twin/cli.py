@@ -20,6 +20,7 @@ from twin.config import LocktwinSettings, load_settings, load_vendor_settings
 from twin.operator_cli import EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
+from twin.shard import Shard
 
 __all__ = ["main"]
 
@@ -37,7 +38,7 @@ def resolve_adapter(name: str) -> type[Adapter]:
     return cls
 
 
-def build_runtime(settings: LocktwinSettings, adapter_cls: type[Adapter]) -> BridgeRuntime:
+def build_runtime(settings: LocktwinSettings, adapter_cls: type[Adapter], shard: Shard | None = None) -> BridgeRuntime:
     table = settings.vendors.get(adapter_cls.vendor, {})
     adapter = adapter_cls(settings=load_vendor_settings(adapter_cls.settings_model, table))
     return BridgeRuntime(
@@ -48,6 +49,7 @@ def build_runtime(settings: LocktwinSettings, adapter_cls: type[Adapter]) -> Bri
         options=settings.bridge(adapter_cls.vendor),
         store_synchronous=settings.store_synchronous,
         homeassistant=settings.homeassistant,
+        shard=shard,
     )
 
 
@@ -76,7 +78,8 @@ async def run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runtimes = [build_runtime(settings, resolve_adapter(v)) for v in args.vendors]
+    shard = Shard.parse(args.shard) if args.shard else None
+    runtimes = [build_runtime(settings, resolve_adapter(v), shard) for v in args.vendors]
     metrics = None if settings.metrics_port is None else (settings.metrics_host, settings.metrics_port)
     anyio.run(partial(run_bridges, runtimes, metrics=metrics))
     return 0
@@ -165,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one or more vendor bridges")
     run.add_argument("vendors", nargs="+", help=f"vendor ({', '.join(sorted(ADAPTERS)) or 'none yet'}) or module:Class")
     run.add_argument("--config", type=Path, help="TOML file (LOCKTWIN_* variables override it)")
+    run.add_argument("--shard", help="I/N: serve only the devices of shard I (0-based) of N")
     run.set_defaults(func=_cmd_run)
     con = sub.add_parser("contracts", help="write (or --check) the JSON Schemas and AsyncAPI document")
     con.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "contracts")

@@ -62,8 +62,17 @@ class _DeviceRuntime:
 
 
 class TwinEngine:
-    def __init__(self, *, adapter: Adapter, store: Store, topics: Topics, options: EngineOptions) -> None:
+    def __init__(
+        self,
+        *,
+        adapter: Adapter,
+        store: Store,
+        topics: Topics,
+        options: EngineOptions,
+        owns: Callable[[str], bool] = lambda device: True,
+    ) -> None:
         self.adapter = adapter
+        self.owns = owns
         self.store = store
         self.topics = topics
         self.options = options
@@ -114,6 +123,8 @@ class TwinEngine:
     # -- inbound -----------------------------------------------------------------------------------
     async def handle(self, inbound: InboundTopic, payload: bytes, *, retained: bool, reply: ReplyTo | None) -> None:
         """Answer one inbound message; never raises for bad input."""
+        if not self.owns(inbound.device):
+            return  # another shard's device: that shard answers
         suffix = inbound.response_suffix
         try:
             if retained:

@@ -37,6 +37,7 @@ from twin.engine import EngineOptions, TwinEngine
 from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from twin.metrics import RECONNECTS
 from twin.outbound import ReplyTo
+from twin.shard import Shard
 from twin.store import Store
 
 __all__ = ["BridgeRuntime"]
@@ -76,17 +77,21 @@ class BridgeRuntime:
         store_synchronous: str = "NORMAL",
         client_id: str | None = None,
         homeassistant: HomeAssistantSettings | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.adapter = adapter
         self.mqtt = mqtt
-        self.vendor_dir = data_dir / adapter.vendor
-        self.topics = Topics(base=base_topic, vendor=adapter.vendor)
+        self.shard = shard or Shard(0, 1)
+        sharded = self.shard.count > 1
+        self.vendor_dir = data_dir / (f"{adapter.vendor}-{self.shard.label}" if sharded else adapter.vendor)
+        self.topics = Topics(base=base_topic, vendor=adapter.vendor, shard=self.shard.label if sharded else None)
         self.options = options or BridgeOptions()
         self.store = Store(
             path=self.vendor_dir / "twins.sqlite",
             synchronous="FULL" if store_synchronous == "FULL" else "NORMAL",
         )
-        self.client_id = client_id or mqtt.client_id or f"locktwin-{adapter.vendor}"
+        default_id = f"locktwin-{adapter.vendor}" + (f"-{self.shard.label}" if sharded else "")
+        self.client_id = client_id or mqtt.client_id or default_id
         self.engine = TwinEngine(
             adapter=adapter,
             store=self.store,
@@ -98,6 +103,7 @@ class BridgeRuntime:
                 max_in_flight=self.options.max_in_flight,
                 call_timeout=self.options.call_timeout,
             ),
+            owns=self.shard.owns,
         )
         self.connected = anyio.Event()
         self.ready = anyio.Event()
@@ -115,7 +121,7 @@ class BridgeRuntime:
             stack.callback(self.store.close)
             await self.adapter.start(_Sink(self.engine, self.vendor_dir))
             stack.push_async_callback(self.adapter.stop)
-            devices = list(await self.adapter.list_devices())
+            devices = [d for d in await self.adapter.list_devices() if self.shard.owns(d.id)]
             async with anyio.create_task_group() as tg:
                 await self.engine.start(tg, devices)
                 tg.start_soon(self._poll_loop, tg)

@@ -34,6 +34,7 @@ from twin.broker import MosquittoBroker, free_port
 from twin.config import BridgeOptions, MqttSettings
 from twin.homeassistant import HomeAssistantSettings
 from twin.runtime import BridgeRuntime
+from twin.shard import Shard
 
 __all__ = ["BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "v5_reply"]
 
@@ -71,6 +72,7 @@ class BridgeHarness:
         username: str | None = None,
         password: str | None = None,
         homeassistant: HomeAssistantSettings | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.adapter = adapter
         self.broker_url = broker_url
@@ -78,6 +80,7 @@ class BridgeHarness:
         self.options = options
         self.base = base_topic or f"lt-test-{uuid.uuid4().hex[:10]}"
         self.vendor = adapter.vendor
+        self.shard = shard
         self.username = username
         self.password = password
         # Discovery under the test's own base topic, so tests sharing a broker do not collide.
@@ -91,7 +94,7 @@ class BridgeHarness:
     def _mqtt(self) -> MqttSettings:
         return MqttSettings(
             url=self.broker_url,
-            client_id=f"{self.base}-bridge",
+            client_id=f"{self.base}-bridge" + (f"-{self.shard.label}" if self.shard else ""),
             username=self.username,
             password=None if self.password is None else SecretStr(self.password),
         )
@@ -104,6 +107,7 @@ class BridgeHarness:
             base_topic=self.base,
             options=self.options,
             homeassistant=self.homeassistant,
+            shard=self.shard,
         )
 
     @asynccontextmanager
@@ -154,7 +158,7 @@ class BridgeHarness:
                     mqtt.host,
                     mqtt.port,
                     protocol=aiomqtt.ProtocolVersion.V5,
-                    identifier=f"{self.base}-obs",
+                    identifier=f"{self.base}-obs-{uuid.uuid4().hex[:6]}",
                     username=self.username,
                     password=self.password,
                 ) as client:

@@ -8,6 +8,7 @@ is only ever an action's answer (sensitive): it never enters a reported patch.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -40,6 +41,7 @@ from twin.adapter import (
     DeviceInfo,
     ExecuteResult,
     ReportedPatch,
+    SimulatorKit,
     VendorError,
 )
 from twin.asgi import ServedApp, serve_asgi
@@ -80,6 +82,25 @@ class SegwayAdapter(Adapter):
         if self._client is None:
             raise RuntimeError("SegwayAdapter.start() was not called")
         return self._client
+
+    @classmethod
+    def simulator(cls, *, devices: int) -> SimulatorKit:
+        """The simulated Segway cloud with ``devices`` vehicles and demo-only credentials."""
+        from bridges.segway.simulator import SegwaySimulator
+
+        secret = secrets.token_hex(16)
+        sim = SegwaySimulator(client_secret=secret, devices=devices)
+
+        def settings(base_url: str) -> dict[str, Any]:
+            return {
+                "client_id": sim.client_id,
+                "client_secret": secret,
+                "base_url": base_url,
+                "devices": sim.fleet.ids,
+                "poll_interval": 30.0,
+            }
+
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -46,7 +47,9 @@ class SegwaySettings(BaseSettings):
 
     #: the platform code (``client_id``); its first letter picks the region
     client_id: str = Field(min_length=1, max_length=64)
+    #: from ``LOCKTWIN_SEGWAY_CLIENT_SECRET`` or read from ``client_secret_file`` (never from the TOML file)
     client_secret: SecretStr
+    client_secret_file: Path | None = None
     #: overrides the region host (simulator, private endpoints)
     base_url: str | None = None
     #: IoT IMEIs (``iotCode``) of the vehicles this bridge serves
@@ -60,6 +63,17 @@ class SegwaySettings(BaseSettings):
     push_host: str = "127.0.0.1"
     push_port: int = Field(default=0, ge=0, le=65535)
     push_max_body: int = Field(default=DEFAULT_PUSH_MAX_BODY, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_from_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("client_secret_file") and not data.get("client_secret"):
+            path = Path(data["client_secret_file"])
+            try:
+                data = {**data, "client_secret": SecretStr(path.read_text(encoding="utf-8").strip())}
+            except OSError as exc:
+                raise ValueError(f"cannot read client_secret_file {path}: {exc.strerror}") from None
+        return data
 
     @field_validator("devices")
     @classmethod

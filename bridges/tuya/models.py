@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "REMOTE_WITHOUT_PASSWORD",
     "CardInfo",
     "CardOperateResult",
     "DeviceDetail",
     "Envelope",
-    "REMOTE_WITHOUT_PASSWORD",
     "PasswordTicket",
     "RemoteUnlock",
     "StatusItem",
@@ -93,7 +93,7 @@ class CardOperateResult(_Wire):
     lock_card_id: str | None = None
 
 
-REMOTE_WITHOUT_PASSWORD = "remoteUnlockWithoutPwd"
+REMOTE_WITHOUT_PASSWORD = "remoteUnlockWithoutPwd"  # noqa: S105 - a capability name
 
 
 class RemoteUnlock(_Wire):

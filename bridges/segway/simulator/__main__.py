@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import anyio
 
 from bridges.segway.simulator.core import DEFAULT_CLIENT_ID, SegwaySimulator
+
+#: the same variable a bridge reads, so one environment configures both
+SECRET_ENV = "LOCKTWIN_SEGWAY_CLIENT_SECRET"  # noqa: S105 - a variable name
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -27,7 +31,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    secret = None
+    secret = os.environ.get(SECRET_ENV) or None
     if args.client_secret_file:
         with open(args.client_secret_file, encoding="utf-8") as handle:  # noqa: ASYNC230 - once at start
             secret = handle.read().strip()
@@ -43,6 +47,8 @@ async def _serve(args: argparse.Namespace) -> None:
     )
     async with sim.serve(host=args.host, port=args.port) as served:
         print(f"segway simulator on {served.url} with {len(sim.fleet)} vehicles", flush=True)  # noqa: T201
+        origin = "random, set $" + SECRET_ENV + " to choose it" if secret is None else "as configured"
+        print(f"  platform code {sim.client_id}, client secret {origin}", flush=True)  # noqa: T201
         for vehicle in sim.fleet:
             print(f"  {vehicle.iot_code}", flush=True)  # noqa: T201
         await anyio.sleep_forever()

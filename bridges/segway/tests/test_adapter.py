@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from bridges.segway.simulator import SegwaySimulator
 from contracts.errors import ErrorCode
 from contracts.messages import DesiredLock, LockState
 from twin.adapter import CommandContext, VendorError
+from twin.asgi import serve_asgi
+from twin.config import load_vendor_settings
 from twin.registry import load_adapter_class
 
 from .conftest import DEVICES, RecordingSink, eventually
@@ -274,3 +277,29 @@ def test_actions_table_complete() -> None:
         "get_battery",
         "get_location",
     }
+
+
+@pytest.mark.anyio
+async def test_simulator_kit_drives_adapter(sink: RecordingSink) -> None:
+    kit = SegwayAdapter.simulator(devices=2)
+    assert len(kit.device_ids) == 2
+    async with serve_asgi(kit.app) as served:
+        settings = load_vendor_settings(SegwaySettings, kit.settings(served.url))
+        assert isinstance(settings, SegwaySettings)
+        adapter = SegwayAdapter(settings=settings)
+        await adapter.start(sink)
+        try:
+            assert [d.id for d in await adapter.list_devices()] == list(kit.device_ids)
+            patch = await adapter.read_status(kit.device_ids[0])
+            assert patch.values["lock"] == LockState.LOCKED
+        finally:
+            await adapter.stop()
+
+
+def test_settings_secret_from_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "segway.secret"
+    secret_file.write_text("from-a-file\n")
+    settings = SegwaySettings(client_id="A1", client_secret_file=secret_file)  # type: ignore[call-arg]
+    assert settings.client_secret.get_secret_value() == "from-a-file"
+    with pytest.raises(ValidationError, match="cannot read"):
+        SegwaySettings(client_id="A1", client_secret_file=tmp_path / "missing")  # type: ignore[call-arg]

@@ -271,3 +271,65 @@ async def test_mqtt_action_arguments_rejected_before_vendor_call(mqtt_broker: st
             assert final["status"] == "rejected", name
             assert final["error"]["code"] == ErrorCode.INVALID_PAYLOAD
         assert len(sim.calls) == before
+
+
+# retryable codes are injected once: the engine sends again and the command succeeds
+RETRIED = {15001, 15101, 15301, 15302, 15303, 15602, 15612}
+FAILED = {
+    15004: ErrorCode.INVALID_PAYLOAD,
+    15100: ErrorCode.AUTH_FAILED,
+    15102: ErrorCode.UNKNOWN_DEVICE,
+    15300: ErrorCode.PERMISSION_DENIED,
+    15400: ErrorCode.VENDOR_ERROR,
+    15600: ErrorCode.DEVICE_BUSY,
+    15601: ErrorCode.VENDOR_ERROR,
+    15603: ErrorCode.VENDOR_ERROR,
+    15611: ErrorCode.VENDOR_ERROR,
+    15635: ErrorCode.POLICY_DENIED,
+    15638: ErrorCode.VENDOR_ERROR,
+    15707: ErrorCode.UNSUPPORTED,
+    15990: ErrorCode.PERMISSION_DENIED,
+    15996: ErrorCode.POLICY_DENIED,
+    15997: ErrorCode.DEVICE_BUSY,
+}
+
+
+async def test_mqtt_every_error_code(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path, poll_interval=None) as (h, sim, _):
+        vehicle = sim.fleet[BIKE]
+        for code, expected in FAILED.items():
+            before = len(sim.calls_to(PATHS["sound"]))
+            vehicle.inject(code)
+            final = await h.request(BIKE, "find")
+            assert final["status"] == "failed", code
+            assert final["error"]["code"] == expected, code
+            assert final["error"]["vendor_code"] == str(code)
+            assert len(sim.calls_to(PATHS["sound"])) == before + 1, code  # never sent again
+        for code in sorted(RETRIED):
+            before = len(sim.calls_to(PATHS["sound"]))
+            vehicle.inject(code)
+            final = await h.request(BIKE, "find", {"expires_in": 10})
+            assert final["status"] == "succeeded", code
+            assert len(sim.calls_to(PATHS["sound"])) == before + 2, code
+        # upgrading: worth another try, but not before the firmware is done (30 s): expired
+        vehicle.upgrading = True
+        final = await h.request(BIKE, "find", {"expires_in": 1})
+        assert final["status"] == "expired"
+        assert final["error"]["vendor_code"] == "15500"
+
+
+async def test_mqtt_concurrent_commands_share_one_refresh(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path, poll_interval=None) as (h, sim, _):
+        await h.get(BIKE)
+        tokens = len(sim.calls_to(PATHS["token"]))
+        sim.revoke_tokens()
+        finals: list[dict[str, Any]] = []
+
+        async def unlock(device: str) -> None:
+            finals.append(await h.set(device, {"lock": "UNLOCKED"}))
+
+        async with anyio.create_task_group() as tg:
+            for device in DEVICES:
+                tg.start_soon(unlock, device)
+        assert [f["status"] for f in finals] == ["succeeded"] * len(DEVICES)
+        assert len(sim.calls_to(PATHS["token"])) == tokens + 1

@@ -186,9 +186,11 @@ class Fleet:
                 vehicle.pending = None
             if vehicle.waking_until is not None and now >= vehicle.waking_until:
                 vehicle.asleep = False
+                vehicle.last_call = max(vehicle.last_call, vehicle.waking_until)
                 vehicle.waking_until = None
             idle = now - vehicle.last_call
-            if self.sleep_after is not None and idle >= self.sleep_after and vehicle.pending is None:
+            awake = vehicle.pending is None and vehicle.waking_until is None
+            if self.sleep_after is not None and idle >= self.sleep_after and awake:
                 vehicle.asleep = True
 
     def start_bolt(self, vehicle: SimVehicle, *, locked: bool, now: float) -> None:

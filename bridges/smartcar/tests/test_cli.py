@@ -31,7 +31,10 @@ async def run_cli(served: ServedApp, *args: str, stdin: bytes = b"") -> tuple[in
         "LOCKTWIN_SMARTCAR_AUTH_URL": f"{served.url}/oauth/token",
         "LOCKTWIN_SMARTCAR_CONNECT_URL": f"{served.url}/oauth/authorize",
     }
-    code = "import sys; from twin.registry import load_adapter_class; sys.exit(load_adapter_class('smartcar').cli(sys.argv[1:]))"
+    code = (
+        "import sys; from twin.registry import load_adapter_class; "
+        "sys.exit(load_adapter_class('smartcar').cli(sys.argv[1:]))"
+    )
     process = await anyio.run_process([sys.executable, "-c", code, *args], input=stdin, env=env, cwd=ROOT, check=False)
     return process.returncode, process.stdout.decode(), process.stderr.decode()
 
@@ -78,7 +81,9 @@ async def test_cli_connect_state_mismatch(served: ServedApp, tmp_path: Path) -> 
 
 
 async def test_cli_settings_missing(tmp_path: Path) -> None:
-    code = "import sys; from bridges.smartcar.adapter import SmartcarAdapter; sys.exit(SmartcarAdapter.cli(sys.argv[1:]))"
+    code = (
+        "import sys; from bridges.smartcar.adapter import SmartcarAdapter; sys.exit(SmartcarAdapter.cli(sys.argv[1:]))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKTWIN_SMARTCAR_")}
     process = await anyio.run_process([sys.executable, "-c", code, "accounts"], env=env, cwd=ROOT, check=False)
     assert process.returncode == 2
