@@ -149,3 +149,21 @@ async def test_get_refreshes_from_vendor(mqtt_broker: str, tmp_path: Path) -> No
         adapter.locks["d2"].online = False
         failed = await h.get("d2")
         assert failed["status"] == "failed" and failed["error"]["code"] == "DEVICE_OFFLINE"
+
+
+async def test_jammed_lock_fails_with_not_confirmed(mqtt_broker: str, tmp_path: Path) -> None:
+    class JammingAdapter(FakeAdapter):
+        async def read_status(self, device_id: str):  # type: ignore[no-untyped-def]
+            patch = await super().read_status(device_id)
+            if self.calls:
+                patch.values["lock"] = "JAMMED"
+            return patch
+
+    adapter = JammingAdapter()
+    adapter.locks["d1"].moves = False
+    async with harness(adapter, mqtt_broker, tmp_path) as h:
+        final = await h.set("d1", {"lock": "UNLOCKED", "expires_in": 10})
+        assert final["status"] == "failed"
+        assert final["error"]["code"] == "NOT_CONFIRMED" and "jammed" in final["error"]["message"]
+        state = await h.wait_retained("d1", "state", lambda s: s["lock"] == "JAMMED")
+        assert state["lock"] == "JAMMED"

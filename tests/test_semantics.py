@@ -156,12 +156,13 @@ async def test_restart_expires_old_commands_and_resumes_live_ones(mqtt_broker: s
     adapter.locks["d2"].online = False
     async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path) as h:
         await h.publish(h.topic("d1", "set"), {"lock": "UNLOCKED", "transaction": "short", "expires_in": 0.5})
+        await h.publish(h.topic("d1", "request/find"), {"transaction": "queued", "expires_in": 0.5})
         await h.publish(h.topic("d2", "set"), {"lock": "UNLOCKED", "transaction": "long", "expires_in": 30})
         await h.wait_for(lambda: ("d1", "unlock") in adapter.calls and ("d2", "unlock") in adapter.calls)
         await h.stop_bridge()  # a crash: both commands are open in the store
         store = Store(path=tmp_path / "fake" / "twins.sqlite")
         store.open()
-        assert {c.transaction for c in store.open_commands()} == {"short", "long"}
+        assert {c.transaction for c in store.open_commands()} == {"short", "queued", "long"}
         store.close()
         await anyio.sleep(0.6)
         adapter.calls.clear()
@@ -169,12 +170,16 @@ async def test_restart_expires_old_commands_and_resumes_live_ones(mqtt_broker: s
         adapter.locks["d2"].online = True
         async with anyio.create_task_group() as tg:
             await h.start_bridge(tg)
+            # sent before the crash and past its expiry: its outcome is unknown, never "expired"
             short = await h.final("d1", "short")
-            assert short["status"] == "expired"
+            assert short["status"] == "failed" and short["error"]["code"] == "NOT_CONFIRMED"
+            # accepted but never sent: expired, and never sent after the restart
+            queued = await h.final("d1", "queued", "find")
+            assert queued["status"] == "expired"
             long = await h.final("d2", "long")
             assert long["status"] == "succeeded"
             await h.stop_bridge()
-        assert adapter.calls == [("d2", "unlock")]  # the expired one was never sent again
+        assert adapter.calls == [("d2", "unlock")]  # nothing past its expiry was sent again
         journal = Store(path=tmp_path / "fake" / "twins.sqlite")
         journal.open()
         entries = [e["entry"] for e in journal.journal_entries("d1")]

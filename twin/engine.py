@@ -56,6 +56,7 @@ class _DeviceRuntime:
     info: DeviceInfo
     reported_changed: anyio.Event = field(default_factory=anyio.Event)
     confirmed_by: str | None = None
+    jammed_by: str | None = None
     current: CommandRecord | None = None
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
@@ -108,8 +109,15 @@ class TwinEngine:
         for cmd in self.store.open_commands():
             if cmd.device not in self.devices:
                 await self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.UNKNOWN_DEVICE, "device is gone"))
-            elif cmd.expires_at <= now:
+            elif cmd.expires_at <= now and cmd.status == CommandStatus.ACCEPTED:
                 await self._expire(cmd, "expired while the bridge was down")
+            elif cmd.expires_at <= now:
+                # It reached the vendor (or may have): not "expired", which promises it was never sent.
+                await self._finish(
+                    cmd,
+                    CommandStatus.FAILED,
+                    ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "not confirmed before it expired (the bridge was down)"),
+                )
             elif cmd.status == CommandStatus.SENT and not cmd.idempotent:
                 # The call may or may not have reached the vendor; repeating it is not safe.
                 await self._finish(
@@ -416,7 +424,7 @@ class TwinEngine:
             if rt.confirmed_by == cmd.id:
                 await self._finish(cmd, CommandStatus.SUCCEEDED, None)
                 return
-            if self.twins[cmd.device].reported.get("lock") == LockState.JAMMED and cmd.name == "lock":
+            if rt.jammed_by == cmd.id:
                 await self._finish(
                     cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the lock is jammed")
                 )
@@ -564,13 +572,12 @@ class TwinEngine:
                     "source": source,
                 }
         inflight = self._in_flight(device_id)
-        if (
-            inflight is not None
-            and inflight.status == CommandStatus.ACKNOWLEDGED
-            and inflight.kind == "set"
-            and self.fields[inflight.name].confirmed(inflight.value, twin.reported)
-        ):
-            rt.confirmed_by = inflight.id
+        # Only observations made after the vendor accepted the command can confirm (or refute) it.
+        if inflight is not None and inflight.status == CommandStatus.ACKNOWLEDGED and inflight.kind == "set":
+            if self.fields[inflight.name].confirmed(inflight.value, twin.reported):
+                rt.confirmed_by = inflight.id
+            elif inflight.name == "lock" and twin.reported.get("lock") == LockState.JAMMED:
+                rt.jammed_by = inflight.id
         if changes:
             twin.version += 1
             with self.store.transaction():

@@ -1,19 +1,14 @@
 """The OKAI adapter: scooters (by IMEI) <-> twins.
 
-State map (vendor ``/scooter/query/status`` -> reported values, see README.md for units):
+State map (vendor ``/scooter/query/status`` -> reported values; units in README.md):
 
-============== ======================= =================================================
-twin key       vendor field            conversion
-============== ======================= =================================================
-lock           lockStatus              1 -> LOCKED, 0 -> UNLOCKED, else UNKNOWN
-online         online                  as given (and False when the vendor says offline)
-battery        batteryPercent          percent, clamped to 0..100
-latitude       latitude                degrees
-longitude      longitude               degrees
-speed          speed                   km/h as the vendor gives it
-total_distance_m totalMile             x metres_per_unit (distance_unit, default km)
-remaining_distance_m remainMile        x metres_per_unit
-============== ======================= =================================================
+- ``lock`` <- ``lockStatus`` (``lock_field``): 1 LOCKED, 0 UNLOCKED, anything else UNKNOWN
+- ``online`` <- ``online``, and False whenever the vendor answers "device offline"
+- ``battery`` <- ``batteryPercent`` (percent, clamped to 0..100)
+- ``latitude``/``longitude`` <- ``latitude``/``longitude`` (degrees; 0,0 means no fix and is dropped)
+- ``speed`` <- ``speed`` (km/h as the vendor gives it)
+- ``total_distance_m``/``remaining_distance_m`` <- ``totalMile``/``remainMile`` x metres per
+  ``distance_unit`` (default km)
 
 ``lock()`` only sends ``switchLock`` with ``expireTime`` = the command's remaining lifetime; the
 runtime confirms it from status reads.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridges.okai.models import OkaiCode
 from contracts.errors import ErrorCode
+from contracts.messages import DEVICE_ID_PATTERN
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_ERROR_CODES", "OkaiSettings"]
 
@@ -51,7 +52,9 @@ class OkaiSettings(BaseSettings):
     #: the document's table shows seconds, its curl sample milliseconds
     timestamp_unit: Literal["s", "ms"] = "ms"
     base_url: str = DEFAULT_BASE_URL
-    devices: list[str] = Field(default_factory=list, description="IMEIs served by this bridge")
+    devices: list[Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]] = Field(
+        default_factory=list, description="IMEIs served by this bridge"
+    )
     timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
     poll_interval: float | None = Field(default=DEFAULT_POLL_INTERVAL, gt=0)
     #: unit of totalMile/remainMile as the vendor reports them [guess: km]

@@ -153,7 +153,8 @@ class SegwayAdapter(Adapter):
                 log.debug("segway location of %s unavailable: %s", iot_code, exc.info.code)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(read_location)
+            if self.config.poll_location:
+                tg.start_soon(read_location)
             try:
                 status = await self.client.status(iot_code)
             except VendorError as exc:

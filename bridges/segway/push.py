@@ -61,7 +61,8 @@ def verify_push(fields: Mapping[str, str], client_secret: str) -> bool:
     if not signature:
         return False
     signed = {k: v for k, v in fields.items() if k not in _SIGNATURE_KEYS}
-    return hmac.compare_digest(push_signature(signed, client_secret), signature.strip().lower())
+    expected = push_signature(signed, client_secret).encode()
+    return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace"))
 
 
 class _TooLarge(Exception):
@@ -90,7 +91,8 @@ def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"code": status, "message": message}, status_code=status)
 
 
-Handler = Callable[[BaseModel], Awaitable[bool]]
+#: True: stored; False: the sink does not know the device; None: nothing to store (dropped)
+Handler = Callable[[BaseModel], Awaitable[bool | None]]
 
 
 def create_push_app(sink: BridgeSink, settings: SegwaySettings, *, stats: PushStats | None = None) -> Starlette:
@@ -99,24 +101,24 @@ def create_push_app(sink: BridgeSink, settings: SegwaySettings, *, stats: PushSt
     secret = settings.client_secret
     devices = frozenset(settings.devices)
 
-    async def on_status(push: BaseModel) -> bool:
+    async def on_status(push: BaseModel) -> bool | None:
         assert isinstance(push, StatusPush)
         return await sink.report(push.iot_code, status_patch(push), source="push")
 
-    async def on_location(push: BaseModel) -> bool:
+    async def on_location(push: BaseModel) -> bool | None:
         assert isinstance(push, LocationPush)
         patch = location_patch(push)
         if patch is None:
             counters.dropped_position += 1
-            return True
+            return None
         return await sink.report(push.iot_code, patch, source="push")
 
-    async def on_alert(push: BaseModel) -> bool:
+    async def on_alert(push: BaseModel) -> bool | None:
         assert isinstance(push, AlertPush)
         await sink.event(push.iot_code, EventType.ALERT, alert_event(push))
         return True
 
-    async def on_fault(push: BaseModel) -> bool:
+    async def on_fault(push: BaseModel) -> bool | None:
         assert isinstance(push, FaultPush)
         await sink.event(push.iot_code, EventType.FAULT, fault_event(push))
         return True
@@ -158,11 +160,14 @@ def create_push_app(sink: BridgeSink, settings: SegwaySettings, *, stats: PushSt
         except ValidationError:
             counters.invalid += 1
             return _refuse(400, "invalid push")
-        device = getattr(push, "iot_code", "")
-        if device not in devices or not await handler(push):
+        if getattr(push, "iot_code", "") not in devices:
             counters.unknown_device += 1
             return _ok()  # not ours: answered so that Segway does not send it again
-        counters.stored += 1
+        outcome = await handler(push)
+        if outcome is False:
+            counters.unknown_device += 1
+        elif outcome is True:
+            counters.stored += 1
         return _ok()
 
     app = Starlette(routes=[Route(path, receive, methods=["POST"]) for path in PUSH_PATHS])

@@ -57,6 +57,8 @@ class SegwaySettings(BaseSettings):
     poll_interval: float | None = Field(default=DEFAULT_POLL_INTERVAL, gt=0)
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
     token_refresh_ahead: float = Field(default=DEFAULT_TOKEN_REFRESH_AHEAD, ge=0)
+    #: read the position with every status poll (pushes bring it too when push is on)
+    poll_location: bool = True
     #: ask the vehicle for a fresh fix on every location read (slower, costs the device a report)
     realtime_location: bool = False
     push_enabled: bool = False

@@ -8,11 +8,12 @@ refused until ``locktwin smartcar connect`` links it again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+
+import anyio
 
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
@@ -42,7 +43,7 @@ class TokenManager:
         self._store = store
         self._refresh_margin = refresh_margin
         self._on_refused = on_refused
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self.refreshes = 0
 
     async def access_token(self, user_id: str, *, stale: str | None = None) -> str:

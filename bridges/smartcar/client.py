@@ -84,10 +84,14 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
-        if when is None:
-            return None
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def error_from_response(response: httpx.Response) -> VendorError:

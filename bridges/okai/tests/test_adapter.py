@@ -51,12 +51,14 @@ def test_settings_env_prefix_and_strict(monkeypatch: pytest.MonkeyPatch) -> None
     assert USER_KEY not in repr(settings) and SIGN_KEY not in repr(settings)
     with pytest.raises(ValidationError):
         OkaiSettings(devices=[], colour="blue")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        OkaiSettings(devices=["86379 5050079434"])
 
 
 def test_settings_keys_from_files(tmp_path: Path) -> None:
     (tmp_path / "user").write_text(USER_KEY + "\n")
     (tmp_path / "sign").write_text(SIGN_KEY + "\n")
-    settings = OkaiSettings(user_key_file=tmp_path / "user", sign_key_file=tmp_path / "sign")  # type: ignore[call-arg]
+    settings = OkaiSettings(user_key_file=tmp_path / "user", sign_key_file=tmp_path / "sign")
     assert settings.sign_key is not None
     assert settings.sign_key.get_secret_value() == SIGN_KEY
 

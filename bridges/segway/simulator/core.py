@@ -55,7 +55,9 @@ class SegwaySimulator:
         latency: float = 0.0,
         webhook_url: str | None = None,
         push_retry_delay: float = DEFAULT_RETRY_DELAY,
+        status_push_interval: float = 10.0,
         location_push_interval: float = 10.0,
+        locked_location_push_interval: float = 900.0,
         tick: float = 0.1,
     ) -> None:
         self.client_id = client_id
@@ -69,7 +71,11 @@ class SegwaySimulator:
         self.token_lifetime = token_lifetime
         self.token_overlap = token_overlap
         self.latency = latency
+        #: the document: status every 10 s while riding (and at once when lock or link change)
+        self.status_push_interval = status_push_interval
+        #: the document: position every 10 s unlocked, every 900 s locked
         self.location_push_interval = location_push_interval
+        self.locked_location_push_interval = locked_location_push_interval
         self.tick = tick
         #: every API call answered 15990 (account restricted)
         self.restricted = False
@@ -84,7 +90,7 @@ class SegwaySimulator:
         self.app = build_app(self)
         self._http_faults: deque[int] = deque()
         self._stalls: deque[float] = deque()
-        self._pushed: dict[str, int] = {}
+        self._pushed: dict[str, tuple[int, bool, bool, float]] = {}
         self._located: dict[str, float] = {}
         self._tg: TaskGroup | None = None
         self._wakeup: anyio.Event | None = None
@@ -170,12 +176,17 @@ class SegwaySimulator:
             vehicle.settle()
             if self.webhook_url is None:
                 continue
-            if self._pushed.get(vehicle.iot_code, vehicle.revision) != vehicle.revision:
+            key = vehicle.iot_code
+            revision, locked, online, at = self._pushed.setdefault(
+                key, (vehicle.revision, vehicle.locked, vehicle.online, now)
+            )
+            flipped = (locked, online) != (vehicle.locked, vehicle.online)
+            if flipped or (revision != vehicle.revision and now - at >= self.status_push_interval):
+                self._pushed[key] = (vehicle.revision, vehicle.locked, vehicle.online, now)
                 await self._send(self.pusher.prepare("/v2/vehicle/status", self._status_fields(vehicle)))
-            self._pushed[vehicle.iot_code] = vehicle.revision
-            last = self._located.get(vehicle.iot_code, 0.0)
-            if vehicle.riding and now - last >= self.location_push_interval:
-                self._located[vehicle.iot_code] = now
+            every = self.locked_location_push_interval if vehicle.locked else self.location_push_interval
+            if vehicle.online and now - self._located.setdefault(key, now) >= every:
+                self._located[key] = now
                 await self._send(self.pusher.prepare("/v2/vehicle/location", self._location_fields(vehicle)))
 
     async def _send(self, record: PushRecord) -> None:

@@ -313,9 +313,11 @@ async def test_mqtt_every_error_code(mqtt_broker: str, tmp_path: Path) -> None:
             assert len(sim.calls_to(PATHS["sound"])) == before + 2, code
         # upgrading: worth another try, but not before the firmware is done (30 s): expired
         vehicle.upgrading = True
+        before = len(sim.calls_to(PATHS["sound"]))
         final = await h.request(BIKE, "find", {"expires_in": 1})
         assert final["status"] == "expired"
-        assert final["error"]["vendor_code"] == "15500"
+        assert final["error"]["code"] == ErrorCode.EXPIRED
+        assert len(sim.calls_to(PATHS["sound"])) == before + 1
 
 
 async def test_mqtt_concurrent_commands_share_one_refresh(mqtt_broker: str, tmp_path: Path) -> None:

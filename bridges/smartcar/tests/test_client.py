@@ -10,7 +10,7 @@ import pytest
 
 from bridges.smartcar.adapter import SmartcarAdapter
 from bridges.smartcar.client import SmartcarClient, error_from_response, parse_instant
-from bridges.smartcar.simulator import ERRORS, SmartcarSimulator, serve_simulator
+from bridges.smartcar.simulator import ERRORS, InjectedError, SmartcarSimulator, serve_simulator
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
@@ -158,3 +158,30 @@ async def test_data_age_header_becomes_observed_at(adapter: SmartcarAdapter, sim
     lag = answer.meta.fetched_at - answer.meta.data_age
     assert timedelta(seconds=119) < lag < timedelta(seconds=121)
     assert answer.meta.request_id
+
+
+async def test_rate_limit_app_wide_gate_closes_every_vehicle(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
+    first, second = sim.fleet.ids[:2]
+    user_id = sim.fleet[first].user_id
+    sim.fleet.inject(
+        first,
+        InjectedError(429, "RATE_LIMIT", "SMARTCAR_API", "Too many requests to Smartcar.", "RETRY_LATER", 2.0),
+    )
+    with pytest.raises(VendorError) as caught:
+        await adapter.api.security(user_id, first)
+    assert caught.value.info.vendor_code == "RATE_LIMIT:SMARTCAR_API"
+    calls = len(sim.calls)
+    with pytest.raises(VendorError) as gated:
+        await adapter.api.security(user_id, second)
+    assert gated.value.info.code is ErrorCode.RATE_LIMITED
+    assert gated.value.info.retry_after is not None and 0 < gated.value.info.retry_after <= 2.0
+    assert len(sim.calls) == calls
+
+
+async def test_errors_offline_vehicle_is_device_offline(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
+    vehicle = sim.fleet[sim.fleet.ids[0]]
+    vehicle.online = False
+    with pytest.raises(VendorError) as caught:
+        await adapter.read_status(vehicle.id)
+    assert caught.value.info.code is ErrorCode.DEVICE_OFFLINE
+    assert caught.value.info.retryable

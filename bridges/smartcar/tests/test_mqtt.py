@@ -160,3 +160,16 @@ async def test_mqtt_refresh_survives_kill_between_token_and_next_call(mqtt_broke
     assert final["status"] == "succeeded", final
     assert sim.oauth.refresh_count == 2
     assert [c.status for c in sim.calls if c.path == "/oauth/token"] == [200, 200, 200]
+
+
+async def test_mqtt_jammed_bolt_not_confirmed(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = make_simulator()
+    vehicle = sim.fleet[sim.fleet.ids[1]]
+    vehicle.jammed = True
+    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=300.0) as (h, _):
+        final = await h.set(vehicle.id, {"lock": "UNLOCKED", "expires_in": 3})
+        state = await h.wait_retained(vehicle.id, "state", lambda s: s["lock"] != "UNLOCKING")
+    assert final["status"] in {"failed", "expired"}, final
+    assert state["lock"] == "LOCKED"
+    reads = [c for c in sim.calls if c.vehicle_id == vehicle.id and c.method == "GET" and c.path.endswith("/security")]
+    assert len(reads) >= 2  # confirmation reads of /security only, past the telemetry budget
