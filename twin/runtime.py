@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,20 @@ class _Sink:
 
     async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
         await self._engine.event(device_id, type, data)
+
+
+#: publishes awaiting their PUBACK at once, per bridge
+PUBLISH_WORKERS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    client: aiomqtt.Client
+    topic: str
+    payload: bytes
+    retain: bool
+    props: Properties | None
+    on_sent: Callable[[], None] | None
 
 
 class BridgeRuntime:
@@ -107,6 +123,8 @@ class BridgeRuntime:
         )
         self.connected = anyio.Event()
         self.ready = anyio.Event()
+        self._connection: aiomqtt.Client | None = None
+        self._outbox, self._outbox_receive = anyio.create_memory_object_stream[_Outgoing](math.inf)
         ha = homeassistant or HomeAssistantSettings()
         self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
         # Exact topics served besides the contract's command topics (routing by table).
@@ -151,12 +169,14 @@ class BridgeRuntime:
         )
 
     async def _mqtt_loop(self, tg: TaskGroup) -> None:
+        for _ in range(PUBLISH_WORKERS):
+            tg.start_soon(self._publisher)
         delay = 0.5
         while True:
             try:
                 async with self._client() as client:
                     delay = 0.5
-                    await self._on_connect(client, tg)
+                    await self._on_connect(client)
                     try:
                         async for message in client.messages:
                             await self._on_message(message)
@@ -169,25 +189,49 @@ class BridgeRuntime:
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
             finally:
                 self.engine.out.sender = None
+                self._connection = None
                 self.connected = anyio.Event()
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.mqtt.reconnect_max)
 
-    async def _on_connect(self, client: aiomqtt.Client, tg: TaskGroup) -> None:
-        def send(
-            topic: str,
-            payload: bytes,
-            *,
-            retain: bool,
-            correlation: bytes | None = None,
-            on_sent: Callable[[], None] | None = None,
-        ) -> None:
-            props = None
-            if correlation is not None:
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.CorrelationData = correlation
-            tg.start_soon(self._publish, client, topic, payload, retain, props, on_sent)
+    def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool,
+        correlation: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue a publish for the current connection (the engine's Sender)."""
+        if self._connection is None:
+            return
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        self._outbox.send_nowait(_Outgoing(self._connection, topic, payload, retain, props, on_sent))
 
+    async def _publisher(self) -> None:
+        """One of a fixed pool of publishers: bounded concurrency, and no task per message.
+
+        A worker hands a message to paho synchronously right after taking it from the queue, so
+        messages reach the wire in the order they were queued (a later retained state wins).
+        """
+        async for item in self._outbox_receive:
+            if item.client is not self._connection:
+                continue  # queued for a connection that is gone; the store has it for the next one
+            try:
+                await item.client.publish(
+                    item.topic, item.payload, qos=1, retain=item.retain, properties=item.props, timeout=30
+                )
+            except aiomqtt.MqttError as exc:
+                log.debug("publish to %s not delivered: %s", item.topic, exc)
+                continue
+            if item.on_sent is not None:
+                item.on_sent()
+
+    async def _on_connect(self, client: aiomqtt.Client) -> None:
         if self.mqtt.protocol == "5":
             options = SubscribeOptions(qos=1, retainAsPublished=True)
             await client.subscribe([(t, options) for t in self.topics.subscriptions])
@@ -195,29 +239,13 @@ class BridgeRuntime:
             await client.subscribe([(t, 1) for t in self.topics.subscriptions])
         if self._routes:
             await client.subscribe([(t, 1) for t in self._routes])
-        self.engine.out.sender = send
+        self._connection = client
+        self.engine.out.sender = self._send
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.engine.out.republish_all()
         self._announce()
         self.connected.set()
         log.info("%s bridge connected to %s as %s", self.adapter.vendor, self.mqtt.url, self.client_id)
-
-    async def _publish(
-        self,
-        client: aiomqtt.Client,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        props: Properties | None,
-        on_sent: Callable[[], None] | None,
-    ) -> None:
-        try:
-            await client.publish(topic, payload, qos=1, retain=retain, properties=props, timeout=30)
-        except aiomqtt.MqttError as exc:
-            log.debug("publish to %s not delivered: %s", topic, exc)
-            return
-        if on_sent is not None:
-            on_sent()
 
     # -- Home Assistant discovery -----------------------------------------------------------------
     def _announce(self) -> None:
