@@ -159,7 +159,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from twin.demo import run_demo
 
-    return run_demo(data_dir=args.data, devices=args.devices, port=args.port, live=not args.no_live)
+    return run_demo(data_dir=args.data, devices=args.devices, port=args.port, live=not args.no_live, broker=args.broker)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -212,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--devices", type=int, default=3, help="devices per vendor")
     demo.add_argument("--port", type=int, default=None, help="broker port (default: 1883, or a free one)")
     demo.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+    demo.add_argument(
+        "--broker", choices=("auto", "mosquitto", "embedded"), default="auto", help="auto: mosquitto if installed"
+    )
     demo.set_defaults(func=_cmd_demo)
     return p
 

@@ -40,36 +40,40 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def run_demo(*, data_dir: Path, devices: int, port: int | None, live: bool) -> int:
+def run_demo(*, data_dir: Path, devices: int, port: int | None, live: bool, broker: str = "auto") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir.mkdir(parents=True, exist_ok=True)
     with suppress(KeyboardInterrupt):
-        anyio.run(_demo, data_dir, devices, port, live)
+        anyio.run(_demo, data_dir, devices, port, live, broker)
     print("\nlocktwin demo stopped; twins are kept in", data_dir)
     return 0
 
 
-async def _start_broker(stack: AsyncExitStack, data_dir: Path, port: int) -> MqttSettings:
-    if MosquittoBroker.available():
+async def start_embedded_broker(stack: AsyncExitStack, port: int) -> MqttSettings:
+    """amqtt, pure Python from PyPI: MQTT 3.1.1 only, good enough for a demo, not for production."""
+    from amqtt.broker import Broker  # type: ignore[import-untyped]
+
+    config: dict[str, Any] = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    embedded = Broker(config)
+    await embedded.start()
+    stack.push_async_callback(embedded.shutdown)
+    return MqttSettings(url=f"mqtt://127.0.0.1:{port}", protocol="3.1.1")
+
+
+async def _start_broker(stack: AsyncExitStack, data_dir: Path, port: int, kind: str) -> MqttSettings:
+    if kind == "mosquitto" or (kind == "auto" and MosquittoBroker.available()):
         broker = MosquittoBroker(port=port, workdir=data_dir / "broker")
         broker.workdir.mkdir(parents=True, exist_ok=True)
         broker.start()
         stack.callback(broker.stop)
         print(f"broker: mosquitto on 127.0.0.1:{port} (data in {broker.workdir})")
         return MqttSettings(url=f"mqtt://127.0.0.1:{port}")
-    from amqtt.broker import Broker  # type: ignore[import-untyped]
-
-    config: dict[str, Any] = {
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "sys_interval": 0,
-        "auth": {"allow-anonymous": True},
-        "topic-check": {"enabled": False},
-    }
-    embedded = Broker(config)
-    await embedded.start()
-    stack.push_async_callback(embedded.shutdown)
-    print(f"broker: embedded amqtt on 127.0.0.1:{port} (no mosquitto installed; MQTT 3.1.1 only)")
-    return MqttSettings(url=f"mqtt://127.0.0.1:{port}", protocol="3.1.1")
+    mqtt = await start_embedded_broker(stack, port)
+    print(f"broker: embedded amqtt on 127.0.0.1:{port} (MQTT 3.1.1 only; install mosquitto for production)")
+    return mqtt
 
 
 async def _start_vendor(
@@ -103,10 +107,10 @@ def _banner(port: int, examples: dict[str, str]) -> None:
     print("Ctrl-C stops everything.\n")
 
 
-async def _demo(data_dir: Path, devices: int, port: int | None, live: bool) -> None:
+async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, broker: str) -> None:
     port = port or (1883 if _port_free(1883) else free_port())
     async with AsyncExitStack() as stack:
-        mqtt = await _start_broker(stack, data_dir, port)
+        mqtt = await _start_broker(stack, data_dir, port, broker)
         runtimes: list[BridgeRuntime] = []
         examples: dict[str, str] = {}
         for vendor in sorted(ADAPTERS):

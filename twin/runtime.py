@@ -156,7 +156,7 @@ class BridgeRuntime:
             session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": props}
         else:
             session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.mqtt.host,
             self.mqtt.port,
             username=self.mqtt.username,
@@ -167,6 +167,9 @@ class BridgeRuntime:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             **session,
         )
+        # Our publisher pool keeps up to PUBLISH_WORKERS publishes pending on purpose.
+        client.pending_calls_threshold = PUBLISH_WORKERS * 2
+        return client
 
     async def _mqtt_loop(self, tg: TaskGroup) -> None:
         for _ in range(PUBLISH_WORKERS):
