@@ -87,7 +87,7 @@ def for_test(conf: str, *, port: int, workdir: Path) -> str:
 
 def make_passwords(directory: Path, **env: str) -> dict[str, str]:
     """Run make-passwords; the passwords it generated, by role."""
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [str(MAKE_PASSWORDS), "--dir", str(directory)],
         env={**os.environ, "MOSQUITTO_PASSWD": str(MOSQUITTO_PASSWD), **env},
         capture_output=True,
@@ -144,7 +144,7 @@ def broker() -> Iterator[Broker]:
     port = free_port()
     (workdir / "mosquitto.conf").write_text(for_test(CONF.read_text(), port=port, workdir=workdir))
     _give_to_broker_user(workdir)
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(workdir / "mosquitto.conf")], stderr=subprocess.PIPE)  # noqa: S603
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(workdir / "mosquitto.conf")], stderr=subprocess.PIPE)
     started = Broker(port=port, workdir=workdir, passwords=passwords, process=proc)
     deadline = time.monotonic() + 10
     while True:
@@ -229,7 +229,7 @@ def test_test_configuration_differs_only_in_port_paths_and_log(tmp_path: Path) -
     for a, b in zip(original, rewritten, strict=True):
         if _directive(a) not in PRODUCTION:
             assert a == b
-    assert f"listener 12345 127.0.0.1" in rewritten
+    assert "listener 12345 127.0.0.1" in rewritten
 
 
 def test_production_settings_are_on() -> None:

@@ -281,6 +281,8 @@ def test_node_red_flow_shows_locks_and_sends_commands(mqtt_broker: str, tmp_path
                 assert record["via"] == "transaction"
                 assert [a["status"] for a in record["answers"]] == ["accepted", "succeeded"]
                 assert (record["vendor"], record["device"], record["lock"]) == ("fake", "d1", "UNLOCKED")
+                again = {"vendor": "fake", "device": "d1", "lock": "LOCKED", "transaction": tx1}
+                assert flow.http.post("/locktwin/command", json=again).status_code == 409
 
                 # 2. Answers by MQTT v5 correlation data, on the flow's own response topic.
                 sent = flow.http.post("/locktwin/command", json={"vendor": "fake", "device": "d2", "lock": "UNLOCKED"})

@@ -36,6 +36,7 @@ __all__ = [
     "DesiredField",
     "DeviceInfo",
     "ExecuteResult",
+    "NoArguments",
     "ReportedPatch",
     "SimulatorKit",
     "VendorError",
@@ -65,6 +66,10 @@ class VendorError(Exception):
             retryable=retryable,
             retry_after=retry_after,
         )
+
+
+class NoArguments(BaseModel):
+    """The arguments of an action that takes none (unknown keys are ignored)."""
 
 
 class DeviceInfo(BaseModel):

@@ -78,6 +78,8 @@ async def run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request URL at INFO; a vendor that puts keys in a query string would leak them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     shard = Shard.parse(args.shard) if args.shard else None
     runtimes = [build_runtime(settings, resolve_adapter(v), shard) for v in args.vendors]
     metrics = None if settings.metrics_port is None else (settings.metrics_host, settings.metrics_port)

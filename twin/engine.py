@@ -391,6 +391,8 @@ class TwinEngine:
             result = await self._call(lambda: self._execute(cmd, ctx), operation=cmd.name, timeout=remaining)
         except VendorError as exc:
             cmd.error = exc.info.model_dump()
+            if exc.info.code == ErrorCode.DEVICE_OFFLINE:
+                await self.report(cmd.device, ReportedPatch(values={"online": False}), source="command")
             if not exc.info.retryable:
                 await self._finish(cmd, CommandStatus.FAILED, exc.info)
                 return

@@ -17,6 +17,7 @@ runtime confirms it from status reads.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -36,12 +37,14 @@ from twin.adapter import (
     DeviceInfo,
     ExecuteResult,
     ReportedPatch,
+    SimulatorKit,
     VendorError,
 )
 
 __all__ = ["OkaiAdapter"]
 
 MODEL = "OKAI scooter"
+CAPABILITIES = frozenset({"lock", "location", "battery"})
 
 
 class NoArguments(BaseModel):
@@ -71,6 +74,25 @@ class OkaiAdapter(Adapter):
             raise RuntimeError("OkaiAdapter.start() was not called")
         return self._client
 
+    @classmethod
+    def simulator(cls, *, devices: int) -> SimulatorKit:
+        """The simulated OKAI cloud with ``devices`` scooters and demo-only keys (signing on)."""
+        from bridges.okai.simulator import OkaiSimulator
+
+        user_key, sign_key = secrets.token_hex(16), secrets.token_hex(16)
+        sim = OkaiSimulator(user_key=user_key, sign_key=sign_key, devices=devices, record_calls=False)
+
+        def settings(base_url: str) -> dict[str, Any]:
+            return {
+                "user_key": user_key,
+                "sign_key": sign_key,
+                "base_url": base_url.rstrip("/") + sim.base_path,
+                "devices": sim.fleet.imeis,
+                "poll_interval": 30.0,
+            }
+
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.imeis)
+
     async def start(self, sink: BridgeSink) -> None:
         client = OkaiClient(settings=self._settings)
         await client.open()
@@ -85,7 +107,7 @@ class OkaiAdapter(Adapter):
     async def list_devices(self) -> Sequence[DeviceInfo]:
         interval = self._settings.poll_interval
         return [
-            DeviceInfo(id=imei, model=MODEL, capabilities=frozenset({"lock"}), poll_interval=interval)
+            DeviceInfo(id=imei, model=MODEL, capabilities=CAPABILITIES, poll_interval=interval)
             for imei in self._settings.devices
         ]
 

@@ -113,7 +113,12 @@ class SegwayAdapter(Adapter):
             if config.push_enabled:
                 app = create_push_app(sink, config, stats=self.push_stats)
                 self.push_address = await stack.enter_async_context(
-                    serve_asgi(app, host=config.push_host, port=config.push_port)
+                    serve_asgi(
+                        app,
+                        host=config.push_host,
+                        port=config.push_port,
+                        limit_concurrency=config.push_max_concurrency,
+                    )
                 )
                 log.info("segway push intake on %s", self.push_address.url)
             self._client = client

@@ -38,6 +38,7 @@ from bridges.segway.models import (
 from bridges.segway.settings import SegwaySettings
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.metrics import TOKEN_REFRESHES
 
 __all__ = ["PATHS", "SegwayClient"]
 
@@ -74,6 +75,9 @@ class SegwayClient:
         self._token_lock: anyio.Lock | None = None
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self._fetch_attempts = 0
+        self._fetch_error: VendorError | None = None
         #: how many tokens were fetched (for operators and tests)
         self.token_fetches = 0
 
@@ -103,15 +107,30 @@ class SegwayClient:
 
     async def _access_token(self) -> str:
         token = self._token
-        if token is not None and time.monotonic() < self._refresh_at:
+        now = time.monotonic()
+        if token is not None and now < self._refresh_at:
             return token
         if self._token_lock is None:
             raise RuntimeError("SegwayClient.start() was not called")
+        if token is not None and now < self._expires_at and self._token_lock.locked():
+            return token  # a refresh is under way; the old token stays valid meanwhile (overlap)
+        attempt = self._fetch_attempts
         async with self._token_lock:
             token = self._token
             if token is not None and time.monotonic() < self._refresh_at:
                 return token  # refreshed by the call we waited for
-            return await self._fetch_token()
+            if self._fetch_attempts != attempt and self._fetch_error is not None:
+                raise self._fetch_error  # the refresh we waited for failed: do not hammer the cloud
+            self._fetch_attempts += 1
+            try:
+                token = await self._fetch_token()
+            except VendorError as exc:
+                self._fetch_error = exc
+                TOKEN_REFRESHES.labels(vendor="segway", outcome="failed").inc()
+                raise
+            self._fetch_error = None
+            TOKEN_REFRESHES.labels(vendor="segway", outcome="ok").inc()
+            return token
 
     async def _fetch_token(self) -> str:
         form = {
@@ -129,7 +148,8 @@ class SegwayClient:
             raise VendorError(ErrorCode.VENDOR_ERROR, "segway sent an unreadable token answer") from None
         ahead = min(self.settings.token_refresh_ahead, answer.expires_in / 2)
         self._token = answer.access_token
-        self._refresh_at = started + answer.expires_in - ahead
+        self._expires_at = started + answer.expires_in
+        self._refresh_at = self._expires_at - ahead
         self.token_fetches += 1
         log.info("segway token obtained, valid %.0f s", answer.expires_in)
         return answer.access_token
@@ -137,7 +157,7 @@ class SegwayClient:
     def _forget(self, token: str) -> None:
         """The cloud refused ``token``: the next call fetches a new one (unless one already did)."""
         if self._token == token:
-            self._refresh_at = 0.0
+            self._refresh_at = self._expires_at = 0.0
 
     # ---- transport ----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from bridges.segway.models import AlertPush, FaultPush, LocationPush, StatusPush
 from bridges.segway.settings import SegwaySettings
 from contracts.messages import EventType
 from twin.adapter import BridgeSink
+from twin.metrics import PUSHES
 
 __all__ = ["PUSH_PATHS", "PushStats", "create_push_app", "push_signature", "verify_push"]
 
@@ -41,6 +42,8 @@ _FORM = "application/x-www-form-urlencoded"
 
 @dataclass
 class PushStats:
+    """What the intake did with the pushes it received (also ``locktwin_pushes_total{outcome}``)."""
+
     received: int = 0
     stored: int = 0
     bad_signature: int = 0
@@ -48,6 +51,11 @@ class PushStats:
     unknown_device: int = 0
     dropped_position: int = 0
     too_large: int = 0
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        if outcome != "received":
+            PUSHES.labels(vendor="segway", outcome=outcome).inc()
 
 
 def push_signature(fields: Mapping[str, str], client_secret: str) -> str:
@@ -63,6 +71,16 @@ def verify_push(fields: Mapping[str, str], client_secret: str) -> bool:
     signed = {k: v for k, v in fields.items() if k not in _SIGNATURE_KEYS}
     expected = push_signature(signed, client_secret).encode()
     return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace"))
+
+
+def _signed(body: bytes, decoded: Mapping[str, str], client_secret: str) -> bool:
+    """The document splits the received string on ``&`` and ``=`` (values as sent, still
+    percent-encoded); frameworks that hand over a decoded dict sign decoded values. Both are the
+    recipe; either signature is accepted."""
+    if verify_push(decoded, client_secret):
+        return True
+    raw = dict(pair.partition("=")[::2] for pair in body.decode("ascii", "replace").split("&") if pair)
+    return raw != decoded and verify_push(raw, client_secret)
 
 
 class _TooLarge(Exception):
@@ -109,7 +127,7 @@ def create_push_app(sink: BridgeSink, settings: SegwaySettings, *, stats: PushSt
         assert isinstance(push, LocationPush)
         patch = location_patch(push)
         if patch is None:
-            counters.dropped_position += 1
+            counters.count("dropped_position")
             return None
         return await sink.report(push.iot_code, patch, source="push")
 
@@ -131,43 +149,48 @@ def create_push_app(sink: BridgeSink, settings: SegwaySettings, *, stats: PushSt
     }
 
     async def receive(request: Request) -> Response:
-        counters.received += 1
+        counters.count("received")
         model, handler = kinds[request.url.path]
         try:
             body = await _read_body(request, settings.push_max_body)
         except _TooLarge:
-            counters.too_large += 1
+            counters.count("too_large")
             return _refuse(413, "body too large")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != _FORM:
-            counters.invalid += 1
+            counters.count("invalid")
             return _refuse(415, f"expected {_FORM}")
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
         except (UnicodeDecodeError, ValueError):
-            counters.invalid += 1
+            counters.count("invalid")
             return _refuse(400, "unreadable form")
         fields = dict(pairs)
-        if len(fields) != len(pairs) or not verify_push(fields, secret.get_secret_value()):
-            counters.bad_signature += 1
+        if len(fields) != len(pairs) or not _signed(body, fields, secret.get_secret_value()):
+            counters.count("bad_signature")
             log.warning("segway push to %s refused: bad or missing signature", request.url.path)
             return _refuse(401, "bad signature")
         platform = fields.get("platformCode")
         if platform is not None and platform != settings.client_id:
-            counters.bad_signature += 1
+            counters.count("bad_signature")
             return _refuse(401, "wrong platform code")
         try:
             push = model.model_validate(fields)
         except ValidationError:
-            counters.invalid += 1
+            counters.count("invalid")
             return _refuse(400, "invalid push")
         if getattr(push, "iot_code", "") not in devices:
-            counters.unknown_device += 1
+            counters.count("unknown_device")
             return _ok()  # not ours: answered so that Segway does not send it again
-        outcome = await handler(push)
+        try:
+            outcome = await handler(push)
+        except Exception:
+            # not stored: no 200, so Segway's retry brings it again
+            log.exception("segway push to %s not stored", request.url.path)
+            return _refuse(503, "not stored, try again")
         if outcome is False:
-            counters.unknown_device += 1
+            counters.count("unknown_device")
         elif outcome is True:
-            counters.stored += 1
+            counters.count("stored")
         return _ok()
 
     app = Starlette(routes=[Route(path, receive, methods=["POST"]) for path in PUSH_PATHS])

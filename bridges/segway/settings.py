@@ -65,10 +65,17 @@ class SegwaySettings(BaseSettings):
     push_host: str = "127.0.0.1"
     push_port: int = Field(default=0, ge=0, le=65535)
     push_max_body: int = Field(default=DEFAULT_PUSH_MAX_BODY, gt=0)
+    #: connections the push intake serves at once (more are answered 503; Segway retries once)
+    push_max_concurrency: int = Field(default=100, ge=1)
 
     @model_validator(mode="before")
     @classmethod
-    def _secret_from_file(cls, data: Any) -> Any:
+    def _aliases_and_files(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "platform_code" in data:
+            # the document's other name for the client id (``platformCode`` of the pushes)
+            data = dict(data)
+            platform_code = data.pop("platform_code")
+            data.setdefault("client_id", platform_code)
         if isinstance(data, dict) and data.get("client_secret_file") and not data.get("client_secret"):
             path = Path(data["client_secret_file"])
             try:

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 #: errors that mean "this vehicle will never answer that endpoint": stop asking
 NEVER_CODES = frozenset({ErrorCode.UNSUPPORTED, ErrorCode.PERMISSION_DENIED})
+#: failed reads that did not reach the vehicle and so do not spend its telemetry budget
+UNSPENT_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.RATE_LIMITED})
 
 
 class NoArguments(BaseModel):
@@ -254,8 +256,13 @@ class SmartcarAdapter(Adapter):
                     vendor_code="BUDGET",
                     retry_after=round(wait, 3),
                 )
-        vehicle.last_full_read = now
-        return await self._full_read(device_id, vehicle)
+        previous, vehicle.last_full_read = vehicle.last_full_read, now
+        try:
+            return await self._full_read(device_id, vehicle)
+        except VendorError as exc:
+            if exc.info.code in UNSPENT_CODES:  # the car was not asked: the budget is not spent
+                vehicle.last_full_read = previous
+            raise
 
     async def _confirm_read(self, device_id: str, vehicle: _Vehicle) -> ReportedPatch:
         if vehicle.last_confirm_read is not None:

@@ -27,6 +27,8 @@ class Endpoint:
     arguments: type[a.WireArguments]
     capability: str
     description: str
+    #: the answer carries a secret (a device's local_key): published once, never stored
+    sensitive: bool = False
 
     @property
     def idempotent(self) -> bool:

@@ -20,12 +20,12 @@ from pydantic import BaseModel
 from bridges.tuya.actions import ENDPOINTS, Endpoint
 from bridges.tuya.arguments import WireArguments
 from bridges.tuya.card_sync import CardSync
-from bridges.tuya.cards import CARDS_TYPE, ManagedCards, cards_confirmed, parse_cards
+from bridges.tuya.cards import CARDS_TYPE, CardOperation, ManagedCards, cards_confirmed, parse_cards
 from bridges.tuya.client import TuyaClient
 from bridges.tuya.models import REMOTE_WITHOUT_PASSWORD, DeviceDetail, PasswordTicket, RemoteUnlock
 from bridges.tuya.settings import TuyaSettings
 from contracts.errors import ErrorCode
-from contracts.messages import LockState
+from contracts.messages import EventType, LockState
 from twin.adapter import (
     LOCK_FIELD,
     ActionSpec,
@@ -57,19 +57,27 @@ class TuyaAdapter(Adapter):
     confirm_interval: ClassVar[float] = 0.5
 
     def __init__(self, *, settings: BaseModel) -> None:
+        if not isinstance(settings, TuyaSettings):
+            raise TypeError(f"TuyaAdapter needs TuyaSettings, not {type(settings).__name__}")
         super().__init__(settings=settings)
-        self._settings = (
-            TuyaSettings.model_validate(settings.model_dump()) if not isinstance(settings, TuyaSettings) else settings
-        )
+        self._settings = settings
         self._client: TuyaClient | None = None
         self._cards: CardSync | None = None
+        self._sink: BridgeSink | None = None
         #: devices whose remote-unlocks list remoteUnlockWithoutPwd as open (checked once)
         self._remote_ok: set[str] = set()
+        #: the last alarm seen per device, so a new one is announced once as an ALERT event
+        self._alarms: dict[str, str | None] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, sink: BridgeSink) -> None:
         s = self._settings
+        self._sink = sink
+        store = None
+        if s.project_id:
+            store = ManagedCards(path=sink.data_dir / "cards.json")
+            store.load()
         client = TuyaClient(
             base_url=s.base_url,
             client_id=s.client_id,
@@ -80,9 +88,7 @@ class TuyaAdapter(Adapter):
             lang=s.lang,
         )
         self._client = await client.__aenter__()
-        if s.project_id:
-            store = ManagedCards(path=sink.data_dir / "cards.json")
-            store.load()
+        if s.project_id and store is not None:
             self._cards = CardSync(client=client, project_id=s.project_id, store=store)
 
     async def stop(self) -> None:
@@ -108,6 +114,11 @@ class TuyaAdapter(Adapter):
     async def read_status(self, device_id: str) -> ReportedPatch:
         detail = DeviceDetail.model_validate(await self.client.get(f"/v1.0/devices/{device_id}"))
         values = self.map_status(device_id, detail)
+        alarm = values["last_alarm"]
+        if alarm != self._alarms.get(device_id):
+            self._alarms[device_id] = alarm
+            if alarm is not None and self._sink is not None:
+                await self._sink.event(device_id, EventType.ALERT, {"alarm": alarm})
         if self._cards is not None:
             try:
                 values["cards"] = self._cards.view(await self._cards.read(device_id))
@@ -134,6 +145,8 @@ class TuyaAdapter(Adapter):
             values["battery"] = BATTERY_LEVELS[points["battery_state"]]
         if isinstance(points.get("door_opened"), bool):
             values["door_open"] = points["door_opened"]
+        elif points.get("closed_opened") in ("open", "closed"):  # the door sensor DP of other models
+            values["door_open"] = points["closed_opened"] == "open"
         return values
 
     # -- desired state -------------------------------------------------------------------------
@@ -171,7 +184,17 @@ class TuyaAdapter(Adapter):
             return await super().set_desired(device_id, name, value, ctx)
         if self._cards is None:
             raise VendorError(ErrorCode.UNSUPPORTED, "cards need the cloud project_id in the settings")
-        ops = await self._cards.reconcile(device_id, parse_cards(value))
+
+        async def audit(op: CardOperation, error: VendorError | None) -> None:
+            # one event (and journal entry) per card operation, masked, tied to the /set command
+            if self._sink is not None:
+                data: dict[str, Any] = {"command_id": ctx.command_id, "card_operation": op.describe()}
+                data["status"] = "succeeded" if error is None else "failed"
+                if error is not None:
+                    data["error"] = error.info.model_dump(mode="json")
+                await self._sink.event(device_id, EventType.COMMAND, data)
+
+        ops = await self._cards.reconcile(device_id, parse_cards(value), notify=audit)
         reported = self._cards.view(await self._cards.read(device_id))
         return ExecuteResult(
             data={"operations": [op.describe() for op in ops]},
@@ -188,6 +211,7 @@ class TuyaAdapter(Adapter):
                 handler=functools.partial(self._run_endpoint, e),
                 description=e.description,
                 idempotent=e.idempotent,
+                sensitive=e.sensitive,
                 capability=e.capability,
             )
             for e in ENDPOINTS

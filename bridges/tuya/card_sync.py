@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridges.tuya.cards import (
@@ -21,7 +22,10 @@ from bridges.tuya.models import CardInfo, CardOperateResult
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
-__all__ = ["CardSync"]
+__all__ = ["CardSync", "OperationObserver"]
+
+#: hears each card operation's outcome: the operation and None, or the error it ended with
+OperationObserver = Callable[[CardOperation, VendorError | None], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,13 @@ class CardSync:
     def view(cards: dict[str, ReportedCard]) -> dict[str, Any]:
         return {mask(cid): card_view(c.begin, c.end, c.frozen) for cid, c in sorted(cards.items())}
 
-    async def reconcile(self, device_id: str, desired: dict[str, CardSpec]) -> list[CardOperation]:
-        """Plan against what the cloud reports now and execute the plan, one call per operation."""
+    async def reconcile(
+        self, device_id: str, desired: dict[str, CardSpec], *, notify: OperationObserver | None = None
+    ) -> list[CardOperation]:
+        """Plan against what the cloud reports now and execute the plan, one call per operation.
+
+        ``notify`` hears every operation's outcome (``None`` or the error) as it happens.
+        """
         reported = await self.read(device_id)
         managed = self._store.cards(device_id)
         for card_id in managed.keys() - reported.keys() - desired.keys():
@@ -72,32 +81,42 @@ class CardSync:
         ops = plan_cards(desired, reported, set(managed))
         issued: dict[str, str] = {}
         for op in ops:
-            lock_card_id = op.lock_card_id or issued.get(op.card_id)
             log.info("tuya card %s on %s: %s", mask(op.card_id), device_id, op.kind)
-            if op.kind == "issue":
-                result = await self._operate("POST", self._base(device_id), {"card_id": op.card_id})
-                if not result.lock_card_id:
-                    raise VendorError(ErrorCode.VENDOR_ERROR, f"issuing card {mask(op.card_id)} gave no lock card id")
-                issued[op.card_id] = result.lock_card_id
-                self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=result.lock_card_id, frozen=False))
-                continue
-            if lock_card_id is None:  # pragma: no cover - the planner never emits this
-                raise VendorError(ErrorCode.VENDOR_ERROR, "card operation without a lock card id")
-            path = f"{self._base(device_id)}/{lock_card_id}"
-            if op.kind == "modify":
-                await self._operate("PUT", path, {"begin_time": op.begin, "end_time": op.end})
-            elif op.kind in ("freeze", "unfreeze"):
-                frozen = op.kind == "freeze"
-                await self._operate("PUT", f"{path}/freeze-status", {"freeze_status": 1 if frozen else 0})
-                self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=lock_card_id, frozen=frozen))
-            else:
-                try:
-                    await self._operate("DELETE", path, None)
-                except VendorError as exc:
-                    if not _not_found(exc):
-                        raise
-                self._store.remove(device_id, op.card_id)
+            try:
+                await self._execute(device_id, op, issued)
+            except VendorError as exc:
+                if notify is not None:
+                    await notify(op, exc)
+                raise
+            if notify is not None:
+                await notify(op, None)
         return ops
+
+    async def _execute(self, device_id: str, op: CardOperation, issued: dict[str, str]) -> None:
+        if op.kind == "issue":
+            result = await self._operate("POST", self._base(device_id), {"card_id": op.card_id})
+            if not result.lock_card_id:
+                raise VendorError(ErrorCode.VENDOR_ERROR, f"issuing card {mask(op.card_id)} gave no lock card id")
+            issued[op.card_id] = result.lock_card_id
+            self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=result.lock_card_id, frozen=False))
+            return
+        lock_card_id = op.lock_card_id or issued.get(op.card_id)
+        if lock_card_id is None:  # pragma: no cover - the planner never emits this
+            raise VendorError(ErrorCode.VENDOR_ERROR, "card operation without a lock card id")
+        path = f"{self._base(device_id)}/{lock_card_id}"
+        if op.kind == "modify":
+            await self._operate("PUT", path, {"begin_time": op.begin, "end_time": op.end})
+        elif op.kind in ("freeze", "unfreeze"):
+            frozen = op.kind == "freeze"
+            await self._operate("PUT", f"{path}/freeze-status", {"freeze_status": 1 if frozen else 0})
+            self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=lock_card_id, frozen=frozen))
+        else:
+            try:
+                await self._operate("DELETE", path, None)
+            except VendorError as exc:
+                if not _not_found(exc):
+                    raise
+            self._store.remove(device_id, op.card_id)
 
     async def _operate(self, method: str, path: str, body: dict[str, Any] | None) -> CardOperateResult:
         result = CardOperateResult.model_validate(await self._client.request(method, path, body=body))

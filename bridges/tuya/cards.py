@@ -70,6 +70,9 @@ class CardSpec(BaseModel):
 
 
 def _plain(cards: dict[str, CardSpec]) -> dict[str, Any]:
+    # reported state keys cards by masked id, so two desired cards must not mask alike
+    if len({mask(card_id) for card_id in cards}) != len(cards):
+        raise ValueError("two cards end in the same four characters; they would be indistinguishable when masked")
     # kept as JSON values so the store and retained topics hold plain data
     return {card_id: spec.model_dump(mode="json") for card_id, spec in cards.items()}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -39,6 +40,24 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_TOKEN_REFRESH_MARGIN = 60.0
 TOKEN_PATH = "/v1.0/token"  # noqa: S105 - a path, not a secret
+
+
+_REFRESH_PATH = re.compile(r"/v1\.0/token/[^?\s\"']+")
+
+
+class _RedactRefreshToken(logging.Filter):
+    """httpx logs every URL at INFO; a refresh token travels in the path, so hide it there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(TOKEN_PATH + "/" in str(arg) for arg in record.args):
+            record.args = tuple(
+                _REFRESH_PATH.sub(TOKEN_PATH + "/***", str(arg)) if TOKEN_PATH + "/" in str(arg) else arg
+                for arg in record.args
+            )
+        return True
+
+
+_REDACT = _RedactRefreshToken()
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,9 @@ class TuyaClient:
         self.refreshes = 0
 
     async def __aenter__(self) -> TuyaClient:
+        httpx_log = logging.getLogger("httpx")
+        if _REDACT not in httpx_log.filters:
+            httpx_log.addFilter(_REDACT)
         self._http = httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout)
         self._token_lock = anyio.Lock()
         return self

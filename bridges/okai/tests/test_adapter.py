@@ -11,10 +11,12 @@ from bridges.okai.adapter import OkaiAdapter
 from bridges.okai.models import SWITCH_LOCK_PATH
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator
-from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, context, served_adapter
+from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, NullSink, context, served_adapter
 from contracts.errors import ErrorCode
 from contracts.messages import LockState
 from twin.adapter import VendorError
+from twin.asgi import serve_asgi
+from twin.config import load_vendor_settings
 from twin.registry import load_adapter_class
 
 
@@ -69,7 +71,7 @@ async def test_list_devices_from_settings() -> None:
     async with served_adapter(sim, poll_interval=12.0) as adapter:
         devices = await adapter.list_devices()
     assert [d.id for d in devices] == sim.fleet.imeis
-    assert all(d.poll_interval == 12.0 and d.capabilities == {"lock"} for d in devices)
+    assert all(d.poll_interval == 12.0 and d.capabilities == {"lock", "location", "battery"} for d in devices)
 
 
 @pytest.mark.anyio
@@ -234,3 +236,18 @@ async def test_read_status_lock_field_configurable() -> None:
         assert (await adapter.read_status(imei)).values["lock"] == LockState.UNKNOWN
     async with served_adapter(sim, locked_values=[0], unlocked_values=[1]) as adapter:
         assert (await adapter.read_status(imei)).values["lock"] == LockState.UNLOCKED
+
+
+@pytest.mark.anyio
+async def test_simulator_kit_drives_adapter() -> None:
+    kit = OkaiAdapter.simulator(devices=2)
+    assert len(kit.device_ids) == 2
+    async with serve_asgi(kit.app) as served:
+        settings = load_vendor_settings(OkaiAdapter.settings_model, kit.settings(served.url))
+        adapter = OkaiAdapter(settings=settings)
+        await adapter.start(NullSink())
+        try:
+            await adapter.lock(kit.device_ids[0], locked=False, ctx=context(kit.device_ids[0]))
+            assert await _until_lock(adapter, kit.device_ids[0], LockState.UNLOCKED) == LockState.UNLOCKED
+        finally:
+            await adapter.stop()

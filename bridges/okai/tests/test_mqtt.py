@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -134,6 +135,10 @@ async def test_mqtt_actions_get_status_and_get_location(mqtt_broker: str, tmp_pa
     assert status["data"]["battery"] == 90.0
     assert location["status"] == "succeeded", location
     assert location["data"]["latitude"] == 52.3702
+    listing = json.loads(h.retained[f"{h.base}/bridge/okai/devices"])
+    entry = next(d for d in listing["devices"] if d["id"] == imei)
+    assert entry["actions"] == ["get_location", "get_status"]
+    assert entry["desired_fields"] == ["lock"]
 
 
 async def test_mqtt_refused_command_fails_with_vendor_error(mqtt_broker: str, tmp_path: Path) -> None:
@@ -157,3 +162,33 @@ async def test_mqtt_vendor_5xx_retried_then_succeeds(mqtt_broker: str, tmp_path:
     assert final["status"] == "succeeded", final
     assert any(c.code is None for c in sim.calls)  # the 502
     assert sim.calls_to(SWITCH_LOCK_PATH)[-1].code == OkaiCode.SUCCESS
+
+
+async def test_mqtt_many_scooters_unlock_in_parallel(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = _sim(devices=6)
+    async with bridge(sim, mqtt_broker, tmp_path) as h:
+        finals: dict[str, dict[str, Any]] = {}
+
+        async def unlock(imei: str) -> None:
+            finals[imei] = await h.set(imei, {"lock": "UNLOCKED", "expires_in": 15})
+
+        async with anyio.create_task_group() as tg:
+            for imei in sim.fleet.imeis:
+                tg.start_soon(unlock, imei)
+    assert {imei: f["status"] for imei, f in finals.items()} == dict.fromkeys(sim.fleet.imeis, "succeeded")
+    assert all(not s.locked for s in sim.fleet.scooters.values())
+
+
+async def test_mqtt_poll_reports_ride_and_external_unlock(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = _sim()
+    imei = sim.fleet.imeis[0]
+    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=0.2) as h:
+        await h.wait_retained(imei, "state", lambda s: s["lock"] == "LOCKED")
+        scooter = sim.fleet[imei]
+        scooter.locked = False  # unlocked by someone else (the operator's own app)
+        scooter.ride(speed_kmh=3600.0)
+        state = await h.wait_retained(imei, "state", lambda s: s["lock"] == "UNLOCKED" and s["speed"] > 0)
+        await h.wait_for(lambda: h.events(imei, "drift"))
+    assert state["total_distance_m"] >= 1_250_000
+    drift = h.events(imei, "drift")[0]["data"]
+    assert (drift["field"], drift["from"], drift["to"]) == ("lock", "LOCKED", "UNLOCKED")

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridges.okai.signing import canonical_string, sign
 
@@ -44,3 +48,17 @@ def test_sign_utf8_encoded() -> None:
     params = {"name": "Zürich 滑板车"}
     expected = hashlib.md5("name=Zürich 滑板车key".encode()).hexdigest()
     assert sign(params, "key", "business") == expected
+
+
+@given(
+    st.dictionaries(
+        st.text(alphabet=string.ascii_letters, min_size=1, max_size=8),
+        st.one_of(st.integers(), st.text(max_size=12)),
+        max_size=6,
+    )
+)
+def test_sign_independent_of_parameter_order(params: dict[str, object]) -> None:
+    shuffled = dict(reversed(list(params.items())))
+    assert sign(params, DOC_SIGN_KEY, "all") == sign(shuffled, DOC_SIGN_KEY, "all")
+    expected = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "sign")
+    assert canonical_string(params, "all") == expected

@@ -38,6 +38,8 @@ def build_app(sim: SegwaySimulator) -> Starlette:
         form = await request.form()
         fields = {k: str(v) for k, v in form.items()}
         sim.record(request, fields)
+        if sim.token_gate is not None:
+            await sim.token_gate.wait()
         await sim.before_answer()
         if (fault := sim.take_http_fault()) is not None:
             return JSONResponse({"error": "server_error"}, status_code=fault)

@@ -79,6 +79,8 @@ class SegwaySimulator:
         self.tick = tick
         #: every API call answered 15990 (account restricted)
         self.restricted = False
+        #: when set, token requests wait for this event (tests hold a refresh in flight)
+        self.token_gate: anyio.Event | None = None
         self.calls: list[Call] = []
         self.tokens: dict[str, float] = {}
         self.pusher = Pusher(

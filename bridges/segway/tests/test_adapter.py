@@ -303,3 +303,9 @@ def test_settings_secret_from_file(tmp_path: Path) -> None:
     assert settings.client_secret.get_secret_value() == "from-a-file"
     with pytest.raises(ValidationError, match="cannot read"):
         SegwaySettings(client_id="A1", client_secret_file=tmp_path / "missing")  # type: ignore[call-arg]
+
+
+def test_settings_platform_code_is_client_id() -> None:
+    settings = SegwaySettings(platform_code="C42", client_secret="x")  # type: ignore[call-arg]
+    assert settings.client_id == "C42"
+    assert settings.api_base_url == "https://cn-api.segwaydiscovery.com"

@@ -12,7 +12,7 @@ from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
 
-from .conftest import CLIENT_ID, DEVICES, SECRET, make_settings
+from .conftest import CLIENT_ID, DEVICES, SECRET, eventually, make_settings
 
 BIKE = DEVICES[0]
 
@@ -137,3 +137,42 @@ async def test_token_concurrent_calls_share_one_refresh(client: SegwayClient, si
             tg.start_soon(read, DEVICES[n % len(DEVICES)])
     assert len(results) == 60
     assert len(sim.calls_to(PATHS["token"])) == 2
+
+
+@pytest.mark.anyio
+async def test_token_failure_shared_by_waiting_calls(served: ServedApp, sim: SegwaySimulator) -> None:
+    errors: list[ErrorCode] = []
+
+    async def read() -> None:
+        try:
+            await client.status(BIKE)
+        except VendorError as exc:
+            errors.append(exc.info.code)
+
+    client = SegwayClient(settings=make_settings(served.url, client_secret="wrong"))
+    async with client, anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(read)
+    assert errors == [ErrorCode.AUTH_FAILED] * 10
+    assert len(sim.calls_to(PATHS["token"])) == 1
+
+
+@pytest.mark.anyio
+async def test_token_old_token_used_while_refresh_in_flight() -> None:
+    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=2.0)
+    async with sim.serve() as served, SegwayClient(settings=make_settings(served.url)) as client:
+        await client.status(BIKE)
+        await anyio.sleep(1.05)  # past the refresh point (half the lifetime), token still valid
+        sim.token_gate = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.status, BIKE)  # starts the refresh, held by the gate
+
+            async def refresh_started() -> bool:
+                return len(sim.calls_to(PATHS["token"])) == 2
+
+            await eventually(refresh_started)
+            for device in DEVICES:
+                assert (await client.status(device)).iot_code == device  # not blocked by the refresh
+            sim.token_gate.set()
+    assert len(sim.calls_to(PATHS["token"])) == 2
+    assert len(sim.calls_to(PATHS["status"])) == 2 + len(DEVICES)

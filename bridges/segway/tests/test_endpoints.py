@@ -87,6 +87,7 @@ async def test_bluetooth_key_get_and_set(client: SegwayClient, sim: SegwaySimula
 @pytest.mark.anyio
 async def test_lock_and_unlock_bolt_takes_time(client: SegwayClient, sim: SegwaySimulator) -> None:
     vehicle = sim.fleet[BIKE]
+    vehicle.bolt_seconds = 0.5
     await client.unlock(BIKE)
     assert (await client.status(BIKE)).locked is True  # the bolt is still moving
 

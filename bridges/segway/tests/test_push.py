@@ -114,6 +114,19 @@ async def test_push_extra_fields_are_signed_too(receiver: httpx.AsyncClient, sin
 
 
 @pytest.mark.anyio
+async def test_push_signed_over_raw_encoded_values_accepted(receiver: httpx.AsyncClient, sink: RecordingSink) -> None:
+    # the document's step 1 splits the received string itself: values still percent-encoded
+    body = f"iotCode={BIKE}&platformCode={CLIENT_ID}&statusUtcTime=1700000000&code=1&note=a+b%26c"
+    raw = dict(pair.split("=", 1) for pair in body.split("&"))
+    body += "&signature=" + doc_signature(raw, SECRET)
+    answer = await receiver.post(
+        "/v2/vehicle/alert", content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert answer.status_code == 200
+    assert len(sink.events) == 1
+
+
+@pytest.mark.anyio
 async def test_push_reordered_older_status_never_wins(receiver: httpx.AsyncClient, sink: RecordingSink) -> None:
     await post(receiver, "/v2/vehicle/status", status_fields(locked=False, at=1_700_000_100))
     answer = await post(receiver, "/v2/vehicle/status", status_fields(locked=True, at=1_700_000_000))
@@ -194,11 +207,11 @@ async def test_push_answer_waits_for_store_and_sim_retries_once(
     sim.webhook_url = str(receiver.base_url)
     sink.fail_next = 1  # the store is down for the first attempt
     record = await sim.push_status(BIKE)
-    assert record.attempts == [500, 200]
+    assert record.attempts == [503, 200]
     assert len(sink.reports) == 1
     sink.fail_next = 2
     record = await sim.push_status(BIKE)
-    assert record.attempts == [500, 500]  # retried once only
+    assert record.attempts == [503, 503]  # retried once only
 
 
 @pytest.mark.anyio

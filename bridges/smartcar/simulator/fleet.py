@@ -100,7 +100,9 @@ class SimVehicle:
     jammed: bool = False
     asleep: bool = False
     online: bool = True
+    #: someone is driving it: commands answer IN_MOTION, odometer, position and battery move
     riding: bool = False
+    speed_kmh: float = 50.0
     #: seconds between the car recording a value and the cloud serving it (SC-Data-Age)
     data_lag: float = 0.0
     #: extra seconds every answer about this vehicle takes
@@ -139,10 +141,12 @@ class Fleet:
         people = Random(seed + 1)
         self.users = [str(uuid.UUID(int=people.getrandbits(128))) for _ in range(users)]
         self.vehicles: dict[str, SimVehicle] = {}
+        self._advanced_at = time.monotonic()
         rng = Random(seed)
         for n in range(devices):
             make, model = MAKES[n % len(MAKES)]
             vehicle_id = str(uuid.UUID(int=rng.getrandbits(128)))
+            percent = round(0.3 + rng.random() * 0.7, 2)
             self.vehicles[vehicle_id] = SimVehicle(
                 id=vehicle_id,
                 user_id=self.users[n % users],
@@ -150,7 +154,8 @@ class Fleet:
                 model=model,
                 year=2018 + n % 7,
                 bolt_seconds=bolt_seconds,
-                percent_remaining=round(0.3 + rng.random() * 0.7, 2),
+                percent_remaining=percent,
+                range_km=round(percent * 420, 1),
                 odometer_km=round(1000 + rng.random() * 90000, 1),
                 latitude=round(37.0 + rng.random(), 5),
                 longitude=round(-122.5 + rng.random(), 5),
@@ -180,7 +185,10 @@ class Fleet:
     def advance(self, now: float | None = None) -> None:
         """Apply physics up to ``now`` (monotonic seconds)."""
         now = time.monotonic() if now is None else now
+        elapsed, self._advanced_at = max(0.0, now - self._advanced_at), max(now, self._advanced_at)
         for vehicle in self.vehicles.values():
+            if vehicle.riding and elapsed:
+                self._drive(vehicle, elapsed)
             if vehicle.pending is not None and now >= vehicle.pending[1] and not vehicle.jammed:
                 vehicle.locked = vehicle.pending[0]
                 vehicle.pending = None
@@ -192,6 +200,17 @@ class Fleet:
             awake = vehicle.pending is None and vehicle.waking_until is None
             if self.sleep_after is not None and idle >= self.sleep_after and awake:
                 vehicle.asleep = True
+
+    @staticmethod
+    def _drive(vehicle: SimVehicle, seconds: float) -> None:
+        km = vehicle.speed_kmh * seconds / 3600
+        vehicle.odometer_km = round(vehicle.odometer_km + km, 3)
+        vehicle.latitude = round(min(89.0, vehicle.latitude + km / 111.0), 6)
+        vehicle.last_call = time.monotonic()
+        if vehicle.electric:
+            used = km / 420
+            vehicle.percent_remaining = round(max(0.0, vehicle.percent_remaining - used), 4)
+            vehicle.range_km = round(vehicle.percent_remaining * 420, 1)
 
     def start_bolt(self, vehicle: SimVehicle, *, locked: bool, now: float) -> None:
         vehicle.pending = (locked, now + vehicle.bolt_seconds)

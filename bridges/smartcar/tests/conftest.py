@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,3 +98,20 @@ async def adapter(served: ServedApp, sim: SmartcarSimulator, sink: RecordingSink
         yield adapter
     finally:
         await adapter.stop()
+
+
+@asynccontextmanager
+async def running_adapter(
+    sim: SmartcarSimulator, sink: RecordingSink, **overrides: Any
+) -> AsyncIterator[SmartcarAdapter]:
+    """Serve ``sim``, link its first user, start an adapter with these settings and list devices."""
+    async with serve_simulator(sim) as served:
+        settings = make_settings(served.url, **overrides)
+        await linked(settings, sim, sink)
+        adapter = SmartcarAdapter(settings=settings)
+        await adapter.start(sink)
+        try:
+            await adapter.list_devices()
+            yield adapter
+        finally:
+            await adapter.stop()

@@ -14,7 +14,7 @@ from contracts.errors import ErrorCode
 from contracts.messages import LockState
 from twin.adapter import CommandContext, VendorError
 
-from .conftest import RecordingSink, linked, make_settings, make_simulator
+from .conftest import RecordingSink, linked, make_settings, make_simulator, running_adapter
 
 pytestmark = pytest.mark.anyio
 
@@ -81,20 +81,13 @@ async def test_read_status_full_telemetry(adapter: SmartcarAdapter, sim: Smartca
 
 async def test_read_status_imperial_units_become_metres(sink: RecordingSink) -> None:
     sim = make_simulator(devices=1)
-    async with serve_simulator(sim) as served:
-        settings = make_settings(served.url, unit_system="imperial")
-        await linked(settings, sim, sink)
-        adapter = SmartcarAdapter(settings=settings)
-        await adapter.start(sink)
-        try:
-            (device,) = await adapter.list_devices()
-            patch = await adapter.read_status(device.id)
-        finally:
-            await adapter.stop()
-    vehicle = sim.fleet[device.id]
+    async with running_adapter(sim, sink, unit_system="imperial") as adapter:
+        patch = await adapter.read_status(sim.fleet.ids[0])
+    vehicle = sim.fleet[sim.fleet.ids[0]]
     assert patch.values["range_m"] == pytest.approx(vehicle.range_km * 1000, rel=1e-3)
     assert patch.values["odometer_m"] == pytest.approx(vehicle.odometer_km * 1000, rel=1e-3)
-    assert {c.path.rsplit("/", 1)[-1] for c in sim.calls if c.vehicle_id} >= {"battery", "odometer"}
+    units = {c.path.rsplit("/", 1)[-1] for c in sim.calls if c.vehicle_id}
+    assert units >= {"battery", "odometer"}
 
 
 async def test_read_status_budget_refuses_second_read(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
@@ -159,12 +152,13 @@ async def test_read_status_asleep_vehicle_wakes(adapter: SmartcarAdapter, sim: S
     assert sim.fleet[vehicle_id].asleep is False
 
 
-async def test_read_status_unsupported_battery_is_skipped(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
+async def test_read_status_unsupported_battery_is_skipped(sink: RecordingSink) -> None:
+    sim = make_simulator()
     vehicle_id = sim.fleet.ids[2]
     sim.fleet[vehicle_id].electric = False
-    adapter._settings = adapter._settings.model_copy(update={"telemetry_min_interval": 0.0})
-    first = await adapter.read_status(vehicle_id)
-    second = await adapter.read_status(vehicle_id)
+    async with running_adapter(sim, sink, telemetry_min_interval=0.0) as adapter:
+        first = await adapter.read_status(vehicle_id)
+        second = await adapter.read_status(vehicle_id)
     assert "battery" not in first.values
     assert "odometer_m" in first.values and "odometer_m" in second.values
     battery_calls = [c for c in sim.calls if c.vehicle_id == vehicle_id and c.path.endswith("/battery")]

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bridges.smartcar.adapter import SmartcarAdapter
+from bridges.smartcar.cli import link_account
 from bridges.smartcar.simulator import SmartcarSimulator
 from bridges.smartcar.tokens import TokenStore
 from contracts.errors import ErrorCode
@@ -39,7 +40,9 @@ async def test_tokens_exchange_stores_account(adapter: SmartcarAdapter, sim: Sma
     assert (adapter.store.path.stat().st_mode & 0o777) == 0o600
 
 
-async def test_tokens_refreshed_before_expiry(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
+async def test_tokens_refreshed_before_expiry(
+    adapter: SmartcarAdapter, sim: SmartcarSimulator, served: ServedApp
+) -> None:
     user_id = sim.fleet.users[0]
     before = adapter.store.account(user_id)
     assert before is not None
@@ -54,16 +57,12 @@ async def test_tokens_refreshed_before_expiry(adapter: SmartcarAdapter, sim: Sma
     # the used refresh token is dead: rotation
     async with httpx.AsyncClient() as http:
         reply = await http.post(
-            make_settings(sim_url(adapter)).auth_url,
+            f"{served.url}/oauth/token",
             data={"grant_type": "refresh_token", "refresh_token": before.refresh_token},
             auth=(CLIENT_ID, CLIENT_SECRET),
         )
     assert reply.status_code == 400
     assert reply.json()["error"] == "invalid_grant"
-
-
-def sim_url(adapter: SmartcarAdapter) -> str:
-    return adapter._settings.base_url.removesuffix("/v2.0")
 
 
 async def test_tokens_one_refresh_at_a_time(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
@@ -78,7 +77,7 @@ async def test_tokens_one_refresh_at_a_time(adapter: SmartcarAdapter, sim: Smart
 
 async def test_tokens_early_rejection_refreshes_once(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
     sim.oauth.expire_access_tokens()
-    patch = await adapter.read_status(sim.fleet.ids[0])
+    patch = await adapter.read_status(sim.fleet.ids[0])  # a refused read spent no budget
     assert patch.values["online"] is True
     assert sim.oauth.refresh_count == 1
     assert [c.status for c in sim.calls if c.path.endswith("/security")][:2] == [401, 200]
@@ -138,3 +137,16 @@ async def test_tokens_survive_kill_after_refresh(
         await restarted.stop()
     assert sim.oauth.refresh_count == 2
     assert [c.status for c in sim.calls if c.path == "/oauth/token"][-1] == 200
+
+
+async def test_tokens_reconnect_recovers_without_restart(
+    adapter: SmartcarAdapter, sim: SmartcarSimulator, sink: RecordingSink, served: ServedApp
+) -> None:
+    user_id = sim.fleet.users[0]
+    sim.oauth.revoke(user_id)
+    with pytest.raises(VendorError):
+        await adapter.read_status(sim.fleet.ids[0])
+    # the operator runs `locktwin smartcar connect` (here: the same code path) while the bridge runs
+    await link_account(make_settings(served.url), data_dir=sink.data_dir, code=sim.issue_code())
+    patch = await adapter.read_status(sim.fleet.ids[0])  # a refused read spent no budget
+    assert patch.values["online"] is True

@@ -185,3 +185,12 @@ async def test_errors_offline_vehicle_is_device_offline(adapter: SmartcarAdapter
         await adapter.read_status(vehicle.id)
     assert caught.value.info.code is ErrorCode.DEVICE_OFFLINE
     assert caught.value.info.retryable
+
+
+def test_errors_retry_after_as_http_date() -> None:
+    request = httpx.Request("GET", "http://127.0.0.1/x")
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    limited = error_from_response(httpx.Response(429, headers={"Retry-After": soon}, request=request))
+    assert limited.info.retry_after is not None and 25 < limited.info.retry_after <= 30
+    garbage = error_from_response(httpx.Response(429, headers={"Retry-After": "soon"}, request=request))
+    assert garbage.info.retry_after is None

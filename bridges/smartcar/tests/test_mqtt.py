@@ -39,6 +39,12 @@ async def bridge(
             yield harness, served
 
 
+async def polled(h: BridgeHarness, vehicle_id: str) -> dict[str, Any]:
+    """Wait for the bridge's first poll of the vehicle (a full telemetry read) to be in its state."""
+    state: dict[str, Any] = await h.wait_retained(vehicle_id, "state", lambda s: "odometer_m" in s)
+    return state
+
+
 async def test_mqtt_lock_unlock_confirmed_by_is_locked(mqtt_broker: str, tmp_path: Path) -> None:
     sim = make_simulator()
     vehicle_id = sim.fleet.ids[0]
@@ -92,7 +98,8 @@ async def test_mqtt_requests_read_endpoints(mqtt_broker: str, tmp_path: Path) ->
 async def test_mqtt_asleep_vehicle_woken_and_confirmed(mqtt_broker: str, tmp_path: Path) -> None:
     sim = make_simulator(wake_seconds=0.5)
     vehicle = sim.fleet[sim.fleet.ids[2]]
-    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=300.0) as (h, _):
+    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=1.0) as (h, _):
+        await polled(h, vehicle.id)
         vehicle.asleep = True
         final = await h.set(vehicle.id, {"lock": "UNLOCKED", "expires_in": 20})
         events = h.events(vehicle.id, "command")
@@ -105,7 +112,8 @@ async def test_mqtt_asleep_vehicle_woken_and_confirmed(mqtt_broker: str, tmp_pat
 async def test_mqtt_rate_limit_no_call_before_retry_after(mqtt_broker: str, tmp_path: Path) -> None:
     sim = make_simulator()
     vehicle = sim.fleet[sim.fleet.ids[0]]
-    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=300.0) as (h, _):
+    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=1.0) as (h, _):
+        await polled(h, vehicle.id)
         sim.fleet.inject(vehicle.id, "RATE_LIMIT")  # Retry-After: 1
         started = len(sim.calls)
         final = await h.set(vehicle.id, {"lock": "UNLOCKED", "expires_in": 20})
@@ -119,7 +127,7 @@ async def test_mqtt_rate_limit_no_call_before_retry_after(mqtt_broker: str, tmp_
 async def test_mqtt_refused_token_offline_with_auth_event(mqtt_broker: str, tmp_path: Path) -> None:
     sim = make_simulator()
     vehicle_id = sim.fleet.ids[0]
-    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=300.0) as (h, _):
+    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=1.0) as (h, _):
         await h.wait_retained(vehicle_id, "state", lambda s: s.get("online") is True)
         sim.oauth.revoke(sim.fleet.users[0])
         sim.oauth.expire_access_tokens()
@@ -173,3 +181,18 @@ async def test_mqtt_jammed_bolt_not_confirmed(mqtt_broker: str, tmp_path: Path) 
     assert state["lock"] == "LOCKED"
     reads = [c for c in sim.calls if c.vehicle_id == vehicle.id and c.method == "GET" and c.path.endswith("/security")]
     assert len(reads) >= 2  # confirmation reads of /security only, past the telemetry budget
+
+
+async def test_mqtt_get_within_budget_answers_rate_limited(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = make_simulator()
+    vehicle = sim.fleet[sim.fleet.ids[0]]
+    async with bridge(sim, mqtt_broker, tmp_path, poll_interval=1.0) as (h, _):
+        state = await polled(h, vehicle.id)
+        calls = len([c for c in sim.calls if c.vehicle_id == vehicle.id])
+        answer = await h.get(vehicle.id)
+        after = len([c for c in sim.calls if c.vehicle_id == vehicle.id])
+    assert state["odometer_m"] == pytest.approx(vehicle.odometer_km * 1000)
+    assert answer["status"] == "failed"
+    assert answer["error"]["code"] == "RATE_LIMITED"
+    assert 0 < answer["error"]["retry_after"] <= 60
+    assert after == calls

@@ -10,10 +10,11 @@ import bridges.smartcar
 import bridges.smartcar.simulator
 from bridges.smartcar.adapter import SmartcarAdapter
 from bridges.smartcar.settings import SmartcarSettings
-from bridges.smartcar.simulator import SmartcarSimulator, serve_simulator
+from bridges.smartcar.simulator import SmartcarSimulator
+from twin.adapter import VendorError
 from twin.registry import load_adapter_class
 
-from .conftest import CLIENT_SECRET, RecordingSink, linked, make_settings
+from .conftest import CLIENT_SECRET, RecordingSink, running_adapter
 
 pytestmark = pytest.mark.anyio
 
@@ -46,22 +47,14 @@ async def test_logs_never_carry_tokens(
     sim: SmartcarSimulator, sink: RecordingSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with serve_simulator(sim) as served:
-        settings = make_settings(served.url)
-        await linked(settings, sim, sink)
-        adapter = SmartcarAdapter(settings=settings)
-        await adapter.start(sink)
-        try:
-            await adapter.list_devices()
-            adapter.store.db.execute("UPDATE accounts SET access_expires_at = 0")
-            await adapter.read_status(sim.fleet.ids[0])
-            (account,) = adapter.store.accounts()
-            sim.oauth.revoke(account.user_id)
-            sim.oauth.expire_access_tokens()
-            with pytest.raises(Exception, match="AUTH_FAILED"):
-                await adapter.read_status(sim.fleet.ids[1])
-        finally:
-            await adapter.stop()
+    async with running_adapter(sim, sink) as adapter:
+        adapter.store.db.execute("UPDATE accounts SET access_expires_at = 0")
+        await adapter.read_status(sim.fleet.ids[0])
+        (account,) = adapter.store.accounts()
+        sim.oauth.revoke(account.user_id)
+        sim.oauth.expire_access_tokens()
+        with pytest.raises(VendorError, match="AUTH_FAILED"):
+            await adapter.read_status(sim.fleet.ids[1])
     text = caplog.text
     assert "refreshed the access token" in text
     assert account.access_token not in text and account.refresh_token not in text

@@ -165,3 +165,17 @@ async def test_simulator_serve_helper() -> None:
         )
     assert reply.json() == {"id": sim.fleet.users[0]}
     assert sim.calls[-1].path == "/v2.0/user" and sim.calls[-1].status == 200
+
+
+async def test_simulator_riding_vehicle_moves() -> None:
+    sim = make_simulator(devices=1)
+    vehicle = sim.fleet[sim.fleet.ids[0]]
+    vehicle.riding = True
+    vehicle.speed_kmh = 3600.0  # a kilometre a second keeps the test short
+    odometer, latitude, battery = vehicle.odometer_km, vehicle.latitude, vehicle.percent_remaining
+    start = time.monotonic()
+    sim.fleet.advance(start)
+    sim.fleet.advance(start + 2.0)
+    assert vehicle.odometer_km == pytest.approx(odometer + 2.0, abs=0.5)
+    assert vehicle.latitude > latitude
+    assert vehicle.percent_remaining < battery

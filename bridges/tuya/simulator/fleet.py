@@ -9,6 +9,7 @@ request). Tests poke the fleet directly: force a device offline, make a lock acc
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class SimLock:
     #: seconds every device-bound call takes
     latency: float = 0.0
     residual_electricity: int = 87
+    local_key: str = field(default_factory=lambda: secrets.token_hex(8))
     door_opened: bool = False
     alarm_lock: str = ""
     update_time: int = field(default_factory=now_ms)
@@ -121,6 +123,7 @@ class SimLock:
         """The cloud delivered a remote lock (``lock``) or unlock command to the device."""
         if self.stuck:
             return
+        self.alarm_lock = ""  # a new attempt clears the last jam alarm
         self._target = lock
         self._due = time.monotonic() + self.bolt_seconds
         self.advance()

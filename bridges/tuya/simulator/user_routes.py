@@ -308,6 +308,7 @@ async def _user_devices(call: Call) -> Any:
             "model": "SIM-L1",
             "product_name": "Wi-Fi Smart Lock",
             "sub": False,
+            "local_key": lock.local_key,
         }
         for lock in call.state.fleet.locks.values()
         if any(u.uid == uid for u in lock.users.values()) or uid == call.state.tokens.uid

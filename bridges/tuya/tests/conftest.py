@@ -50,6 +50,7 @@ class Sink:
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir
         self.reports: list[tuple[str, ReportedPatch]] = []
+        self.events: list[tuple[str, EventType, dict[str, Any]]] = []
 
     @property
     def data_dir(self) -> Path:
@@ -60,7 +61,7 @@ class Sink:
         return True
 
     async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
-        pass
+        self.events.append((device_id, type, data))
 
 
 def tuya_settings(sim: TuyaSimulator, served: ServedApp, **overrides: Any) -> TuyaSettings:
@@ -88,9 +89,14 @@ def context(device_id: str, name: str = "lock") -> CommandContext:
 
 
 @pytest.fixture
-async def adapter(sim: TuyaSimulator, served: ServedApp, tmp_path: Path) -> AsyncIterator[TuyaAdapter]:
+def sink(tmp_path: Path) -> Sink:
+    return Sink(tmp_path)
+
+
+@pytest.fixture
+async def adapter(sim: TuyaSimulator, served: ServedApp, sink: Sink) -> AsyncIterator[TuyaAdapter]:
     adapter = TuyaAdapter(settings=tuya_settings(sim, served))
-    await adapter.start(Sink(tmp_path))
+    await adapter.start(sink)
     try:
         yield adapter
     finally:

@@ -11,7 +11,7 @@ import pytest
 from bridges.tuya.adapter import TuyaAdapter
 from bridges.tuya.simulator import TuyaSimulator, serve_simulator
 from contracts.errors import ErrorCode
-from contracts.messages import LockState
+from contracts.messages import EventType, LockState
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
 
@@ -79,12 +79,15 @@ async def test_read_status_inverted_polarity(sim: TuyaSimulator, served: ServedA
 
 
 @pytest.mark.anyio
-async def test_read_status_jam_alarm_is_jammed(sim: TuyaSimulator, adapter: TuyaAdapter) -> None:
+async def test_read_status_jam_alarm_is_jammed(sim: TuyaSimulator, adapter: TuyaAdapter, sink: Sink) -> None:
     device = sim.device_ids[0]
     sim.fleet[device].jammed = True
     await adapter.lock(device, locked=False, ctx=context(device))
     values = await wait_lock(adapter, device, LockState.JAMMED)
     assert values["last_alarm"] == "tongue_bad"
+    await adapter.read_status(device)
+    alerts = [data for _, kind, data in sink.events if kind == EventType.ALERT]
+    assert alerts == [{"alarm": "tongue_bad"}]  # announced once
 
 
 @pytest.mark.anyio
@@ -253,3 +256,49 @@ async def test_logs_never_show_card_ids_or_secrets(
     assert "sim-client-secret" not in text
     assert all(token not in text for token in sim.tokens.access)
     assert all(token not in text for token in sim.tokens.refresh)
+    used = [c.path.rsplit("/", 1)[1] for c in sim.calls if c.path.startswith("/v1.0/token/")]
+    assert used  # the expired token was refreshed with a refresh token in the path
+    assert all(token not in text for token in used)
+    assert "/v1.0/token/***" in text
+
+
+@pytest.mark.anyio
+async def test_set_desired_cards_each_operation_audited(sim: TuyaSimulator, adapter: TuyaAdapter, sink: Sink) -> None:
+    device = sim.device_ids[0]
+    await adapter.set_desired(device, "cards", {"CARD-1111": window(30, frozen=True)}, context(device, "cards"))
+    events = [data for _, _, data in sink.events]
+    assert [e["card_operation"]["op"] for e in events] == ["issue", "modify", "freeze"]
+    assert all(e["status"] == "succeeded" and e["command_id"] == "c1" for e in events)
+    assert all(e["card_operation"]["card"] == "****1111" for e in events)
+    sim.fleet[device].inject(2001, path_contains="/v1.0/osaas/")  # the operation, not the query
+    with pytest.raises(VendorError):
+        await adapter.set_desired(device, "cards", {}, context(device, "cards"))
+    failed = sink.events[-1][2]
+    assert (failed["status"], failed["card_operation"]["op"], failed["error"]["code"]) == (
+        "failed",
+        "delete",
+        "DEVICE_OFFLINE",
+    )
+
+
+@pytest.mark.parametrize(
+    ("points", "expected"),
+    [
+        ([{"code": "lock_motor_state", "value": False}], {"lock": LockState.UNLOCKED}),
+        ([], {"lock": LockState.UNKNOWN}),
+        ([{"code": "lock_motor_state", "value": "yes"}], {"lock": LockState.UNKNOWN}),
+        ([{"code": "battery_state", "value": "low"}], {"battery": 20.0}),
+        ([{"code": "residual_electricity", "value": 140}], {}),
+        ([{"code": "closed_opened", "value": "open"}], {"door_open": True}),
+        ([{"code": "alarm_lock", "value": "wrong_finger"}], {"last_alarm": "wrong_finger"}),
+    ],
+)
+def test_map_status_data_point_variants(points: list[dict[str, object]], expected: dict[str, object]) -> None:
+    from bridges.tuya.models import DeviceDetail
+    from bridges.tuya.settings import TuyaSettings
+
+    adapter = TuyaAdapter(settings=TuyaSettings(client_id="c", client_secret="s", devices=["d"]))
+    values = adapter.map_status("d", DeviceDetail.model_validate({"id": "d", "online": True, "status": points}))
+    assert values.items() >= expected.items()
+    if "battery" not in expected:
+        assert "battery" not in values

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from bridges.tuya.cards import (
@@ -28,7 +30,9 @@ def spec(days: int = 30, *, frozen: bool = False, start: int = 0) -> CardSpec:
     return CardSpec(begin=T0 + timedelta(days=start), end=T0 + timedelta(days=days), frozen=frozen)
 
 
-def reported(card_id: str, s: CardSpec, *, frozen: bool | None = None, lock_card_id: str | None = None) -> ReportedCard:
+def reported_card(
+    card_id: str, s: CardSpec, *, frozen: bool | None = None, lock_card_id: str | None = None
+) -> ReportedCard:
     begin, end = s.window
     return ReportedCard(
         card_id=card_id,
@@ -57,11 +61,11 @@ def test_plan_cards_issue_frozen_adds_freeze() -> None:
 
 def test_plan_cards_in_sync_is_empty() -> None:
     s = spec()
-    assert plan_cards({"CARD0001": s}, {"CARD0001": reported("CARD0001", s)}, {"CARD0001"}) == []
+    assert plan_cards({"CARD0001": s}, {"CARD0001": reported_card("CARD0001", s)}, {"CARD0001"}) == []
 
 
 def test_plan_cards_changed_window_modifies() -> None:
-    ops = plan_cards({"CARD0001": spec(60)}, {"CARD0001": reported("CARD0001", spec(30))}, {"CARD0001"})
+    ops = plan_cards({"CARD0001": spec(60)}, {"CARD0001": reported_card("CARD0001", spec(30))}, {"CARD0001"})
     assert kinds(ops) == [("modify", "CARD0001")]
     assert ops[0].lock_card_id == "lc-CARD0001"
     assert ops[0].end == spec(60).window[1]
@@ -70,7 +74,7 @@ def test_plan_cards_changed_window_modifies() -> None:
 @pytest.mark.parametrize(("desired", "now", "kind"), [(True, False, "freeze"), (False, True, "unfreeze")])
 def test_plan_cards_freeze_status(desired: bool, now: bool, kind: str) -> None:
     ops = plan_cards(
-        {"CARD0001": spec(frozen=desired)}, {"CARD0001": reported("CARD0001", spec(), frozen=now)}, {"CARD0001"}
+        {"CARD0001": spec(frozen=desired)}, {"CARD0001": reported_card("CARD0001", spec(), frozen=now)}, {"CARD0001"}
     )
     assert kinds(ops) == [(kind, "CARD0001")]
 
@@ -81,13 +85,13 @@ def test_plan_cards_unknown_freeze_status_is_set() -> None:
 
 
 def test_plan_cards_deletes_managed_not_desired() -> None:
-    ops = plan_cards({}, {"CARD0001": reported("CARD0001", spec())}, {"CARD0001"})
+    ops = plan_cards({}, {"CARD0001": reported_card("CARD0001", spec())}, {"CARD0001"})
     assert kinds(ops) == [("delete", "CARD0001")]
     assert ops[0].lock_card_id == "lc-CARD0001"
 
 
 def test_plan_cards_never_touches_foreign_card() -> None:
-    foreign = reported("FOREIGN9", spec())
+    foreign = reported_card("FOREIGN9", spec())
     assert plan_cards({}, {"FOREIGN9": foreign}, set()) == []
     ops = plan_cards({"CARD0001": spec()}, {"FOREIGN9": foreign}, set())
     assert all(op.card_id != "FOREIGN9" for op in ops)
@@ -100,7 +104,7 @@ def test_plan_cards_managed_already_gone_needs_nothing() -> None:
 def test_plan_cards_deletions_first_then_sorted() -> None:
     ops = plan_cards(
         {"CARD000B": spec(), "CARD000A": spec(frozen=True)},
-        {"CARD000Z": reported("CARD000Z", spec()), "CARD000A": reported("CARD000A", spec())},
+        {"CARD000Z": reported_card("CARD000Z", spec()), "CARD000A": reported_card("CARD000A", spec())},
         {"CARD000Z", "CARD000A"},
     )
     assert kinds(ops) == [
@@ -170,3 +174,69 @@ def test_managed_cards_survive_reload(tmp_path: Path) -> None:
     again.load()
     assert again.cards("dev1") == {"CARD0001": ManagedCard(lock_card_id="42", frozen=True)}
     assert again.cards("other") == {}
+
+
+def test_cards_type_same_masked_id_rejected() -> None:
+    window = {"begin": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"}
+    with pytest.raises(ValidationError, match="same four characters"):
+        TypeAdapter(CARDS_TYPE).validate_python({"AAAA1234": window, "BBBB1234": window})
+
+
+IDS = st.sampled_from([f"CARD{n:04d}" for n in range(8)])
+SPECS = st.builds(
+    lambda start, days, frozen: spec(start + days, frozen=frozen, start=start),
+    st.integers(0, 3),
+    st.integers(1, 3),
+    st.booleans(),
+)
+
+
+def apply(ops: list, state: dict[str, ReportedCard]) -> dict[str, ReportedCard]:
+    """A model lock: what the operations do to its cards."""
+    state = dict(state)
+    for op in ops:
+        if op.kind == "issue":
+            assert op.card_id not in state
+            state[op.card_id] = ReportedCard(
+                card_id=op.card_id, lock_card_id=f"new-{op.card_id}", begin=0, end=1, frozen=False
+            )
+            continue
+        card = state[op.card_id]
+        if op.kind == "delete":
+            del state[op.card_id]
+        elif op.kind == "modify":
+            state[op.card_id] = ReportedCard(
+                card_id=card.card_id, lock_card_id=card.lock_card_id, begin=op.begin, end=op.end, frozen=card.frozen
+            )
+        else:
+            state[op.card_id] = ReportedCard(
+                card_id=card.card_id,
+                lock_card_id=card.lock_card_id,
+                begin=card.begin,
+                end=card.end,
+                frozen=op.kind == "freeze",
+            )
+    return state
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    desired=st.dictionaries(IDS, SPECS, max_size=5),
+    on_lock=st.dictionaries(IDS, SPECS, max_size=5),
+    managed_extra=st.sets(IDS, max_size=3),
+    managed_share=st.integers(0, 5),
+)
+def test_plan_cards_converges_and_spares_foreign_cards(
+    desired: dict[str, CardSpec], on_lock: dict[str, CardSpec], managed_extra: set[str], managed_share: int
+) -> None:
+    reported = {cid: reported_card(cid, s) for cid, s in on_lock.items()}
+    managed = set(sorted(on_lock)[:managed_share]) | managed_extra
+    ops = plan_cards(desired, reported, managed)
+    after = apply(ops, reported)
+    for cid, s in desired.items():
+        assert (after[cid].begin, after[cid].end, after[cid].frozen) == (*s.window, s.frozen)
+    for cid in managed - desired.keys():
+        assert cid not in after
+    for cid in reported.keys() - managed - desired.keys():
+        assert after[cid] == reported[cid]  # foreign: untouched
+    assert plan_cards(desired, after, managed | desired.keys()) == []  # converged

@@ -76,6 +76,18 @@ async def test_mqtt_lock_accepted_never_moves_not_confirmed(mqtt_broker: str, tm
     assert state["lock"] == "LOCKED"
 
 
+async def test_mqtt_lock_jammed_fails(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = TuyaSimulator(devices=1, bolt_seconds=0.05)
+    device = sim.device_ids[0]
+    sim.fleet[device].jammed = True
+    async with bridge(sim, mqtt_broker, tmp_path) as h:
+        final = await h.set(device, {"lock": "UNLOCKED", "expires_in": 20})
+        state = await h.wait_retained(device, "state", lambda s: s["lock"] == "JAMMED")
+    assert final["status"] == "failed", final
+    assert final["error"]["code"] == "NOT_CONFIRMED"
+    assert state["last_alarm"] == "tongue_bad"
+
+
 async def test_mqtt_offline_lock_retried_until_back(mqtt_broker: str, tmp_path: Path) -> None:
     sim = TuyaSimulator(devices=1, bolt_seconds=0.05)
     device = sim.device_ids[0]
@@ -134,6 +146,9 @@ async def test_mqtt_card_reconciliation(mqtt_broker: str, tmp_path: Path) -> Non
         assert emptied["status"] == "succeeded", emptied
         await h.wait_retained(device, "state", lambda s: s.get("cards") == {})
         state_payloads = [p for t, p, _, _ in h.messages if t == h.topic(device, "state")]
+        audit = [e["data"] for e in h.events(device, "command") if "card_operation" in e["data"]]
+    assert [a["card_operation"]["op"] for a in audit].count("issue") == 2
+    assert {a["command_id"] for a in audit} >= {added["command_id"], removed["command_id"]}
     assert list(lock.cards.values()) == [foreign]  # issued elsewhere: never deleted
     assert all(b"CARD-A" not in p and b"CARD-B" not in p and b"FOREIGN" not in p for p in state_payloads)
     managed = json.loads((tmp_path / "tuya" / "cards.json").read_text())
@@ -206,6 +221,9 @@ async def test_mqtt_every_user_endpoint_through_request(mqtt_broker: str, tmp_pa
         "unlock_card",
     ] or {m["dp_code"] for m in answers["list_unlock_methods"]["data"]["result"]} == {"unlock_password", "unlock_card"}
     assert lock.users.keys().isdisjoint({ann, guest})
+    assert answers["list_user_devices"]["data"]["records"][0]["local_key"] == lock.local_key
+    retained = b"".join(p for _, p, r, _ in h.messages if r)
+    assert lock.local_key.encode() not in retained  # sensitive: answered once, kept nowhere retained
     assert bad["status"] == "rejected"
     assert bad["error"]["code"] == "INVALID_PAYLOAD"
 
