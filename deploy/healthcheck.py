@@ -53,7 +53,7 @@ def check(vendor: str, config: Path | None) -> bool:
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == state_topic:
-            result["state"] = msg.payload
+            result["state"] = bytes(msg.payload)
         elif msg.topic == probe_topic:
             done.set()
 
@@ -62,7 +62,7 @@ def check(vendor: str, config: Path | None) -> bool:
     try:
         client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)
     except OSError as exc:
-        print(f"healthcheck: {settings.mqtt.url}: {exc}", file=sys.stderr)
+        sys.stderr.write(f"healthcheck: {settings.mqtt.url}: {exc}\n")
         return False
     client.loop_start()
     try:
@@ -72,7 +72,7 @@ def check(vendor: str, config: Path | None) -> bool:
         client.loop_stop()
     state = result["state"]
     if state != b"online":
-        print(f"healthcheck: {state_topic} is {state!r}", file=sys.stderr)
+        sys.stderr.write(f"healthcheck: {state_topic} is {state!r}\n")
         return False
     return True
 

@@ -13,16 +13,23 @@ from pydantic import BaseModel, Field
 
 from contracts.errors import ErrorCode
 from twin.adapter import (
+    LOCK_FIELD,
     ActionSpec,
     Adapter,
     BridgeSink,
     CommandContext,
+    DesiredField,
     DeviceInfo,
     ExecuteResult,
+    PlannedOperation,
     ReportedPatch,
     VendorError,
     lock_state,
 )
+
+
+def mask(code: str) -> str:
+    return "****" + code[-4:]
 
 
 class FakeSettings(BaseModel):
@@ -71,12 +78,14 @@ class FakeAdapter(Adapter):
         self.locks: dict[str, FakeLock] = {d: FakeLock() for d in self.settings.devices}  # type: ignore[attr-defined]
         self.sink: BridgeSink | None = None
         self.calls: list[tuple[str, str]] = []
+        self.codes: dict[str, dict[str, str]] = {}
 
     async def start(self, sink: BridgeSink) -> None:
         self.sink = sink
 
     async def list_devices(self) -> Sequence[DeviceInfo]:
-        return [DeviceInfo(id=d, name=f"Fake {d}", capabilities=frozenset({"lock", "find"})) for d in self.locks]
+        caps = frozenset({"lock", "find", "codes"})
+        return [DeviceInfo(id=d, name=f"Fake {d}", capabilities=caps) for d in self.locks]
 
     def _device(self, device_id: str) -> FakeLock:
         dev = self.locks[device_id]
@@ -99,6 +108,8 @@ class FakeAdapter(Adapter):
         }
         if dev.position is not None:
             values["latitude"], values["longitude"] = dev.position
+        if device_id in self.codes:
+            values["codes"] = {mask(k): v for k, v in self.codes[device_id].items()}
         return ReportedPatch(values=values, observed_at=datetime.now(UTC))
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
@@ -119,6 +130,48 @@ class FakeAdapter(Adapter):
     async def _secret(self, device_id: str, args: NoArgs, ctx: CommandContext) -> ExecuteResult:
         self.calls.append((device_id, "get_secret_key"))
         return ExecuteResult(data={"secret_key": "K3Y-" + device_id})
+
+    # -- a planned desired field: named access codes, reconciled one vendor call per code ----------
+    def desired_fields(self) -> Mapping[str, DesiredField]:
+        return {
+            "lock": LOCK_FIELD,
+            "codes": DesiredField(
+                name="codes",
+                type=dict[str, str],
+                capability="codes",
+                plan=self._plan_codes,
+                redact=lambda codes: {mask(k): v for k, v in codes.items()},
+                confirmed=lambda value, reported: reported.get("codes") == {mask(k): v for k, v in value.items()},
+            ),
+        }
+
+    async def _plan_codes(self, device_id: str, desired: dict[str, str], ctx: CommandContext) -> list[PlannedOperation]:
+        current = self.codes.setdefault(device_id, {})
+        ops = [
+            PlannedOperation(name="remove", label=mask(k), run=self._op(device_id, k, None))
+            for k in current
+            if k not in desired
+        ]
+        ops += [
+            PlannedOperation(name="put", label=mask(k), run=self._op(device_id, k, v))
+            for k, v in desired.items()
+            if current.get(k) != v
+        ]
+        return ops
+
+    def _op(self, device_id: str, key: str, value: str | None):  # type: ignore[no-untyped-def]
+        async def run(ctx: CommandContext) -> ExecuteResult:
+            self.calls.append((device_id, f"code:{key}"))
+            dev = self._device(device_id)
+            if dev.hang:
+                await anyio.sleep_forever()
+            if value is None:
+                self.codes[device_id].pop(key, None)
+            else:
+                self.codes[device_id][key] = value
+            return ExecuteResult()
+
+        return run
 
     def actions(self) -> Mapping[str, ActionSpec]:
         return {

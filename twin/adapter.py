@@ -37,6 +37,8 @@ __all__ = [
     "DeviceInfo",
     "ExecuteResult",
     "NoArguments",
+    "PlannedOperation",
+    "Planner",
     "ReportedPatch",
     "SimulatorKit",
     "VendorError",
@@ -154,8 +156,35 @@ class ActionSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlannedOperation:
+    """One vendor call of a desired field's plan (a card issued, a validity window changed...).
+
+    The runtime runs each as a command of its own (lifecycle, events, audit) under the ``/set``
+    command. ``label`` names what it acts on and is published, so it must be safe (masked).
+    """
+
+    name: str
+    label: str
+    run: Callable[[CommandContext], Awaitable[ExecuteResult]]
+
+
+#: plan(device_id, desired value, context) -> the operations that make the device match, given now
+Planner = Callable[[str, Any, CommandContext], Awaitable[Sequence[PlannedOperation]]]
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
 class DesiredField:
-    """A field users may set on ``/set``. ``lock`` is the common one; vendors may add more."""
+    """A field users may set on ``/set``. ``lock`` is the common one; vendors may add more.
+
+    A field with a ``plan`` (door-lock cards) is reconciled in several vendor calls: the runtime
+    asks for the plan when the command runs (so it is made against the vendor's state of that
+    moment, and made again after a retry or a restart), and runs each planned operation as a
+    command of its own. ``redact`` is what of a value may be published and journaled.
+    """
 
     name: str
     type: Any
@@ -165,6 +194,8 @@ class DesiredField:
     confirmed: Callable[[Any, Mapping[str, Any]], bool] = field(
         default=lambda value, reported: reported.get("lock") == value
     )
+    plan: Planner | None = None
+    redact: Callable[[Any], Any] = _unchanged
 
 
 LOCK_FIELD = DesiredField(name="lock", type=DesiredLock, capability="lock")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,13 +33,13 @@ def dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), default=str, ensure_ascii=False).encode()
 
 
-def summary(cmd: CommandRecord) -> CommandSummary:
+def summary(cmd: CommandRecord, redact: Callable[[Any], Any] = lambda value: value) -> CommandSummary:
     return CommandSummary(
         command_id=cmd.id,
         transaction=cmd.transaction,
         kind=cmd.kind,
         name=cmd.name,
-        value=None if cmd.sensitive else cmd.value,
+        value=None if cmd.sensitive else redact(cmd.value),
         status=cmd.status,
         source=cmd.source,
         accepted_at=iso(cmd.accepted_at),
@@ -50,7 +50,14 @@ def summary(cmd: CommandRecord) -> CommandSummary:
     )
 
 
-def render_twin(twin: TwinRecord, command: CommandRecord | None, *, hold: bool) -> TwinDocument:
+def render_twin(
+    twin: TwinRecord,
+    command: CommandRecord | None,
+    *,
+    hold: bool,
+    redact: Callable[[Any], Any] = lambda value: value,
+) -> TwinDocument:
+    """``desired`` is stored redacted already; ``redact`` applies to the command's value."""
     delta = {k: v for k, v in twin.desired.items() if twin.reported.get(k) != v}
     return TwinDocument(
         version=twin.version,
@@ -58,7 +65,7 @@ def render_twin(twin: TwinRecord, command: CommandRecord | None, *, hold: bool) 
         reported=twin.reported,
         delta=delta,
         metadata={k: FieldMetadata.model_validate(v) for k, v in twin.metadata.items()},
-        command=None if command is None else summary(command),
+        command=None if command is None else summary(command, redact),
         hold=DesiredLock.LOCKED if hold else None,
     )
 

@@ -33,6 +33,7 @@ from twin.document import iso
 from twin.intake import Rejected, best_effort_transaction, expiry, parse_action, parse_get, parse_set
 from twin.metrics import COMMANDS, IN_FLIGHT, VENDOR_CALL_SECONDS
 from twin.outbound import Outbound, ReplyTo
+from twin.plans import PlanRunner
 from twin.store import CommandRecord, Store, TwinRecord
 
 __all__ = ["EngineOptions", "TwinEngine"]
@@ -78,6 +79,7 @@ class TwinEngine:
         self.topics = topics
         self.options = options
         self.out = Outbound(topics=topics, store=store, hold=options.hold, current_of=self._in_flight)
+        self.plans = PlanRunner(store=store, out=self.out, vendor=adapter.vendor)
         self.fields = adapter.desired_fields()
         self.actions = adapter.actions()
         self.devices: dict[str, _DeviceRuntime] = {}
@@ -107,7 +109,11 @@ class TwinEngine:
         self.out.attach(self.twins, devices, self.fields, self.actions)
         now = time.time()
         for cmd in self.store.open_commands():
-            if cmd.device not in self.devices:
+            if cmd.parent is not None:
+                # A planned operation caught by a stop: its parent plans again from fresh state.
+                outcome = ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "outcome unknown: the bridge stopped during the call")
+                self.plans.end(cmd, CommandStatus.FAILED, outcome)
+            elif cmd.device not in self.devices:
                 await self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.UNKNOWN_DEVICE, "device is gone"))
             elif cmd.expires_at <= now and cmd.status == CommandStatus.ACCEPTED:
                 await self._expire(cmd, "expired while the bridge was down")
@@ -309,7 +315,7 @@ class TwinEngine:
                             data={"status": "superseded", "by": cmd.id},
                         )
                         superseded.append(old)
-                twin.desired[name] = value
+                twin.desired[name] = self.fields[name].redact(value)
             self.store.insert_command(cmd)
             twin.command_id = cmd.id
             twin.version += 1
@@ -320,7 +326,7 @@ class TwinEngine:
                 source=source,
                 command_id=cmd.id,
                 transaction=transaction,
-                data={"kind": kind, "name": name, "value": "<redacted>" if sensitive else value},
+                data={"kind": kind, "name": name, "value": self._redacted(kind, name, value, sensitive=sensitive)},
             )
         for old in superseded:
             self.out.command_final(old)
@@ -342,7 +348,7 @@ class TwinEngine:
         rt = self.devices[device]
         try:
             while True:
-                pending = self.store.open_commands(device)
+                pending = [c for c in self.store.open_commands(device) if c.parent is None]
                 if not pending:
                     return
                 rt.current = pending[0]
@@ -388,7 +394,10 @@ class TwinEngine:
             attempt=cmd.attempts,
         )
         try:
-            result = await self._call(lambda: self._execute(cmd, ctx), operation=cmd.name, timeout=remaining)
+            planned = cmd.kind == "set" and self.fields[cmd.name].plan is not None
+            result = await self._call(
+                lambda: self._execute(cmd, ctx), operation=cmd.name, timeout=remaining, whole=planned
+            )
         except VendorError as exc:
             cmd.error = exc.info.model_dump()
             if exc.info.code == ErrorCode.DEVICE_OFFLINE:
@@ -406,6 +415,7 @@ class TwinEngine:
             await self._finish(cmd, CommandStatus.SUCCEEDED, None, data=result.data)
             return
         cmd.acked_at = time.time()
+        cmd.result = result.data
         self.devices[cmd.device].confirmed_by = None
         self._set_status(cmd, CommandStatus.ACKNOWLEDGED, journal={"acknowledged": True})
         if result.reported is not None:
@@ -413,10 +423,14 @@ class TwinEngine:
 
     async def _execute(self, cmd: CommandRecord, ctx: CommandContext) -> ExecuteResult:
         if cmd.kind == "set":
-            value = TypeAdapter(self.fields[cmd.name].type).validate_python(cmd.value)
+            field = self.fields[cmd.name]
+            value = TypeAdapter(field.type).validate_python(cmd.value)
+            if field.plan is not None:
+                ops = await field.plan(cmd.device, value, ctx)
+                return await self.plans.run(cmd, ops, ctx)
             return await self.adapter.set_desired(cmd.device, cmd.name, value, ctx)
-        spec = self.actions[cmd.name]
-        return await spec.handler(cmd.device, spec.arguments.model_validate(cmd.value), ctx)
+        action = self.actions[cmd.name]
+        return await action.handler(cmd.device, action.arguments.model_validate(cmd.value), ctx)
 
     async def _confirm(self, cmd: CommandRecord, remaining: float) -> None:
         """Wait for a reported state, observed after the vendor's acceptance, that matches."""
@@ -460,8 +474,12 @@ class TwinEngine:
             return None
         return patch
 
-    async def _call(self, fn: Callable[[], Awaitable[Any]], *, operation: str, timeout: float | None = None) -> Any:
-        limit = min(timeout or self.options.call_timeout, self.options.call_timeout)
+    async def _call(
+        self, fn: Callable[[], Awaitable[Any]], *, operation: str, timeout: float | None = None, whole: bool = False
+    ) -> Any:
+        """One vendor call under the adapter's concurrency cap; ``whole``: a plan, bounded by the expiry only."""
+        cap = float("inf") if whole else self.options.call_timeout
+        limit = min(timeout or self.options.call_timeout, cap)
         outcome = "ok"
         try:
             async with self.limiter:
@@ -597,6 +615,11 @@ class TwinEngine:
         rt.reported_changed.set()
         rt.reported_changed = anyio.Event()
         return True
+
+    def _redacted(self, kind: str, name: str, value: Any, *, sensitive: bool) -> Any:
+        if sensitive:
+            return "<redacted>"
+        return self.fields[name].redact(value) if kind == "set" else value
 
     def _in_flight(self, device: str) -> CommandRecord | None:
         rt = self.devices.get(device)

@@ -172,7 +172,13 @@ class Outbound:
         twin = self.twins[device]
         current = self.current_of(device)
         last = current or (self.store.command(twin.command_id) if twin.command_id else None)
-        return render_twin(twin, last, hold=device in self.hold).model_dump(mode="json")
+        redact = self._redactor(last)
+        return render_twin(twin, last, hold=device in self.hold, redact=redact).model_dump(mode="json")
+
+    def _redactor(self, cmd: CommandRecord | None) -> Callable[[Any], Any]:
+        if cmd is not None and cmd.kind == "set" and cmd.name in self.fields:
+            return self.fields[cmd.name].redact
+        return lambda value: value
 
     def twin_changed(self, device: str) -> None:
         try:

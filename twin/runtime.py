@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
 import random
 import socket
+from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -67,11 +67,12 @@ class _Sink:
 
 #: publishes awaiting their PUBACK at once, per bridge
 PUBLISH_WORKERS = 64
+#: messages kept for the broker while it is away (the oldest go first)
+OUTBOX_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
-    client: aiomqtt.Client
     topic: str
     payload: bytes
     retain: bool
@@ -124,7 +125,9 @@ class BridgeRuntime:
         self.connected = anyio.Event()
         self.ready = anyio.Event()
         self._connection: aiomqtt.Client | None = None
-        self._outbox, self._outbox_receive = anyio.create_memory_object_stream[_Outgoing](math.inf)
+        self._outbox: deque[_Outgoing] = deque(maxlen=OUTBOX_LIMIT)
+        self._outbox_ready = anyio.Event()
+        self.engine.out.sender = self._send
         ha = homeassistant or HomeAssistantSettings()
         self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
         # Exact topics served besides the contract's command topics (routing by table).
@@ -191,7 +194,6 @@ class BridgeRuntime:
                 RECONNECTS.labels(self.adapter.vendor).inc()
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
             finally:
-                self.engine.out.sender = None
                 self._connection = None
                 self.connected = anyio.Event()
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
@@ -206,26 +208,35 @@ class BridgeRuntime:
         correlation: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
     ) -> None:
-        """Queue a publish for the current connection (the engine's Sender)."""
-        if self._connection is None:
-            return
+        """Queue a publish (the engine's Sender). Kept while disconnected, up to OUTBOX_LIMIT."""
         props = None
         if correlation is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation
-        self._outbox.send_nowait(_Outgoing(self._connection, topic, payload, retain, props, on_sent))
+        self._outbox.append(_Outgoing(topic, payload, retain, props, on_sent))
+        self._outbox_ready.set()
 
     async def _publisher(self) -> None:
         """One of a fixed pool of publishers: bounded concurrency, and no task per message.
 
         A worker hands a message to paho synchronously right after taking it from the queue, so
-        messages reach the wire in the order they were queued (a later retained state wins).
+        messages reach the wire in the order they were queued (a later retained state wins). While
+        the broker is away the queue keeps the newest OUTBOX_LIMIT messages; retained topics are
+        republished from the store on reconnect anyway, and final answers stay marked unanswered
+        in the store until the broker took them.
         """
-        async for item in self._outbox_receive:
-            if item.client is not self._connection:
-                continue  # queued for a connection that is gone; the store has it for the next one
+        while True:
+            client = self._connection
+            if client is None:
+                await self.connected.wait()
+                continue
+            if not self._outbox:
+                self._outbox_ready = anyio.Event()
+                await self._outbox_ready.wait()
+                continue
+            item = self._outbox.popleft()
             try:
-                await item.client.publish(
+                await client.publish(
                     item.topic, item.payload, qos=1, retain=item.retain, properties=item.props, timeout=30
                 )
             except aiomqtt.MqttError as exc:
@@ -243,7 +254,6 @@ class BridgeRuntime:
         if self._routes:
             await client.subscribe([(t, 1) for t in self._routes])
         self._connection = client
-        self.engine.out.sender = self._send
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.engine.out.republish_all()
         self._announce()

@@ -65,11 +65,13 @@ class CommandRecord:
     correlation: bytes | None = None
     answered: bool = False
     acked_at: float | None = None
+    #: the command this one is a planned operation of (e.g. one card issued for a ``cards`` /set)
+    parent: str | None = None
 
 
 _COMMAND_COLUMNS = (
     "id, seq, device, txn, kind, name, value, status, source, accepted_at, expires_at, updated_at, "
-    "attempts, idempotent, sensitive, error, result, reply_topic, correlation, answered, acked_at"
+    "attempts, idempotent, sensitive, error, result, reply_topic, correlation, answered, acked_at, parent"
 )
 
 
@@ -147,6 +149,7 @@ class Store:
                 "correlation": bytes,
                 "answered": int,
                 "acked_at": float,
+                "parent": str,
             },
             pk="id",
             if_not_exists=True,
@@ -216,8 +219,8 @@ class Store:
         cur = self.conn.execute(
             "INSERT INTO commands(id, seq, device, txn, kind, name, value, status, source, accepted_at, "
             "expires_at, updated_at, attempts, idempotent, sensitive, error, result, reply_topic, "
-            "correlation, answered, acked_at) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM commands), "
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            "correlation, answered, acked_at, parent) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM commands), "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (
                 cmd.id,
                 cmd.device,
@@ -239,6 +242,7 @@ class Store:
                 cmd.correlation,
                 int(cmd.answered),
                 cmd.acked_at,
+                cmd.parent,
             ),
         )
         cmd.seq = int(cur.fetchone()[0])  # acceptance order (MAX over the seq index is a lookup)
@@ -288,6 +292,7 @@ class Store:
                 correlation=row[18],
                 answered=bool(row[19]),
                 acked_at=row[20],
+                parent=row[21],
             )
 
     def command(self, command_id: str) -> CommandRecord | None:

@@ -28,7 +28,7 @@ from bridges.segway.actions import (
 )
 from bridges.segway.client import SegwayClient
 from bridges.segway.mapping import location_patch, merge, status_patch
-from bridges.segway.models import SoundControlRequest, VehicleLocation
+from bridges.segway.models import SoundControlRequest, VehicleLocation, VehicleStatus
 from bridges.segway.push import PushStats, create_push_app
 from bridges.segway.settings import SegwaySettings
 from contracts.errors import ErrorCode
@@ -67,6 +67,7 @@ class SegwayAdapter(Adapter):
         super().__init__(settings=settings)
         self._client: SegwayClient | None = None
         self._stack: AsyncExitStack | None = None
+        self._sink: BridgeSink | None = None
         self.push_stats = PushStats()
         #: where the push intake listens once started (None when push is off)
         self.push_address: ServedApp | None = None
@@ -102,6 +103,12 @@ class SegwayAdapter(Adapter):
 
         return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids)
 
+    @classmethod
+    def cli(cls, argv: Sequence[str]) -> int:
+        from bridges.segway.cli import main
+
+        return main(argv)
+
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, sink: BridgeSink) -> None:
@@ -122,11 +129,13 @@ class SegwayAdapter(Adapter):
                 )
                 log.info("segway push intake on %s", self.push_address.url)
             self._client = client
+            self._sink = sink
             self._stack = stack.pop_all()
 
     async def stop(self) -> None:
         stack, self._stack = self._stack, None
         self._client = None
+        self._sink = None
         self.push_address = None
         if stack is not None:
             await stack.aclose()
@@ -146,9 +155,22 @@ class SegwayAdapter(Adapter):
         return device_id
 
     async def read_status(self, device_id: str) -> ReportedPatch:
-        """Status and last known position, read together; an offline vehicle reads ``online: false``."""
+        """Status and last known position, read together; an offline vehicle reads ``online: false``.
+
+        A failed position read leaves the status alone; a failed status read raises (plainly, not
+        wrapped in an exception group, so the engine sees the VendorError and its ``retryable``).
+        """
         iot_code = self._known(device_id)
+        status: VehicleStatus | None = None
         location: VehicleLocation | None = None
+        failure: VendorError | None = None
+
+        async def read_status() -> None:
+            nonlocal status, failure
+            try:
+                status = await self.client.status(iot_code)
+            except VendorError as exc:
+                failure = exc
 
         async def read_location() -> None:
             nonlocal location
@@ -158,14 +180,14 @@ class SegwayAdapter(Adapter):
                 log.debug("segway location of %s unavailable: %s", iot_code, exc.info.code)
 
         async with anyio.create_task_group() as tg:
+            tg.start_soon(read_status)
             if self.config.poll_location:
                 tg.start_soon(read_location)
-            try:
-                status = await self.client.status(iot_code)
-            except VendorError as exc:
-                if exc.info.code != ErrorCode.DEVICE_OFFLINE:
-                    raise
+        if failure is not None:
+            if failure.info.code == ErrorCode.DEVICE_OFFLINE:
                 return ReportedPatch(values={"online": False})
+            raise failure
+        assert status is not None
         return merge(status_patch(status), None if location is None else location_patch(location))
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
@@ -175,6 +197,15 @@ class SegwayAdapter(Adapter):
         else:
             await self.client.unlock(iot_code)
         return ExecuteResult()
+
+    async def _learned(self, device_id: str, patch: ReportedPatch) -> None:
+        """State a read action learned goes to the twin now.
+
+        The engine keeps ``ExecuteResult.reported`` of desired fields only; for actions it is
+        handed to the sink here (the same patch twice is harmless: the store writes on change).
+        """
+        if self._sink is not None:
+            await self._sink.report(device_id, patch, source="action")
 
     # ---- actions --------------------------------------------------------------------------------
 
@@ -231,7 +262,10 @@ class SegwayAdapter(Adapter):
         data = info.model_dump(exclude={"iot_code"}, exclude_none=True)
         if info.iot_voltage is not None:
             data["iot_voltage"] = info.iot_voltage / 100  # 411 -> 4.11 V
-        return ExecuteResult(data=data, reported=ReportedPatch(values=values) if values else None)
+        patch = ReportedPatch(values=values) if values else None
+        if patch is not None:
+            await self._learned(device_id, patch)
+        return ExecuteResult(data=data, reported=patch)
 
     async def _get_location(self, device_id: str, args: Any, ctx: CommandContext) -> ExecuteResult:
         assert isinstance(args, LocationArgs)
@@ -242,6 +276,7 @@ class SegwayAdapter(Adapter):
         data: dict[str, Any] = {"fix": True, **patch.values}
         if patch.observed_at is not None:
             data["observed_at"] = patch.observed_at.isoformat()
+        await self._learned(device_id, patch)
         return ExecuteResult(data=data, reported=patch)
 
     def actions(self) -> Mapping[str, ActionSpec]:

@@ -120,7 +120,7 @@ class SegwayClient:
             if token is not None and time.monotonic() < self._refresh_at:
                 return token  # refreshed by the call we waited for
             if self._fetch_attempts != attempt and self._fetch_error is not None:
-                raise self._fetch_error  # the refresh we waited for failed: do not hammer the cloud
+                raise _again(self._fetch_error)  # the refresh we waited for failed: no stampede
             self._fetch_attempts += 1
             try:
                 token = await self._fetch_token()
@@ -268,6 +268,19 @@ class SegwayClient:
 
     async def upload_interval(self, request: UploadIntervalRequest) -> None:
         await self._control(PATHS["upload_interval"], request)
+
+
+def _again(error: VendorError) -> VendorError:
+    """A fresh exception with the same answer (one instance is not raised in several tasks)."""
+    info = error.info
+    return VendorError(
+        info.code,
+        info.message,
+        vendor_code=info.vendor_code,
+        vendor_message=info.vendor_message,
+        retryable=info.retryable,
+        retry_after=info.retry_after,
+    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:

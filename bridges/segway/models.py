@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "BLUETOOTH_KEY_PATTERN",
     "AlertPush",
     "AmbientLightRequest",
     "BatteryData",
@@ -129,11 +130,11 @@ class VehicleLocation(_DeviceAnswer):
 
     @property
     def has_fix(self) -> bool:
-        return (
-            self.latitude is not None
-            and self.longitude is not None
-            and not (self.latitude == 0.0 and self.longitude == 0.0)
-        )
+        """A usable position: both coordinates, in range, and not the ``0.0/0.0`` of no fix."""
+        lat, lon = self.latitude, self.longitude
+        if lat is None or lon is None or (lat == 0.0 and lon == 0.0):
+            return False
+        return -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
 class BatteryData(_Answer):

@@ -93,6 +93,8 @@ class SmartcarAdapter(Adapter):
         self._api: SmartcarApi | None = None
         self._tokens: TokenManager | None = None
         self._vehicles: dict[str, _Vehicle] = {}
+        #: devices already reported offline for a refused token (one event each until they answer)
+        self._auth_reported: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -147,23 +149,9 @@ class SmartcarAdapter(Adapter):
 
     @classmethod
     def simulator(cls, *, devices: int) -> SimulatorKit:
-        from .simulator import DEMO_CODE, SmartcarSimulator
+        from .simulator.kit import demo_kit
 
-        sim = SmartcarSimulator(devices=devices, demo_code=DEMO_CODE)
-
-        def settings(url: str) -> dict[str, Any]:
-            return {
-                "client_id": sim.oauth.client_id,
-                "client_secret": sim.oauth.client_secret,
-                "base_url": f"{url}/v2.0",
-                "auth_url": f"{url}/oauth/token",
-                "connect_url": f"{url}/oauth/authorize",
-                "auth_code": DEMO_CODE,
-                "poll_interval": 60.0,
-                "telemetry_min_interval": 30.0,
-            }
-
-        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids)
+        return demo_kit(devices=devices)
 
     @classmethod
     def cli(cls, argv: Sequence[str]) -> int:
@@ -183,8 +171,7 @@ class SmartcarAdapter(Adapter):
                 try:
                     vehicles = await self._fetch_vehicles(account.user_id, known)
                 except VendorError as exc:
-                    if not known:
-                        raise
+                    # one account's trouble must not keep the other accounts' vehicles away
                     log.warning(
                         "smartcar: listing vehicles of %s failed (%s); using the last list", account.user_id, exc
                     )
@@ -232,17 +219,31 @@ class SmartcarAdapter(Adapter):
         return vehicle
 
     async def _refused(self, user_id: str) -> None:
-        if self._sink is None:
-            return
+        """Smartcar refused the account's tokens: its vehicles go offline, asking for a reconnect."""
         for vehicle in self.store.vehicles(user_id):
-            await self._sink.report(vehicle.vehicle_id, ReportedPatch(values={"online": False}), source="auth")
-            await self._sink.event(
-                vehicle.vehicle_id, EventType.AUTH, {"code": "AUTH_FAILED", "message": RECONNECT_MESSAGE}
-            )
+            await self._auth_failed(vehicle.vehicle_id)
+
+    async def _auth_failed(self, device_id: str) -> None:
+        if self._sink is None or device_id in self._auth_reported:
+            return
+        # a refusal found before the runtime knew the device (at start) is reported by the next read
+        if await self._sink.report(device_id, ReportedPatch(values={"online": False}), source="auth"):
+            self._auth_reported.add(device_id)
+            await self._sink.event(device_id, EventType.AUTH, {"code": "AUTH_FAILED", "message": RECONNECT_MESSAGE})
 
     # -- reads -------------------------------------------------------------------------------------
 
     async def read_status(self, device_id: str) -> ReportedPatch:
+        try:
+            patch = await self._read_status(device_id)
+        except VendorError as exc:
+            if exc.info.code is ErrorCode.AUTH_FAILED:
+                await self._auth_failed(device_id)
+            raise
+        self._auth_reported.discard(device_id)
+        return patch
+
+    async def _read_status(self, device_id: str) -> ReportedPatch:
         vehicle = self._vehicle(device_id)
         now = time.monotonic()
         if now < vehicle.confirm_until:

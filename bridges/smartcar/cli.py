@@ -17,6 +17,7 @@ import anyio
 from pydantic import ValidationError
 
 from twin.adapter import VendorError
+from twin.config import load_settings, load_vendor_settings
 
 from .client import SmartcarClient
 from .link import link
@@ -24,8 +25,6 @@ from .settings import SmartcarSettings
 from .tokens import TokenStore
 
 __all__ = ["connect_url", "link_account", "main"]
-
-DEFAULT_DATA_DIR = Path("data/smartcar")
 
 
 def connect_url(settings: SmartcarSettings, *, state: str) -> str:
@@ -71,22 +70,36 @@ async def link_account(settings: SmartcarSettings, *, data_dir: Path, code: str)
         store.close()
 
 
+def load(config: Path | None, data_dir: Path | None) -> tuple[SmartcarSettings, Path]:
+    """The bridge's own settings (``[vendors.smartcar]`` of ``config`` under ``LOCKTWIN_SMARTCAR_*``) and
+    its token folder: ``--data-dir``, else ``data_dir``, else ``LOCKTWIN_DATA_DIR``/smartcar."""
+    core = load_settings(config)
+    loaded = load_vendor_settings(SmartcarSettings, core.vendors.get("smartcar", {}))
+    settings = loaded if isinstance(loaded, SmartcarSettings) else SmartcarSettings.model_validate(loaded)
+    return settings, data_dir or settings.data_dir or core.data_dir / "smartcar"
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="locktwin smartcar", description="Smartcar accounts of locktwin")
     commands = parser.add_subparsers(dest="command", required=True)
     connect = commands.add_parser("connect", help="link a Smartcar account")
-    connect.add_argument("--data-dir", type=Path, default=None)
     connect.add_argument("--code", help="the code (or redirect URL) Smartcar Connect returned")
     connect.add_argument("--state", default=None, help="state to put in the Connect URL")
     accounts = commands.add_parser("accounts", help="list linked accounts")
-    accounts.add_argument("--data-dir", type=Path, default=None)
+    for command in (connect, accounts):
+        command.add_argument("--config", type=Path, help="TOML file (LOCKTWIN_* variables override it)")
+        command.add_argument("--data-dir", type=Path, default=None, help="token folder (default data/smartcar)")
     args = parser.parse_args(list(argv))
     try:
-        settings = SmartcarSettings()
+        settings, data_dir = load(args.config, args.data_dir)
     except ValidationError as exc:
-        print(f"smartcar settings are incomplete: {exc.error_count()} errors (LOCKTWIN_SMARTCAR_*)", file=sys.stderr)  # noqa: T201
+        # the field names only: an error's input could hold the client secret
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"smartcar settings are incomplete (LOCKTWIN_SMARTCAR_*): {problems}", file=sys.stderr)  # noqa: T201
         return 2
-    data_dir: Path = args.data_dir or settings.data_dir or DEFAULT_DATA_DIR
+    except (OSError, ValueError) as exc:
+        print(f"smartcar settings are unreadable: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     if args.command == "accounts":
         store = TokenStore(directory=data_dir)
         store.open()

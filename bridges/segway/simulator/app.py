@@ -69,12 +69,13 @@ def build_app(sim: SegwaySimulator) -> Starlette:
         body: dict[str, Any] = dict(request.query_params)
         parse_failed = False
         if request.method == "POST":
+            is_json = request.headers.get("content-type", "").startswith("application/json")
             raw = await request.body()
             try:
                 parsed = json.loads(raw) if raw else {}
             except ValueError:
                 parsed = None
-            if isinstance(parsed, dict):
+            if isinstance(parsed, dict) and is_json:
                 body.update(parsed)
             else:
                 parse_failed = True

@@ -251,7 +251,8 @@ class SegwaySimulator:
             self._wakeup = anyio.Event()
             with anyio.move_on_after(self.tick):
                 await self._wakeup.wait()
-            await self.advance()
+            if self.webhook_url is not None:  # without pushes, requests settle vehicles lazily
+                await self.advance()
 
     @asynccontextmanager
     async def serve(self, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[ServedApp]:

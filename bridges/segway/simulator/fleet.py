@@ -63,11 +63,11 @@ class Vehicle:
     latency: float = 0.0
     status_time: float = field(default_factory=time.time)
     gps_time: float = field(default_factory=time.time)
-    _pending: tuple[bool, float] | None = None
-    _injected: deque[int] = field(default_factory=deque)
-    _moved_at: float = field(default_factory=time.monotonic)
     #: bumped on every change of state, so the pusher knows what to send
-    revision: int = 0
+    revision: int = field(default=0, init=False)
+    _pending: tuple[bool, float] | None = field(default=None, init=False, repr=False)
+    _injected: deque[int] = field(default_factory=deque, init=False, repr=False)
+    _moved_at: float = field(default_factory=time.monotonic, init=False, repr=False)
 
     # ---- knobs ----------------------------------------------------------------------------------
 

@@ -16,11 +16,11 @@ from bridges.segway.simulator import SegwaySimulator
 from contracts.errors import ErrorCode
 from contracts.messages import DesiredLock, LockState
 from twin.adapter import CommandContext, VendorError
-from twin.asgi import serve_asgi
+from twin.asgi import ServedApp, serve_asgi
 from twin.config import load_vendor_settings
 from twin.registry import load_adapter_class
 
-from .conftest import DEVICES, RecordingSink, eventually
+from .conftest import DEVICES, RecordingSink, eventually, make_settings
 
 BIKE = DEVICES[0]
 
@@ -309,3 +309,25 @@ def test_settings_platform_code_is_client_id() -> None:
     settings = SegwaySettings(platform_code="C42", client_secret="x")  # type: ignore[call-arg]
     assert settings.client_id == "C42"
     assert settings.api_base_url == "https://cn-api.segwaydiscovery.com"
+
+
+@pytest.mark.anyio
+async def test_read_status_error_propagates_plain(adapter: SegwayAdapter, sim: SegwaySimulator) -> None:
+    sim.restricted = True
+    with pytest.raises(VendorError) as err:
+        await adapter.read_status(BIKE)
+    assert err.value.info.code == ErrorCode.PERMISSION_DENIED
+
+
+@pytest.mark.anyio
+async def test_read_status_without_location_polling(
+    served: ServedApp, sim: SegwaySimulator, sink: RecordingSink
+) -> None:
+    adapter = SegwayAdapter(settings=make_settings(served.url, poll_location=False))
+    await adapter.start(sink)
+    try:
+        patch = await adapter.read_status(BIKE)
+    finally:
+        await adapter.stop()
+    assert "latitude" not in patch.values
+    assert sim.calls_to(PATHS["location"]) == []

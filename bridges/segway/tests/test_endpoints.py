@@ -269,3 +269,20 @@ async def test_simulator_checks_bearer_and_parameters(sim: SegwaySimulator, serv
             await http.post(PATHS["sound_setting"], json={"iotCode": BIKE, "workMode": 2, "volume": 9}, headers=headers)
         ).json()
         assert bad_range["code"] == 15004
+
+
+@pytest.mark.anyio
+async def test_simulator_control_needs_json(sim: SegwaySimulator, served: ServedApp) -> None:
+    sim.issue_token()
+    [token] = sim.tokens
+    async with httpx.AsyncClient(base_url=served.url, headers={"Authorization": f"bearer {token}"}) as http:
+        form = (await http.post(PATHS["lock"], data={"iotCode": BIKE})).json()
+        assert form["code"] == 15004
+        assert (await http.post(PATHS["lock"], json={"iotCode": BIKE})).json()["code"] == 0
+
+
+def test_location_without_usable_fix() -> None:
+    assert not VehicleLocation.model_validate({"iotCode": "1", "latitude": 0.0, "longitude": 0.0}).has_fix
+    assert not VehicleLocation.model_validate({"iotCode": "1", "latitude": 91.0, "longitude": 4.0}).has_fix
+    assert not VehicleLocation.model_validate({"iotCode": "1", "latitude": 52.0}).has_fix
+    assert VehicleLocation.model_validate({"iotCode": "1", "latitude": 0.0, "longitude": 4.0}).has_fix

@@ -335,3 +335,18 @@ async def test_mqtt_concurrent_commands_share_one_refresh(mqtt_broker: str, tmp_
                 tg.start_soon(unlock, device)
         assert [f["status"] for f in finals] == ["succeeded"] * len(DEVICES)
         assert len(sim.calls_to(PATHS["token"])) == tokens + 1
+
+
+async def test_mqtt_read_actions_update_state(mqtt_broker: str, tmp_path: Path) -> None:
+    async with bridge(mqtt_broker, tmp_path, poll_interval=None) as (h, sim, _):
+        vehicle = sim.fleet[BIKE]
+        vehicle.battery = 42.0
+        vehicle.latitude, vehicle.longitude = 48.8584, 2.2945
+        final = await h.request(BIKE, "get_battery")
+        assert final["status"] == "succeeded"
+        assert final["data"]["vehicle_percent"] == 42
+        await h.wait_retained(BIKE, "state", lambda s: s.get("battery") == 42)
+        final = await h.request(BIKE, "get_location")
+        assert final["data"]["latitude"] == 48.8584
+        state = await h.wait_retained(BIKE, "state", lambda s: s.get("latitude") == 48.8584)
+        assert state["longitude"] == 2.2945

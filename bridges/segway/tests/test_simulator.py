@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import httpx
@@ -133,3 +136,27 @@ async def test_simulator_push_retried_once_when_receiver_down() -> None:
 def test_adapter_class_attributes() -> None:
     assert SegwayAdapter.vendor == "segway"
     assert SegwayAdapter.settings_model is SegwaySettings
+
+
+def test_simulator_main_serves(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    command = [sys.executable, "-m", "bridges.segway.simulator", "--port", "0", "--devices", "2"]
+    command += ["--client-secret-file", str(secret_file)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[3])
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        url = first.split(" on ")[1].split(" ")[0]
+        answer = httpx.post(
+            url + PATHS["token"],
+            data={"client_id": "E20081", "client_secret": SECRET, "grant_type": "client_credentials"},
+        )
+        assert answer.status_code == 200
+        assert answer.json()["token_type"] == "bearer"
+        assert SECRET not in first + process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -192,3 +192,17 @@ async def test_actions_read_one_endpoint(
     assert result.reported is not None and keys <= set(result.reported.values)
     if action == "get_security":
         assert result.data["lock"] == "LOCKED"
+
+
+async def test_read_status_confirming_honours_retry_after(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
+    vehicle_id = sim.fleet.ids[0]
+    await adapter.lock(vehicle_id, locked=False, ctx=ctx(vehicle_id))
+    sim.fleet.inject(vehicle_id, "RATE_LIMIT")
+    with pytest.raises(VendorError) as first:
+        await adapter.read_status(vehicle_id)
+    calls = len(sim.calls)
+    with pytest.raises(VendorError) as second:
+        await adapter.read_status(vehicle_id)
+    assert first.value.info.vendor_code == "RATE_LIMIT:VEHICLE"
+    assert second.value.info.code is ErrorCode.RATE_LIMITED
+    assert len(sim.calls) == calls

@@ -80,14 +80,33 @@ async def test_cli_connect_state_mismatch(served: ServedApp, tmp_path: Path) -> 
     assert "state does not match" in err
 
 
-async def test_cli_settings_missing(tmp_path: Path) -> None:
+async def test_cli_settings_missing_never_prints_secret(tmp_path: Path) -> None:
     code = (
         "import sys; from bridges.smartcar.adapter import SmartcarAdapter; sys.exit(SmartcarAdapter.cli(sys.argv[1:]))"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKTWIN_SMARTCAR_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKTWIN_")}
+    env["LOCKTWIN_SMARTCAR_CLIENT_SECRET"] = CLIENT_SECRET
     process = await anyio.run_process([sys.executable, "-c", code, "accounts"], env=env, cwd=ROOT, check=False)
     assert process.returncode == 2
-    assert b"LOCKTWIN_SMARTCAR_" in process.stderr
+    assert b"client_id: Field required" in process.stderr
+    assert CLIENT_SECRET.encode() not in process.stderr + process.stdout
+
+
+async def test_cli_reads_config_file_and_data_dir_env(
+    served: ServedApp, sim: SmartcarSimulator, tmp_path: Path
+) -> None:
+    config = tmp_path / "locktwin.toml"
+    config.write_text(
+        f'[vendors.smartcar]\nclient_id = "{CLIENT_ID}"\nbase_url = "{served.url}/v2.0"\n'
+        f'auth_url = "{served.url}/oauth/token"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKTWIN_")}
+    env.update({"LOCKTWIN_SMARTCAR_CLIENT_SECRET": CLIENT_SECRET, "LOCKTWIN_DATA_DIR": str(tmp_path / "var")})
+    code = "import sys; from twin.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["smartcar", "connect", "--config", str(config), "--code", sim.issue_code()]
+    process = await anyio.run_process([sys.executable, "-c", code, *argv], env=env, cwd=ROOT, check=False)
+    assert process.returncode == 0, process.stderr.decode()
+    assert (tmp_path / "var" / "smartcar" / "tokens.sqlite").exists()
 
 
 def test_code_from_accepts_code_or_redirect() -> None:

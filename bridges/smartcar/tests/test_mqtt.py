@@ -196,3 +196,25 @@ async def test_mqtt_get_within_budget_answers_rate_limited(mqtt_broker: str, tmp
     assert answer["error"]["code"] == "RATE_LIMITED"
     assert 0 < answer["error"]["retry_after"] <= 60
     assert after == calls
+
+
+async def test_mqtt_refused_account_at_start_goes_offline(mqtt_broker: str, tmp_path: Path) -> None:
+    sim = make_simulator()
+    vehicle_id = sim.fleet.ids[0]
+    async with serve_simulator(sim) as served:
+        settings = make_settings(served.url, poll_interval=1.0)
+        user_id, _ = await link_account(settings, data_dir=tmp_path / "smartcar", code=sim.issue_code())
+        async with BridgeHarness(
+            adapter=SmartcarAdapter(settings=settings), broker_url=mqtt_broker, data_dir=tmp_path
+        ) as h:
+            await polled(h, vehicle_id)
+        # Smartcar refuses the account while the bridge is down; the next start lists the known vehicles
+        sim.oauth.revoke(user_id)
+        sim.oauth.expire_access_tokens()
+        async with BridgeHarness(
+            adapter=SmartcarAdapter(settings=settings), broker_url=mqtt_broker, data_dir=tmp_path
+        ) as h:
+            state = await h.wait_retained(vehicle_id, "state", lambda s: s.get("online") is False)
+            events = await h.wait_for(lambda: h.events(vehicle_id, "auth"))
+    assert state["odometer_m"] == pytest.approx(sim.fleet[vehicle_id].odometer_km * 1000)
+    assert events[0]["data"]["code"] == "AUTH_FAILED"
