@@ -347,11 +347,6 @@ async def test_operator_v5_response_topic_is_private(broker: Broker, tmp_path: P
         assert not [t for t in seen if t.startswith("locktwin-replies/")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="twin/ honours any MQTT v5 Response Topic, and the bridge may write all of locktwin/#: an operator "
-    "(read-only there) gets the bridge to publish onto a device's state topic",
-)
 async def test_response_topic_cannot_make_the_bridge_write_the_contract_tree(broker: Broker, tmp_path: Path) -> None:
     spoofed = f"{BASE}/fake/d2/state"
     async with bridge(broker, tmp_path) as h, connect(broker, "operator") as operator:
@@ -360,9 +355,10 @@ async def test_response_topic_cannot_make_the_bridge_write_the_contract_tree(bro
         await operator.publish(
             h.topic("d1", "request/find"), '{"transaction":"t-spoof"}', qos=1, properties=v5_reply(spoofed, b"x")
         )
-        # barrier: the bridge publishes the final answer before its "succeeded" event, and both
-        # before the answer to a later get
-        await h.wait_for(lambda: [e for e in h.events("d1", "command") if e["data"]["to"] == "succeeded"])
+        # refused on the default response topic, and nothing executed
+        refused = await h.wait_for(lambda: [r for r in h.responses("d1", "find") if r["transaction"] == "t-spoof"])
+        assert refused[0]["status"] == "rejected" and refused[0]["error"]["code"] == "INVALID_PAYLOAD"
+        # barrier: the answer to a later get comes after anything the bridge sent for the spoof
         await operator.publish(h.topic("d1", "get"), '{"transaction":"t-after"}', qos=1)
         seen = []
         with anyio.fail_after(15):

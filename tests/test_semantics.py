@@ -84,7 +84,7 @@ async def test_retained_command_is_refused_not_acted_on(mqtt_broker: str, tmp_pa
 async def test_v5_response_topic_and_correlation_data(mqtt_broker: str, tmp_path: Path) -> None:
     adapter = FakeAdapter()
     async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path) as h:
-        reply_topic = f"{h.base}/replies/me"
+        reply_topic = f"{h.base}-replies/me"
         await h.publish(h.topic("d1", "set"), "UNLOCK", properties=v5_reply(reply_topic, b"\x00corr\xff"))
 
         def answers() -> list[tuple[dict[str, object], bytes]]:
@@ -185,3 +185,15 @@ async def test_restart_expires_old_commands_and_resumes_live_ones(mqtt_broker: s
         entries = [e["entry"] for e in journal.journal_entries("d1")]
         journal.close()
         assert "request" in entries and "outcome" in entries
+
+
+async def test_response_topic_inside_the_tree_is_refused(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path) as h:
+        spoof = h.topic("d2", "state")
+        body = {"lock": "UNLOCKED", "transaction": "spoof"}
+        await h.publish(h.topic("d1", "set"), body, properties=v5_reply(spoof, b"x"))
+        refused = await h.final("d1", "spoof")
+        assert refused["status"] == "rejected" and refused["error"]["code"] == "INVALID_PAYLOAD"
+        assert all(b"spoof" not in p for t, p, _, _ in h.messages if t == spoof)
+        assert adapter.calls == []

@@ -161,6 +161,7 @@ class Outbound:
                 "from": None if before is None else before.value,
                 "to": cmd.status.value,
                 "error": cmd.error,
+                **({"parent": cmd.parent, "target": cmd.value.get("target")} if cmd.parent else {}),
             },
         )
 

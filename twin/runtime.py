@@ -31,12 +31,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import EventType
 from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings
 from twin.engine import EngineOptions, TwinEngine
 from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
+from twin.intake import best_effort_transaction
 from twin.metrics import RECONNECTS
 from twin.outbound import ReplyTo
 from twin.shard import Shard
@@ -287,12 +289,31 @@ class BridgeRuntime:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         if response_topic:
+            if not self._reply_allowed(response_topic):
+                # Answering there would let any client that may send commands write into topics
+                # only the bridge may write (a device's state, Home Assistant's discovery).
+                error = ErrorInfo.of(
+                    ErrorCode.INVALID_PAYLOAD,
+                    f"response topic not allowed under {self.topics.base}/ or the discovery prefix",
+                )
+                self.engine.out.rejected(
+                    inbound.device, inbound.response_suffix, best_effort_transaction(payload), error, None
+                )
+                return
             reply = ReplyTo(topic=response_topic, correlation=getattr(props, "CorrelationData", None))
         try:
             await self.engine.handle(inbound, payload, retained=bool(message.retain), reply=reply)
         except Exception:
             # Input must never take the process down; the engine answers what it can.
             log.exception("failed to handle a message on %s", message.topic.value)
+
+    def _reply_allowed(self, topic: str) -> bool:
+        reserved = [self.topics.base]
+        if self.discovery is not None:
+            reserved.append(self.discovery.settings.prefix)
+        if "+" in topic or "#" in topic or topic.startswith("$"):
+            return False
+        return not any(topic == r or topic.startswith(r + "/") for r in reserved)
 
     # -- polling -----------------------------------------------------------------------------------
     async def _poll_loop(self, tg: TaskGroup) -> None:

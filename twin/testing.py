@@ -163,6 +163,7 @@ class BridgeHarness:
                     password=self.password,
                 ) as client:
                     await client.subscribe(f"{self.base}/#", qos=1)
+                    await client.subscribe(f"{self.base}-replies/#", qos=1)  # MQTT v5 response topics
                     self._client = client
                     connected.set()
                     async for msg in client.messages:

@@ -17,7 +17,6 @@ runtime confirms it from status reads.
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -77,9 +76,9 @@ class OkaiAdapter(Adapter):
     @classmethod
     def simulator(cls, *, devices: int) -> SimulatorKit:
         """The simulated OKAI cloud with ``devices`` scooters and demo-only keys (signing on)."""
-        from bridges.okai.simulator import OkaiSimulator
+        from bridges.okai.simulator import DEMO_SIGN_KEY, DEMO_USER_KEY, OkaiSimulator
 
-        user_key, sign_key = secrets.token_hex(16), secrets.token_hex(16)
+        user_key, sign_key = DEMO_USER_KEY, DEMO_SIGN_KEY
         sim = OkaiSimulator(user_key=user_key, sign_key=sign_key, devices=devices, record_calls=False)
 
         def settings(base_url: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Every failure leaves as :class:`twin.adapter.VendorError`; no httpx exception es
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from typing import Any, TypeVar
@@ -83,10 +84,13 @@ class SegwayClient:
 
     async def start(self) -> None:
         self._token_lock = anyio.Lock()
+        transport = self._transport
+        if transport is None and self.settings.http_transport == "aiohttp":
+            transport = _aiohttp_transport()
         self._http = httpx.AsyncClient(
             base_url=self.settings.api_base_url,
             timeout=self.settings.request_timeout,
-            transport=self._transport,
+            transport=transport,
             headers={"Accept": "application/json"},
         )
 
@@ -268,6 +272,15 @@ class SegwayClient:
 
     async def upload_interval(self, request: UploadIntervalRequest) -> None:
         await self._control(PATHS["upload_interval"], request)
+
+
+def _aiohttp_transport() -> httpx.AsyncBaseTransport:
+    try:
+        module = importlib.import_module("httpx_aiohttp")
+    except ImportError:
+        raise RuntimeError("http_transport = 'aiohttp' needs the httpx-aiohttp package") from None
+    transport: httpx.AsyncBaseTransport = module.AiohttpTransport()
+    return transport
 
 
 def _again(error: VendorError) -> VendorError:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from bridges.tuya.actions import ENDPOINTS, Endpoint
 from bridges.tuya.arguments import WireArguments
 from bridges.tuya.card_sync import CardSync
-from bridges.tuya.cards import CARDS_TYPE, CardOperation, ManagedCards, cards_confirmed, parse_cards
+from bridges.tuya.cards import CARDS_TYPE, CardOperation, ManagedCards, cards_confirmed, mask, parse_cards, redact_cards
 from bridges.tuya.client import TuyaClient
 from bridges.tuya.models import REMOTE_WITHOUT_PASSWORD, DeviceDetail, PasswordTicket, RemoteUnlock
 from bridges.tuya.settings import TuyaSettings
@@ -35,12 +35,14 @@ from twin.adapter import (
     DesiredField,
     DeviceInfo,
     ExecuteResult,
+    PlannedOperation,
     ReportedPatch,
+    SimulatorKit,
     VendorError,
     lock_state,
 )
 
-__all__ = ["BATTERY_LEVELS", "CARDS_FIELD", "JAM_ALARMS", "TuyaAdapter"]
+__all__ = ["BATTERY_LEVELS", "JAM_ALARMS", "TuyaAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ log = logging.getLogger(__name__)
 BATTERY_LEVELS: Mapping[str, float] = {"high": 100.0, "medium": 50.0, "low": 20.0, "poweroff": 0.0}
 #: ``alarm_lock`` values that mean the bolt could not move
 JAM_ALARMS = frozenset({"tongue_bad"})
-CARDS_FIELD = DesiredField(name="cards", type=CARDS_TYPE, capability="cards", confirmed=cards_confirmed)
 
 
 class TuyaAdapter(Adapter):
@@ -149,13 +150,56 @@ class TuyaAdapter(Adapter):
             values["door_open"] = points["closed_opened"] == "open"
         return values
 
+    @classmethod
+    def simulator(cls, *, devices: int) -> SimulatorKit:
+        """The simulated Tuya data center with ``devices`` door locks and its demo-only credentials."""
+        from bridges.tuya.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_PROJECT_ID, TuyaSimulator
+
+        sim = TuyaSimulator(devices=devices)
+        ids = list(sim.fleet.locks)
+
+        def settings(base_url: str) -> dict[str, Any]:
+            return {
+                "base_url": base_url,
+                "client_id": DEFAULT_CLIENT_ID,
+                "client_secret": DEFAULT_CLIENT_SECRET,
+                "project_id": DEFAULT_PROJECT_ID,
+                "devices": ids,
+                "poll_interval": 30.0,
+            }
+
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=ids)
+
     # -- desired state -------------------------------------------------------------------------
 
     def desired_fields(self) -> Mapping[str, DesiredField]:
         fields = {"lock": LOCK_FIELD}
         if self._settings.project_id:
-            fields["cards"] = CARDS_FIELD
+            fields["cards"] = DesiredField(
+                name="cards",
+                type=CARDS_TYPE,
+                capability="cards",
+                confirmed=cards_confirmed,
+                plan=self._plan_cards,
+                redact=redact_cards,
+            )
         return fields
+
+    async def _plan_cards(self, device_id: str, value: Any, ctx: CommandContext) -> list[PlannedOperation]:
+        """Each card issued, changed, frozen or deleted is a command of its own (the engine runs them)."""
+        if self._cards is None:
+            raise VendorError(ErrorCode.UNSUPPORTED, "cards need the cloud project_id in the settings")
+        cards = self._cards
+        issued: dict[str, str] = {}
+
+        def step(op: CardOperation) -> PlannedOperation:
+            async def run(_: CommandContext) -> ExecuteResult:
+                await cards.execute(device_id, op, issued)
+                return ExecuteResult(data=op.describe())
+
+            return PlannedOperation(name=op.kind, label=mask(op.card_id), run=run)
+
+        return [step(op) for op in await cards.plan(device_id, parse_cards(value))]
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
         await self._check_remote_unlock(device_id)
@@ -178,28 +222,6 @@ class TuyaAdapter(Adapter):
                 ErrorCode.UNSUPPORTED, "remote unlock without password is not enabled on this lock", retryable=False
             )
         self._remote_ok.add(device_id)
-
-    async def set_desired(self, device_id: str, name: str, value: Any, ctx: CommandContext) -> ExecuteResult:
-        if name != "cards":
-            return await super().set_desired(device_id, name, value, ctx)
-        if self._cards is None:
-            raise VendorError(ErrorCode.UNSUPPORTED, "cards need the cloud project_id in the settings")
-
-        async def audit(op: CardOperation, error: VendorError | None) -> None:
-            # one event (and journal entry) per card operation, masked, tied to the /set command
-            if self._sink is not None:
-                data: dict[str, Any] = {"command_id": ctx.command_id, "card_operation": op.describe()}
-                data["status"] = "succeeded" if error is None else "failed"
-                if error is not None:
-                    data["error"] = error.info.model_dump(mode="json")
-                await self._sink.event(device_id, EventType.COMMAND, data)
-
-        ops = await self._cards.reconcile(device_id, parse_cards(value), notify=audit)
-        reported = self._cards.view(await self._cards.read(device_id))
-        return ExecuteResult(
-            data={"operations": [op.describe() for op in ops]},
-            reported=ReportedPatch(values={"cards": reported}, observed_at=datetime.now(UTC)),
-        )
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -67,23 +67,23 @@ class CardSync:
     def view(cards: dict[str, ReportedCard]) -> dict[str, Any]:
         return {mask(cid): card_view(c.begin, c.end, c.frozen) for cid, c in sorted(cards.items())}
 
-    async def reconcile(
-        self, device_id: str, desired: dict[str, CardSpec], *, notify: OperationObserver | None = None
-    ) -> list[CardOperation]:
-        """Plan against what the cloud reports now and execute the plan, one call per operation.
-
-        ``notify`` hears every operation's outcome (``None`` or the error) as it happens.
-        """
+    async def plan(self, device_id: str, desired: dict[str, CardSpec]) -> list[CardOperation]:
+        """The operations that make the lock match ``desired``, planned against what the cloud reports now."""
         reported = await self.read(device_id)
         managed = self._store.cards(device_id)
         for card_id in managed.keys() - reported.keys() - desired.keys():
             self._store.remove(device_id, card_id)  # gone from the lock and no longer wanted
-        ops = plan_cards(desired, reported, set(managed))
+        return plan_cards(desired, reported, set(managed))
+
+    async def reconcile(
+        self, device_id: str, desired: dict[str, CardSpec], *, notify: OperationObserver | None = None
+    ) -> list[CardOperation]:
+        """Plan and execute in one go, one call per operation (``notify`` hears each outcome)."""
+        ops = await self.plan(device_id, desired)
         issued: dict[str, str] = {}
         for op in ops:
-            log.info("tuya card %s on %s: %s", mask(op.card_id), device_id, op.kind)
             try:
-                await self._execute(device_id, op, issued)
+                await self.execute(device_id, op, issued)
             except VendorError as exc:
                 if notify is not None:
                     await notify(op, exc)
@@ -92,7 +92,9 @@ class CardSync:
                 await notify(op, None)
         return ops
 
-    async def _execute(self, device_id: str, op: CardOperation, issued: dict[str, str]) -> None:
+    async def execute(self, device_id: str, op: CardOperation, issued: dict[str, str]) -> None:
+        """One planned operation; ``issued`` carries lock card ids from issue steps to later steps."""
+        log.info("tuya card %s on %s: %s", mask(op.card_id), device_id, op.kind)
         if op.kind == "issue":
             result = await self._operate("POST", self._base(device_id), {"card_id": op.card_id})
             if not result.lock_card_id:

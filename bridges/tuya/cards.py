@@ -31,6 +31,7 @@ __all__ = [
     "mask",
     "parse_cards",
     "plan_cards",
+    "redact_cards",
 ]
 
 CARD_ID_PATTERN = r"^[A-Za-z0-9_-]{4,64}$"
@@ -149,6 +150,11 @@ def card_view(begin: int | None, end: int | None, frozen: bool | None) -> dict[s
         "end": None if end is None else from_ms(end),
         "frozen": frozen,
     }
+
+
+def redact_cards(value: Any) -> dict[str, Any]:
+    """Desired cards as they may be published and journaled: masked ids, validity windows."""
+    return {mask(cid): card_view(*spec.window, spec.frozen) for cid, spec in parse_cards(value).items()}
 
 
 def cards_confirmed(value: Any, reported: Mapping[str, Any]) -> bool:

@@ -23,9 +23,22 @@ from bridges.okai.simulator.app import Call, CloudConfig, TimestampCheck, build_
 from bridges.okai.simulator.fleet import Fleet, Scooter
 from twin.asgi import serve_asgi
 
-__all__ = ["DEFAULT_BASE_PATH", "Call", "Fleet", "OkaiSimulator", "Scooter", "imei_for", "serve_simulator"]
+__all__ = [
+    "DEFAULT_BASE_PATH",
+    "DEMO_SIGN_KEY",
+    "DEMO_USER_KEY",
+    "Call",
+    "Fleet",
+    "OkaiSimulator",
+    "Scooter",
+    "imei_for",
+    "serve_simulator",
+]
 
 DEFAULT_BASE_PATH = "/shareos-device"
+#: the demo's and compose's simulator credentials: public, fixed so a bridge in another process can use them
+DEMO_USER_KEY = "okai-demo-user-key"
+DEMO_SIGN_KEY = "okai-demo-sign-key-not-a-secret"
 DEFAULT_BOLT_SECONDS = 0.3
 DEFAULT_DELIVERY_SECONDS = 0.05
 DEFAULT_MAX_SKEW = 300.0

@@ -176,3 +176,18 @@ async def test_token_old_token_used_while_refresh_in_flight() -> None:
             sim.token_gate.set()
     assert len(sim.calls_to(PATHS["token"])) == 2
     assert len(sim.calls_to(PATHS["status"])) == 2 + len(DEVICES)
+
+
+@pytest.mark.anyio
+async def test_aiohttp_transport_option(served: ServedApp, sim: SegwaySimulator) -> None:
+    settings = make_settings(served.url, http_transport="aiohttp")
+    try:
+        import httpx_aiohttp  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="httpx-aiohttp"):
+            await SegwayClient(settings=settings).start()
+        return
+    async with SegwayClient(settings=settings) as client:
+        assert (await client.status(BIKE)).iot_code == BIKE
+        await client.lock(BIKE)
+    assert len(sim.calls_to(PATHS["lock"])) == 1

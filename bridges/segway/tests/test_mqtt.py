@@ -19,6 +19,8 @@ from bridges.segway import SegwayAdapter
 from bridges.segway.client import PATHS
 from bridges.segway.simulator import SegwaySimulator
 from contracts.errors import ErrorCode
+from twin.asgi import serve_asgi
+from twin.config import load_vendor_settings
 from twin.testing import BridgeHarness
 
 from .conftest import CLIENT_ID, DEVICES, SECRET, make_settings
@@ -350,3 +352,16 @@ async def test_mqtt_read_actions_update_state(mqtt_broker: str, tmp_path: Path) 
         assert final["data"]["latitude"] == 48.8584
         state = await h.wait_retained(BIKE, "state", lambda s: s.get("latitude") == 48.8584)
         assert state["longitude"] == 2.2945
+
+
+async def test_mqtt_demo_kit_without_push(mqtt_broker: str, tmp_path: Path) -> None:
+    kit = SegwayAdapter.simulator(devices=2)
+    async with serve_asgi(kit.app) as served:
+        settings = load_vendor_settings(SegwayAdapter.settings_model, kit.settings(served.url))
+        adapter = SegwayAdapter(settings=settings)
+        async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path) as h:
+            device = kit.device_ids[0]
+            final = await h.set(device, {"lock": "UNLOCKED"})
+            assert final["status"] == "succeeded"
+            twin = await h.wait_retained(device, "twin", lambda t: t["reported"].get("lock") == "UNLOCKED")
+            assert twin["metadata"]["lock"]["source"] in ("confirm", "poll")

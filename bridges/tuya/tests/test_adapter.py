@@ -12,10 +12,21 @@ from bridges.tuya.adapter import TuyaAdapter
 from bridges.tuya.simulator import TuyaSimulator, serve_simulator
 from contracts.errors import ErrorCode
 from contracts.messages import EventType, LockState
-from twin.adapter import VendorError
+from twin.adapter import PlannedOperation, VendorError
 from twin.asgi import ServedApp
 
 from .conftest import Sink, context, tuya_settings
+
+
+async def reconcile_cards(adapter: TuyaAdapter, device: str, value: dict[str, object]) -> list[PlannedOperation]:
+    """What the engine does with a cards /set: ask for the plan, run each operation."""
+    plan = adapter.desired_fields()["cards"].plan
+    assert plan is not None
+    ops = list(await plan(device, value, context(device, "cards")))
+    for op in ops:
+        await op.run(context(device, "cards"))
+    return ops
+
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 
@@ -142,9 +153,8 @@ async def test_set_desired_cards_full_reconciliation(sim: TuyaSimulator, adapter
 
     async def set_cards(cards: dict[str, object]) -> dict[str, object]:
         value = {cid: spec for cid, spec in cards.items()}
-        result = await adapter.set_desired(device, "cards", value, context(device, "cards"))
-        assert result.reported is not None
-        reported = result.reported.values["cards"]
+        await reconcile_cards(adapter, device, value)
+        reported = (await adapter.read_status(device)).values["cards"]
         assert adapter.desired_fields()["cards"].confirmed(value, {"cards": reported})
         return reported  # type: ignore[no-any-return]
 
@@ -171,10 +181,9 @@ async def test_set_desired_cards_full_reconciliation(sim: TuyaSimulator, adapter
 @pytest.mark.anyio
 async def test_set_desired_cards_idempotent_second_run_calls_nothing(sim: TuyaSimulator, adapter: TuyaAdapter) -> None:
     device = sim.device_ids[0]
-    await adapter.set_desired(device, "cards", {"CARD-1111": window(30)}, context(device, "cards"))
+    await reconcile_cards(adapter, device, {"CARD-1111": window(30)})
     before = len(sim.calls)
-    result = await adapter.set_desired(device, "cards", {"CARD-1111": window(30)}, context(device, "cards"))
-    assert result.data == {"operations": []}
+    assert await reconcile_cards(adapter, device, {"CARD-1111": window(30)}) == []
     assert all(c.method == "GET" for c in sim.calls[before:])
 
 
@@ -185,13 +194,13 @@ async def test_set_desired_cards_managed_ids_survive_restart(
     device = sim.device_ids[0]
     first = TuyaAdapter(settings=tuya_settings(sim, served))
     await first.start(Sink(tmp_path))
-    await first.set_desired(device, "cards", {"CARD-1111": window(30)}, context(device, "cards"))
+    await reconcile_cards(first, device, {"CARD-1111": window(30)})
     await first.stop()
     second = TuyaAdapter(settings=tuya_settings(sim, served))
     await second.start(Sink(tmp_path))
     try:
         assert set((await second.read_status(device)).values["cards"]) == {"****1111"}
-        await second.set_desired(device, "cards", {}, context(device, "cards"))
+        await reconcile_cards(second, device, {})
     finally:
         await second.stop()
     assert sim.fleet[device].cards == {}
@@ -203,7 +212,7 @@ async def test_set_desired_cards_offline_is_retryable(sim: TuyaSimulator, adapte
     device = sim.device_ids[0]
     sim.fleet[device].force_offline()
     with pytest.raises(VendorError) as caught:
-        await adapter.set_desired(device, "cards", {"CARD-1111": window(30)}, context(device, "cards"))
+        await reconcile_cards(adapter, device, {"CARD-1111": window(30)})
     assert caught.value.info.code == ErrorCode.DEVICE_OFFLINE
     assert caught.value.info.retryable
 
@@ -217,7 +226,7 @@ async def test_set_desired_cards_project_not_authorized(tmp_path: Path) -> None:
         try:
             device = sim.device_ids[0]
             with pytest.raises(VendorError) as caught:
-                await adapter.set_desired(device, "cards", {"CARD-1111": window(30)}, context(device, "cards"))
+                await reconcile_cards(adapter, device, {"CARD-1111": window(30)})
         finally:
             await adapter.stop()
     assert caught.value.info.code == ErrorCode.PERMISSION_DENIED
@@ -247,7 +256,7 @@ async def test_logs_never_show_card_ids_or_secrets(
 ) -> None:
     caplog.set_level("DEBUG")
     device = sim.device_ids[0]
-    await adapter.set_desired(device, "cards", {"CARD-SECRET-9876": window(30)}, context(device, "cards"))
+    await reconcile_cards(adapter, device, {"CARD-SECRET-9876": window(30)})
     sim.tokens.expire_all()
     await adapter.read_status(device)
     text = caplog.text
@@ -263,22 +272,22 @@ async def test_logs_never_show_card_ids_or_secrets(
 
 
 @pytest.mark.anyio
-async def test_set_desired_cards_each_operation_audited(sim: TuyaSimulator, adapter: TuyaAdapter, sink: Sink) -> None:
+async def test_cards_plan_has_one_masked_operation_per_vendor_call(sim: TuyaSimulator, adapter: TuyaAdapter) -> None:
     device = sim.device_ids[0]
-    await adapter.set_desired(device, "cards", {"CARD-1111": window(30, frozen=True)}, context(device, "cards"))
-    events = [data for _, _, data in sink.events]
-    assert [e["card_operation"]["op"] for e in events] == ["issue", "modify", "freeze"]
-    assert all(e["status"] == "succeeded" and e["command_id"] == "c1" for e in events)
-    assert all(e["card_operation"]["card"] == "****1111" for e in events)
+    ops = await reconcile_cards(adapter, device, {"CARD-1111": window(30, frozen=True)})
+    assert [(op.name, op.label) for op in ops] == [
+        ("issue", "****1111"),
+        ("modify", "****1111"),
+        ("freeze", "****1111"),
+    ]
     sim.fleet[device].inject(2001, path_contains="/v1.0/osaas/")  # the operation, not the query
-    with pytest.raises(VendorError):
-        await adapter.set_desired(device, "cards", {}, context(device, "cards"))
-    failed = sink.events[-1][2]
-    assert (failed["status"], failed["card_operation"]["op"], failed["error"]["code"]) == (
-        "failed",
-        "delete",
-        "DEVICE_OFFLINE",
-    )
+    plan = adapter.desired_fields()["cards"].plan
+    assert plan is not None
+    [delete] = await plan(device, {}, context(device, "cards"))
+    assert (delete.name, delete.label) == ("delete", "****1111")
+    with pytest.raises(VendorError) as caught:
+        await delete.run(context(device, "cards"))
+    assert caught.value.info.code == ErrorCode.DEVICE_OFFLINE
 
 
 @pytest.mark.parametrize(

@@ -145,12 +145,19 @@ async def test_mqtt_card_reconciliation(mqtt_broker: str, tmp_path: Path) -> Non
         emptied = await h.set(device, {"cards": {}})
         assert emptied["status"] == "succeeded", emptied
         await h.wait_retained(device, "state", lambda s: s.get("cards") == {})
-        state_payloads = [p for t, p, _, _ in h.messages if t == h.topic(device, "state")]
-        audit = [e["data"] for e in h.events(device, "command") if "card_operation" in e["data"]]
-    assert [a["card_operation"]["op"] for a in audit].count("issue") == 2
-    assert {a["command_id"] for a in audit} >= {added["command_id"], removed["command_id"]}
+        # everything locktwin published (all but the test's own /set messages): masked ids only
+        published = [p for t, p, _, _ in h.messages if not t.endswith("/set")]
+        # each card operation is a command of its own, under its /set
+        audit = [
+            e["data"]
+            for e in h.events(device, "command")
+            if e["data"]["name"].startswith("cards.") and e["data"]["to"] == "succeeded"
+        ]
+    assert [a["name"] for a in audit].count("cards.issue") == 2
+    assert {a["parent"] for a in audit} >= {added["command_id"], removed["command_id"]}
+    assert all(a["target"].startswith("****") for a in audit)
     assert list(lock.cards.values()) == [foreign]  # issued elsewhere: never deleted
-    assert all(b"CARD-A" not in p and b"CARD-B" not in p and b"FOREIGN" not in p for p in state_payloads)
+    assert all(b"CARD-A" not in p and b"CARD-B" not in p and b"FOREIGN" not in p for p in published)
     managed = json.loads((tmp_path / "tuya" / "cards.json").read_text())
     assert managed == {device: {}}
 
