@@ -36,7 +36,7 @@ class Peer:
     def __init__(self, url: str, base: str) -> None:
         host, port = url.removeprefix("mqtt://").split(":")
         self.base = base
-        self.reply_topic = f"{base}/replies/{uuid.uuid4().hex[:8]}"
+        self.reply_topic = f"{base}-replies/{uuid.uuid4().hex[:8]}"
         self.answers: dict[bytes, dict[str, Any]] = {}
         self.cond = threading.Condition()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -61,4 +62,7 @@ async def serve_asgi(
             yield ServedApp(host=host, port=bound_port)
         finally:
             server.should_exit = True
+    # uvicorn closed the listening socket on its way out; give queued accept callbacks a turn to see
+    # that before the descriptor goes (closing it under them raised EBADF now and then).
+    await anyio.lowlevel.checkpoint()
     sock.close()

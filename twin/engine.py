@@ -411,6 +411,8 @@ class TwinEngine:
             await anyio.sleep(min(delay, max(0.0, cmd.expires_at - time.time())))
             return
         if cmd.kind == "action":
+            if result.reported is not None:  # a read action refreshes the twin too
+                await self.report(cmd.device, result.reported, source="action")
             cmd.result = None if cmd.sensitive else result.data
             await self._finish(cmd, CommandStatus.SUCCEEDED, None, data=result.data)
             return

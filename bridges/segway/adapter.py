@@ -8,7 +8,6 @@ is only ever an action's answer (sensitive): it never enters a reported patch.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -87,9 +86,9 @@ class SegwayAdapter(Adapter):
     @classmethod
     def simulator(cls, *, devices: int) -> SimulatorKit:
         """The simulated Segway cloud with ``devices`` vehicles and demo-only credentials."""
-        from bridges.segway.simulator import SegwaySimulator
+        from bridges.segway.simulator import DEMO_CLIENT_SECRET, SegwaySimulator
 
-        secret = secrets.token_hex(16)
+        secret = DEMO_CLIENT_SECRET
         sim = SegwaySimulator(client_secret=secret, devices=devices)
 
         def settings(base_url: str) -> dict[str, Any]:

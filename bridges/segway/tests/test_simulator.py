@@ -29,6 +29,7 @@ def test_public_surface_pinned() -> None:
     assert sorted(bridges.segway.__all__) == ["SegwayAdapter", "SegwayClient", "SegwaySettings", "create_push_app"]
     assert sorted(bridges.segway.simulator.__all__) == [
         "Call",
+        "DEMO_CLIENT_SECRET",
         "Fleet",
         "PushRecord",
         "SegwaySimulator",
