@@ -17,6 +17,7 @@ import anyio
 
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.metrics import TOKEN_REFRESHES
 
 from .client import SmartcarClient
 from .tokens import TokenStore
@@ -60,6 +61,7 @@ class TokenManager:
             try:
                 tokens = await self._client.refresh(account.refresh_token)
             except VendorError as exc:
+                TOKEN_REFRESHES.labels(vendor="smartcar", outcome="failed").inc()
                 if exc.info.code is ErrorCode.AUTH_FAILED:
                     await self.refuse(user_id)
                     raise VendorError(
@@ -72,6 +74,7 @@ class TokenManager:
             # durable before use: the old refresh token is about to stop working
             saved = self._store.save_tokens(user_id, tokens)
             self.refreshes += 1
+            TOKEN_REFRESHES.labels(vendor="smartcar", outcome="ok").inc()
             log.info("smartcar: refreshed the access token of user %s", user_id)
             return saved.access_token
 

@@ -32,6 +32,7 @@ from bridges.tuya.models import Envelope, TokenResult
 from bridges.tuya.signing import sign
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.metrics import TOKEN_REFRESHES
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TOKEN_REFRESH_MARGIN", "TuyaClient"]
 
@@ -167,8 +168,10 @@ class TuyaClient:
                 try:
                     self._token = await self._fetch_token(f"{TOKEN_PATH}/{current.refresh_token}", None)
                     self.refreshes += 1
+                    TOKEN_REFRESHES.labels(vendor="tuya", outcome="ok").inc()
                     return self._token
                 except VendorError as exc:
+                    TOKEN_REFRESHES.labels(vendor="tuya", outcome="failed").inc()
                     log.info("tuya token refresh refused (%s); new grant", exc.info.vendor_code)
             self._token = None
             self._token = await self._fetch_token(TOKEN_PATH, {"grant_type": 1})
