@@ -60,6 +60,8 @@ class Call:
     auth_in: Literal["params", "headers"]
     at: float
     code: int | None
+    #: when the request arrived (``at`` is when it was answered, after any injected latency)
+    received_at: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +87,7 @@ def envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
 
 def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path: str) -> Starlette:
     async def handle(request: Request) -> Response:
+        received_at = time.time()
         path = "/" + request.url.path.removeprefix(base_path).lstrip("/")
         params, auth_in = await _params(request)
         fault = fleet.take_http_fault()
@@ -113,7 +116,15 @@ def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path
         finally:
             if config.record_calls:
                 calls.append(
-                    Call(method=request.method, path=path, params=params, auth_in=auth_in, at=time.time(), code=code)
+                    Call(
+                        method=request.method,
+                        path=path,
+                        params=params,
+                        auth_in=auth_in,
+                        at=time.time(),
+                        code=code,
+                        received_at=received_at,
+                    )
                 )
 
     routes = [
