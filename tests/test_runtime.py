@@ -129,3 +129,8 @@ def test_expiry_is_bounded_by_the_vendor(tmp_path: Path) -> None:
     now = time.time()
     assert expiry(expires_in=10_000, issued_at=None, default=30, maximum=300, now=now) == now + 300
     assert expiry(expires_in=None, issued_at=None, default=30, maximum=300, now=now) == now + 30
+
+
+def test_mqtt_url_with_credentials_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not carry credentials"):
+        load_settings(None, mqtt={"url": "mqtt://bridge:hunter2@broker:1883"})

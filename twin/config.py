@@ -59,6 +59,9 @@ class MqttSettings(BaseModel):
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
             raise ValueError("mqtt.url must look like mqtt://host:1883")
+        if parts.username or parts.password:
+            # a URL gets logged; credentials go to mqtt.username and LOCKTWIN_MQTT__PASSWORD(_FILE)
+            raise ValueError("mqtt.url must not carry credentials: use mqtt.username and the password settings")
         return url
 
     @property
