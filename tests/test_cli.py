@@ -92,3 +92,25 @@ def test_metrics_count_commands_and_vendor_calls(bridge: BridgeProcess) -> None:
     assert 'locktwin_commands_total{action="lock",status="succeeded",vendor="fake"}' in text
     assert 'locktwin_vendor_call_seconds_count{operation="lock",outcome="ok",vendor="fake"}' in text
     assert "locktwin_commands_in_flight" in text
+
+
+def test_configuration_errors_never_echo_secrets(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "LOCKTWIN_OKAI_USER_KEY": "very-secret-user-key",
+        "LOCKTWIN_OKAI_DEVICES": '["863795050000001"]',
+        "LOCKTWIN_OKAI_POLL_INTERVAL": "often",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "twin.cli", "run", "okai"],
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "configuration" in done.stderr and "poll_interval" in done.stderr
+    assert "very-secret-user-key" not in done.stderr + done.stdout

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+from pydantic import ValidationError
 
 from twin.adapter import Adapter
 from twin.config import LocktwinSettings, load_settings, load_vendor_settings
@@ -228,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result: int = args.func(args)
+    except ValidationError as exc:
+        # pydantic's own message repeats the input, which may hold a secret: names and reasons only
+        for err in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in err["loc"]) or exc.title
+            print(f"locktwin: configuration: {exc.title} {where}: {err['msg']}", file=sys.stderr)
+        return 2
     except (LookupError, TypeError, ValueError) as exc:
         print(f"locktwin: {exc}", file=sys.stderr)
         return 2
