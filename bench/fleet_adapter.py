@@ -15,7 +15,7 @@ class FleetSettings(BaseModel):
     devices: int = 100_000
 
 
-class FleetAdapter(Adapter):
+class FleetAdapter(Adapter[FleetSettings]):
     vendor: ClassVar[str] = "fleet"
     settings_model = FleetSettings
 

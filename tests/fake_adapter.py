@@ -64,7 +64,7 @@ class NoArgs(BaseModel):
     pass
 
 
-class FakeAdapter(Adapter):
+class FakeAdapter(Adapter[FakeSettings]):
     vendor: ClassVar[str] = "fake"
     settings_model = FakeSettings
     default_expiry = 5.0
@@ -75,7 +75,7 @@ class FakeAdapter(Adapter):
 
     def __init__(self, *, settings: FakeSettings | None = None) -> None:
         super().__init__(settings=settings or FakeSettings())
-        self.locks: dict[str, FakeLock] = {d: FakeLock() for d in self.settings.devices}  # type: ignore[attr-defined]
+        self.locks: dict[str, FakeLock] = {d: FakeLock() for d in self.settings.devices}
         self.sink: BridgeSink | None = None
         self.calls: list[tuple[str, str]] = []
         self.codes: dict[str, dict[str, str]] = {}

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -229,8 +229,11 @@ class BridgeSink(Protocol):
     async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None: ...
 
 
-class Adapter(ABC):
-    """Base class of a vendor adapter. Constructors assign; ``start`` does I/O."""
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+class Adapter(ABC, Generic[SettingsT]):
+    """Base class of a vendor adapter, typed by its settings model. Constructors assign; ``start`` does I/O."""
 
     vendor: ClassVar[str]
     #: the adapter's configuration model (the ``[vendors.<name>]`` table plus LOCKTWIN_<NAME>_* env)
@@ -244,17 +247,17 @@ class Adapter(ABC):
     #: reported keys that must never reach a retained topic or the store
     secret_fields: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, *, settings: BaseModel) -> None:
-        self.settings = settings
+    def __init__(self, *, settings: SettingsT) -> None:
+        self.settings: SettingsT = settings
 
-    async def start(self, sink: BridgeSink) -> None:  # noqa: B027 - optional hook
+    async def start(self, sink: BridgeSink) -> None:
         """Open connections, start push intake. Called once before any other call.
 
         ``start`` and ``stop`` are called from the same task, so a context entered here (an
         ``AsyncExitStack`` holding ``serve_asgi(...)``) may be closed in ``stop``.
         """
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
+    async def stop(self) -> None:
         """Close what ``start`` opened."""
 
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 from pydantic import ValidationError
@@ -28,7 +29,7 @@ __all__ = ["main"]
 log = logging.getLogger("locktwin")
 
 
-def resolve_adapter(name: str) -> type[Adapter]:
+def resolve_adapter(name: str) -> type[Adapter[Any]]:
     """A registered vendor name, or ``package.module:Class`` for an adapter of your own."""
     if ":" not in name:
         return load_adapter_class(name)
@@ -39,7 +40,9 @@ def resolve_adapter(name: str) -> type[Adapter]:
     return cls
 
 
-def build_runtime(settings: LocktwinSettings, adapter_cls: type[Adapter], shard: Shard | None = None) -> BridgeRuntime:
+def build_runtime(
+    settings: LocktwinSettings, adapter_cls: type[Adapter[Any]], shard: Shard | None = None
+) -> BridgeRuntime:
     table = settings.vendors.get(adapter_cls.vendor, {})
     adapter = adapter_cls(settings=load_vendor_settings(adapter_cls.settings_model, table))
     return BridgeRuntime(

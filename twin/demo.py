@@ -77,7 +77,7 @@ async def _start_broker(stack: AsyncExitStack, data_dir: Path, port: int, kind: 
 
 
 async def _start_vendor(
-    stack: AsyncExitStack, cls: type[Adapter], devices: int, mqtt: MqttSettings, data_dir: Path
+    stack: AsyncExitStack, cls: type[Adapter[Any]], devices: int, mqtt: MqttSettings, data_dir: Path
 ) -> tuple[BridgeRuntime, list[str]] | None:
     kit = cls.simulator(devices=devices)
     if kit is None:

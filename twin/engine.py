@@ -67,7 +67,7 @@ class TwinEngine:
     def __init__(
         self,
         *,
-        adapter: Adapter,
+        adapter: Adapter[Any],
         store: Store,
         topics: Topics,
         options: EngineOptions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from twin.adapter import Adapter
 
@@ -17,7 +18,7 @@ ADAPTERS: dict[str, str] = {
 }
 
 
-def load_adapter_class(vendor: str) -> type[Adapter]:
+def load_adapter_class(vendor: str) -> type[Adapter[Any]]:
     try:
         target = ADAPTERS[vendor]
     except KeyError:

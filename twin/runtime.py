@@ -88,7 +88,7 @@ class BridgeRuntime:
     def __init__(
         self,
         *,
-        adapter: Adapter,
+        adapter: Adapter[Any],
         mqtt: MqttSettings,
         data_dir: Path,
         base_topic: str = "locktwin",

@@ -64,7 +64,7 @@ class BridgeHarness:
     def __init__(
         self,
         *,
-        adapter: Adapter,
+        adapter: Adapter[Any],
         broker_url: str,
         data_dir: Path,
         options: BridgeOptions | None = None,

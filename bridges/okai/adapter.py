@@ -52,19 +52,17 @@ class NoArguments(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class OkaiAdapter(Adapter):
+class OkaiAdapter(Adapter[OkaiSettings]):
     vendor: ClassVar[str] = "okai"
     settings_model: ClassVar[type[BaseModel]] = OkaiSettings
 
-    def __init__(self, *, settings: BaseModel) -> None:
+    def __init__(self, *, settings: OkaiSettings) -> None:
         super().__init__(settings=settings)
         self._client: OkaiClient | None = None
         self._sink: BridgeSink | None = None
 
     @property
     def _settings(self) -> OkaiSettings:
-        if not isinstance(self.settings, OkaiSettings):
-            raise TypeError("OkaiAdapter needs OkaiSettings")
         return self.settings
 
     @property

@@ -38,6 +38,7 @@ from bridges.okai.settings import OkaiSettings
 from bridges.okai.signing import sign
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.http import make_async_client
 
 __all__ = ["OkaiClient", "RedactQuery"]
 
@@ -91,7 +92,7 @@ class OkaiClient:
     async def open(self) -> None:
         if self._settings.auth_in == "params":
             logging.getLogger("httpx").addFilter(_REDACT)  # idempotent: a filter is added once
-        self._http = httpx.AsyncClient(
+        self._http = make_async_client(
             base_url=self._settings.base_url.rstrip("/"),
             timeout=self._settings.timeout,
             transport=self._transport,

@@ -55,14 +55,14 @@ CAPABILITIES = frozenset({"lock", "location", "battery", "find", "settings", "bl
 FIND_CONTROL_TYPE = 2
 
 
-class SegwayAdapter(Adapter):
+class SegwayAdapter(Adapter[SegwaySettings]):
     vendor = "segway"
     settings_model = SegwaySettings
     default_expiry = 30.0
     max_expiry = 300.0
     secret_fields = frozenset({"bluetooth_key", "key"})
 
-    def __init__(self, *, settings: BaseModel) -> None:
+    def __init__(self, *, settings: SegwaySettings) -> None:
         super().__init__(settings=settings)
         self._client: SegwayClient | None = None
         self._stack: AsyncExitStack | None = None
@@ -73,8 +73,6 @@ class SegwayAdapter(Adapter):
 
     @property
     def config(self) -> SegwaySettings:
-        if not isinstance(self.settings, SegwaySettings):
-            raise TypeError("SegwayAdapter needs SegwaySettings")
         return self.settings
 
     @property

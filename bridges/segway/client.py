@@ -10,7 +10,6 @@ Every failure leaves as :class:`twin.adapter.VendorError`; no httpx exception es
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from typing import Any, TypeVar
@@ -39,6 +38,7 @@ from bridges.segway.models import (
 from bridges.segway.settings import SegwaySettings
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.http import make_async_client
 from twin.metrics import TOKEN_REFRESHES
 
 __all__ = ["PATHS", "SegwayClient"]
@@ -84,13 +84,11 @@ class SegwayClient:
 
     async def start(self) -> None:
         self._token_lock = anyio.Lock()
-        transport = self._transport
-        if transport is None and self.settings.http_transport == "aiohttp":
-            transport = _aiohttp_transport()
-        self._http = httpx.AsyncClient(
+        self._http = make_async_client(
+            backend=self.settings.http_transport,
             base_url=self.settings.api_base_url,
             timeout=self.settings.request_timeout,
-            transport=transport,
+            transport=self._transport,
             headers={"Accept": "application/json"},
         )
 
@@ -272,15 +270,6 @@ class SegwayClient:
 
     async def upload_interval(self, request: UploadIntervalRequest) -> None:
         await self._control(PATHS["upload_interval"], request)
-
-
-def _aiohttp_transport() -> httpx.AsyncBaseTransport:
-    try:
-        module = importlib.import_module("httpx_aiohttp")
-    except ImportError:
-        raise RuntimeError("http_transport = 'aiohttp' needs the httpx-aiohttp package") from None
-    transport: httpx.AsyncBaseTransport = module.AiohttpTransport()
-    return transport
 
 
 def _again(error: VendorError) -> VendorError:

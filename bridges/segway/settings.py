@@ -56,9 +56,9 @@ class SegwaySettings(BaseSettings):
     devices: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] = Field(default_factory=list)
     poll_interval: float | None = Field(default=DEFAULT_POLL_INTERVAL, gt=0)
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT, gt=0)
-    #: ``aiohttp``: httpx's API over the ``httpx-aiohttp`` transport (~5x the requests/s here; the
-    #: package must be installed)
-    http_transport: Literal["httpx", "aiohttp"] = "httpx"
+    #: ``aiohttp`` (the default of every vendor client, ``twin/http.py``): httpx's API over the
+    #: ``httpx-aiohttp`` transport (~5x the requests/s here); ``httpx``: httpx's own transport
+    http_transport: Literal["httpx", "aiohttp"] = "aiohttp"
     token_refresh_ahead: float = Field(default=DEFAULT_TOKEN_REFRESH_AHEAD, ge=0)
     #: read the position with every status poll (pushes bring it too when push is on)
     poll_location: bool = True

@@ -73,20 +73,16 @@ class _Vehicle:
 Reader = Callable[[str, str], Awaitable[tuple[dict[str, Any], Answer[Any]]]]
 
 
-class SmartcarAdapter(Adapter):
+class SmartcarAdapter(Adapter[SmartcarSettings]):
     vendor: ClassVar[str] = "smartcar"
     settings_model: ClassVar[type[BaseModel]] = SmartcarSettings
     default_expiry: ClassVar[float] = 60.0
     max_expiry: ClassVar[float] = 600.0
     max_in_flight: ClassVar[int] = 8
 
-    def __init__(self, *, settings: BaseModel) -> None:
+    def __init__(self, *, settings: SmartcarSettings) -> None:
         super().__init__(settings=settings)
-        self._settings = (
-            settings
-            if isinstance(settings, SmartcarSettings)
-            else SmartcarSettings.model_validate(settings.model_dump())
-        )
+        self._settings = settings
         self._sink: BridgeSink | None = None
         self._store: TokenStore | None = None
         self._client: SmartcarClient | None = None

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.http import make_async_client
 
 from .models import ErrorBody, OAuthError, TokenResponse
 from .settings import SmartcarSettings
@@ -156,7 +157,7 @@ class SmartcarClient:
         self._blocked_until: dict[str, float] = {}
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(
+        self._http = make_async_client(
             timeout=self._settings.request_timeout,
             headers={"User-Agent": "locktwin-smartcar/0.1"},
         )

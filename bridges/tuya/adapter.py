@@ -52,14 +52,12 @@ BATTERY_LEVELS: Mapping[str, float] = {"high": 100.0, "medium": 50.0, "low": 20.
 JAM_ALARMS = frozenset({"tongue_bad"})
 
 
-class TuyaAdapter(Adapter):
+class TuyaAdapter(Adapter[TuyaSettings]):
     vendor: ClassVar[str] = "tuya"
     settings_model: ClassVar[type[BaseModel]] = TuyaSettings
     confirm_interval: ClassVar[float] = 0.5
 
-    def __init__(self, *, settings: BaseModel) -> None:
-        if not isinstance(settings, TuyaSettings):
-            raise TypeError(f"TuyaAdapter needs TuyaSettings, not {type(settings).__name__}")
+    def __init__(self, *, settings: TuyaSettings) -> None:
         super().__init__(settings=settings)
         self._settings = settings
         self._client: TuyaClient | None = None

@@ -32,6 +32,7 @@ from bridges.tuya.models import Envelope, TokenResult
 from bridges.tuya.signing import sign
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
+from twin.http import make_async_client
 from twin.metrics import TOKEN_REFRESHES
 
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TOKEN_REFRESH_MARGIN", "TuyaClient"]
@@ -102,7 +103,7 @@ class TuyaClient:
         httpx_log = logging.getLogger("httpx")
         if _REDACT not in httpx_log.filters:
             httpx_log.addFilter(_REDACT)
-        self._http = httpx.AsyncClient(base_url=self._base_url, timeout=self._timeout)
+        self._http = make_async_client(base_url=self._base_url, timeout=self._timeout)
         self._token_lock = anyio.Lock()
         return self
 
