@@ -55,7 +55,8 @@ class Report:
 
     def value(self, label: str, measured: float, unit: str = "") -> None:
         self.figures[label] = {"measured": measured, "unit": unit}
-        self.rows.append((label, f"{measured:.4g}{unit}", "", ""))
+        shown = f"{measured:,}" if isinstance(measured, int) else f"{measured:.4g}"
+        self.rows.append((label, f"{shown}{unit}", "", ""))
 
     def write(self) -> Path:
         RESULTS.mkdir(exist_ok=True)

@@ -1,34 +1,71 @@
-"""Fleet size: republishing every retained topic at start, memory and store size per device.
+"""Fleet size: republishing every retained topic at start, memory and store size per device and per
+command, and a new subscriber to the whole tree under the shipped broker configuration.
 
     python -m bench.fleet --devices 100000
 
 Floor: the same retained messages (captured from the bridge) published by a bare aiomqtt client with
 the same number of publishes in flight, to the same broker, in the same run.
+
+Shipped configuration: mosquitto started with exactly ``mosquitto/mosquitto.conf`` (only the
+listener, the paths and the log destination rewritten, as ``tests/test_broker_acl.py`` does), the
+shipped ``acl`` and a password file made by ``mosquitto/make-passwords``; the bridge connects as
+``bridge`` on base topic ``locktwin``, then a new ``dashboard`` client subscribes to ``locktwin/#``
+and counts the retained ``state`` topics it receives.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import shutil
+import socket
 import sqlite3
+import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import anyio
 
+from bench.command import commander
 from bench.common import Report, private_broker, rss_bytes
 from bench.fleet_adapter import FleetAdapter, FleetSettings
+from twin.broker import free_port
 from twin.config import MqttSettings
 from twin.homeassistant import HomeAssistantSettings
 from twin.runtime import PUBLISH_WORKERS, BridgeRuntime
 
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "mosquitto"
+PASSWORDS = {
+    "bridge": "bench-bridge",
+    "operator": "bench-operator",
+    "homeassistant": "bench-ha",
+    "dashboard": "bench-dash",
+}
+
+
+class FastConfirmFleet(FleetAdapter):
+    """The fleet adapter with a tiny first confirmation delay (its devices report LOCKED at once)."""
+
+    confirm_interval = 0.001
+
 
 async def _collect(
-    url_port: int, pattern: str, expected: int, sink: list[tuple[str, bytes]], done: anyio.Event
+    url_port: int,
+    pattern: str,
+    expected: int,
+    sink: list[tuple[str, bytes]],
+    done: anyio.Event,
+    **auth: Any,
 ) -> None:
-    async with aiomqtt.Client("127.0.0.1", url_port, max_queued_incoming_messages=0) as client:
+    async with aiomqtt.Client("127.0.0.1", url_port, max_queued_incoming_messages=0, **auth) as client:
         await client.subscribe(pattern, qos=1)
         async for message in client.messages:
             sink.append((message.topic.value, bytes(message.payload)))  # type: ignore[arg-type]
@@ -36,7 +73,30 @@ async def _collect(
                 done.set()
 
 
-async def bridge_start(port: int, data: Path, devices: int) -> tuple[float, list[tuple[str, bytes]], int]:
+async def _until(done: anyio.Event, seen: list[Any], expected: int, idle: float = 30.0) -> None:
+    """Wait for ``done``; fail when nothing new arrived for ``idle`` seconds (messages were lost)."""
+    while not done.is_set():
+        count = len(seen)
+        with anyio.move_on_after(idle):
+            await done.wait()
+        if not done.is_set() and len(seen) == count:
+            raise RuntimeError(f"only {count} of {expected} retained messages arrived")
+
+
+def _runtime(adapter: FleetAdapter, port: int, data: Path, base: str, **mqtt: Any) -> BridgeRuntime:
+    return BridgeRuntime(
+        adapter=adapter,
+        mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}", **mqtt),
+        data_dir=data,
+        base_topic=base,
+        homeassistant=HomeAssistantSettings(enabled=False),
+    )
+
+
+async def bridge_start(
+    port: int, data: Path, devices: int, then: Callable[[BridgeRuntime], Awaitable[None]] | None = None
+) -> tuple[float, list[tuple[str, bytes]], int]:
+    """Start a bridge, time until every retained topic arrived; ``then`` runs while it is still up."""
     expected = devices * 2 + 1  # state and twin per device, the devices list
     seen: list[tuple[str, bytes]] = []
     done = anyio.Event()
@@ -45,19 +105,15 @@ async def bridge_start(port: int, data: Path, devices: int) -> tuple[float, list
         tg.start_soon(_collect, port, "fleet/bridge/fleet/devices", 1, seen, anyio.Event())
         await anyio.sleep(0.5)
         rss0 = rss_bytes()
-        runtime = BridgeRuntime(
-            adapter=FleetAdapter(settings=FleetSettings(devices=devices)),
-            mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}"),
-            data_dir=data,
-            base_topic="fleet",
-            homeassistant=HomeAssistantSettings(enabled=False),
-        )
+        runtime = _runtime(FastConfirmFleet(settings=FleetSettings(devices=devices)), port, data, "fleet")
         started = time.perf_counter()
         tg.start_soon(runtime.run)
-        with anyio.fail_after(600):
-            await done.wait()
+        await _until(done, seen, expected)
         elapsed = time.perf_counter() - started
         rss = rss_bytes() - rss0
+        seen = list(seen)
+        if then is not None:
+            await then(runtime)
         tg.cancel_scope.cancel()
     return elapsed, seen, rss
 
@@ -85,8 +141,7 @@ async def bare_publish(port: int, messages: list[tuple[str, bytes]]) -> float:
                 for message in messages:
                     send.send_nowait(message)
                 send.close()
-            with anyio.fail_after(600):
-                await done.wait()
+            await _until(done, seen, expected)
             elapsed = time.perf_counter() - started
         tg.cancel_scope.cancel()
     return elapsed
@@ -96,26 +151,160 @@ def store_size(path: Path) -> int:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    return path.stat().st_size
+    return path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + "-wal"))
 
 
-async def main(devices: int) -> None:
+async def store_per_command(runtime: BridgeRuntime, port: int, commands: int, report: Report) -> None:
+    """Run ``commands`` /set LOCKED (one per device, 200 in flight) and measure the store's growth."""
+    path = runtime.store.path
+    before = store_size(path)
+    devices = list(runtime.engine.devices)[:commands]
+    async with commander(port, prefix="fleet/fleet") as cmd:
+        limiter = anyio.CapacityLimiter(200)
+
+        async def one(device: str) -> None:
+            async with limiter:
+                await cmd.command(device, True)
+
+        async with anyio.create_task_group() as tg:
+            for device in devices:
+                tg.start_soon(one, device)
+    after = store_size(path)
+    label = f"store bytes per command ({len(devices)} /set, journal included)"
+    report.value(label, (after - before) / len(devices), " B")
+
+
+# -- the shipped broker configuration ----------------------------------------------------------------
+
+
+def _for_bench(conf: str, *, port: int, workdir: Path) -> str:
+    replacements = {
+        "listener": f"listener {port} 127.0.0.1",
+        "password_file": f"password_file {workdir}/passwd",
+        "acl_file": f"acl_file {workdir}/acl",
+        "persistence_location": f"persistence_location {workdir}/data/",
+        "log_dest": f"log_dest file {workdir}/mosquitto.log",
+    }
+    lines = []
+    for line in conf.splitlines(keepends=True):
+        stripped = line.strip()
+        key = stripped.split()[0] if stripped and not stripped.startswith("#") else None
+        lines.append(replacements[key] + "\n" if key in replacements else line)
+    return "".join(lines)
+
+
+@contextmanager
+def shipped_broker() -> Iterator[int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    workdir = Path(tempfile.mkdtemp(prefix="locktwin-shipped-"))
+    (workdir / "data").mkdir()
+    env = {**os.environ, "MOSQUITTO_PASSWD": passwd}
+    env.update({f"LOCKTWIN_{role.upper()}_PASSWORD": pw for role, pw in PASSWORDS.items()})
+    subprocess.run([str(SHIPPED / "make-passwords"), "--dir", str(workdir)], env=env, check=True, capture_output=True)
+    shutil.copy(SHIPPED / "acl", workdir / "acl")
+    port = free_port()
+    (workdir / "mosquitto.conf").write_text(
+        _for_bench((SHIPPED / "mosquitto.conf").read_text(), port=port, workdir=workdir)
+    )
+    if os.geteuid() == 0:  # a root-started mosquitto drops to its own user before reading its files
+        try:
+            user = pwd.getpwnam("mosquitto")
+        except KeyError:
+            user = pwd.getpwnam("nobody")
+        for path in (workdir, workdir / "data", workdir / "passwd", workdir / "acl", workdir / "mosquitto.conf"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+    proc = subprocess.Popen([binary, "-c", str(workdir / "mosquitto.conf")], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("shipped mosquitto did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def new_subscriber_count(port: int, devices: int, data: Path) -> tuple[int, float]:
+    """Bridge as ``bridge``; once its states are out, a new ``dashboard`` subscriber to ``locktwin/#``."""
+    dash = {"username": "dashboard", "password": PASSWORDS["dashboard"]}
+    live: list[tuple[str, bytes]] = []
+    published = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(_collect, port, "locktwin/fleet/+/state", devices, live, published, **dash))
+        await anyio.sleep(0.5)
+        runtime = _runtime(
+            FleetAdapter(settings=FleetSettings(devices=devices)),
+            port,
+            data,
+            "locktwin",
+            username="bridge",
+            password=PASSWORDS["bridge"],
+        )
+        tg.start_soon(runtime.run)
+        with anyio.fail_after(600):
+            await published.wait()
+        states = 0
+        started = time.perf_counter()
+        async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0, **dash) as client:
+            await client.subscribe("locktwin/#", qos=1)
+            with anyio.move_on_after(600):
+                while states < devices:
+                    with anyio.move_on_after(10) as idle:  # nothing for 10 s: that is all there is
+                        message = await anext(client.messages)
+                    if idle.cancelled_caught:
+                        break
+                    if (
+                        message.retain
+                        and message.topic.value.endswith("/state")
+                        and "/bridge/" not in message.topic.value
+                    ):
+                        states += 1
+        elapsed = time.perf_counter() - started
+        tg.cancel_scope.cancel()
+    return states, elapsed
+
+
+async def main(devices: int, commands: int = 1000) -> Report:
     work = Path(tempfile.mkdtemp(prefix="locktwin-fleet-"))
     report = Report(name="fleet")
     try:
         with private_broker(work / "broker") as broker:
-            elapsed, seen, rss = await bridge_start(broker.port, work / "data", devices)
-            messages = [(t, p) for t, p in seen]
-            floor = await bare_publish(broker.port, messages)
-            report.ratio(f"republish {len(messages)} retained topics of {devices} devices", elapsed, floor, "<= 2", "s")
+            size0: list[int] = []
+
+            async def then(runtime: BridgeRuntime) -> None:
+                size0.append(store_size(runtime.store.path))
+                await store_per_command(runtime, broker.port, min(commands, devices), report)
+
+            elapsed, seen, rss = await bridge_start(broker.port, work / "data", devices, then)
+            floor = await bare_publish(broker.port, seen)
+            report.ratio(f"republish {len(seen)} retained topics of {devices} devices", elapsed, floor, "<= 2", "s")
             report.value("resident memory per device", rss / devices, " B")
-            report.value("store bytes per device", store_size(work / "data" / "fleet" / "twins.sqlite") / devices, " B")
+            report.value("store bytes per device", size0[0] / devices, " B")
+        with shipped_broker() as port:
+            states, took = await new_subscriber_count(port, devices, work / "data-shipped")
+            report.value(f"shipped mosquitto.conf: retained states a new subscriber got (of {devices})", states)
+            report.value("shipped mosquitto.conf: time for the new subscriber to get them", took, "s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.write()
+    return report
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=100_000)
-    anyio.run(main, parser.parse_args().devices)
+    parser.add_argument("--commands", type=int, default=1000)
+    args = parser.parse_args()
+    anyio.run(main, args.devices, args.commands)

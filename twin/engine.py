@@ -81,6 +81,7 @@ class TwinEngine:
         self.out = Outbound(topics=topics, store=store, hold=options.hold, current_of=self._in_flight)
         self.plans = PlanRunner(store=store, out=self.out, vendor=adapter.vendor)
         self.fields = adapter.desired_fields()
+        self._validators: dict[str, TypeAdapter[Any]] = {}
         self.actions = adapter.actions()
         self.devices: dict[str, _DeviceRuntime] = {}
         self.twins: dict[str, TwinRecord] = {}
@@ -426,7 +427,10 @@ class TwinEngine:
     async def _execute(self, cmd: CommandRecord, ctx: CommandContext) -> ExecuteResult:
         if cmd.kind == "set":
             field = self.fields[cmd.name]
-            value = TypeAdapter(field.type).validate_python(cmd.value)
+            validator = self._validators.get(cmd.name)
+            if validator is None:  # built once per field: building one costs more than the validation
+                validator = self._validators[cmd.name] = TypeAdapter(field.type)
+            value = validator.validate_python(cmd.value)
             if field.plan is not None:
                 ops = await field.plan(cmd.device, value, ctx)
                 return await self.plans.run(cmd, ops, ctx)
@@ -482,23 +486,39 @@ class TwinEngine:
         """One vendor call under the adapter's concurrency cap; ``whole``: a plan, bounded by the expiry only."""
         cap = float("inf") if whole else self.options.call_timeout
         limit = min(timeout or self.options.call_timeout, cap)
+        if timeout is None:
+            await self.limiter.acquire()
+        else:
+            # A command's time runs while it waits for a slot of the cap: one that expired waiting
+            # never reaches the vendor, and a call gets only what is left of the command's time.
+            deadline = anyio.current_time() + timeout
+            acquired = False
+            with anyio.move_on_after(timeout):
+                await self.limiter.acquire()
+                acquired = True
+            left = deadline - anyio.current_time()
+            if acquired and left <= 0:
+                self.limiter.release()
+            if not acquired or left <= 0:
+                raise VendorError(ErrorCode.DEVICE_TIMEOUT, "the command expired waiting for a free vendor call slot")
+            limit = min(left, cap)
         outcome = "ok"
         try:
-            async with self.limiter:
-                started = time.perf_counter()
-                try:
-                    with anyio.fail_after(limit):
-                        return await fn()
-                except VendorError as exc:
-                    outcome = exc.info.code.value
-                    raise
-                except BaseException:
-                    outcome = "error"
-                    raise
-                finally:
-                    VENDOR_CALL_SECONDS.labels(self.adapter.vendor, operation, outcome).observe(
-                        time.perf_counter() - started
-                    )
+            started = time.perf_counter()
+            try:
+                with anyio.fail_after(limit):
+                    return await fn()
+            except VendorError as exc:
+                outcome = exc.info.code.value
+                raise
+            except BaseException:
+                outcome = "error"
+                raise
+            finally:
+                self.limiter.release()
+                VENDOR_CALL_SECONDS.labels(self.adapter.vendor, operation, outcome).observe(
+                    time.perf_counter() - started
+                )
         except VendorError:
             raise
         except TimeoutError:

@@ -69,7 +69,8 @@ class _Sink:
 
 #: publishes awaiting their PUBACK at once, per bridge
 PUBLISH_WORKERS = 64
-#: messages kept for the broker while it is away (the oldest go first)
+#: messages kept for the broker while it is away (the oldest go first). Not a limit while connected:
+#: republishing a fleet of 100,000 devices queues 200,000+ messages at once, none of which may go.
 OUTBOX_LIMIT = 100_000
 
 
@@ -127,7 +128,7 @@ class BridgeRuntime:
         self.connected = anyio.Event()
         self.ready = anyio.Event()
         self._connection: aiomqtt.Client | None = None
-        self._outbox: deque[_Outgoing] = deque(maxlen=OUTBOX_LIMIT)
+        self._outbox: deque[_Outgoing] = deque()
         self._outbox_ready = anyio.Event()
         self.engine.out.sender = self._send
         ha = homeassistant or HomeAssistantSettings()
@@ -215,6 +216,9 @@ class BridgeRuntime:
         if correlation is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation
+        if self._connection is None:
+            while len(self._outbox) >= OUTBOX_LIMIT:
+                self._outbox.popleft()
         self._outbox.append(_Outgoing(topic, payload, retain, props, on_sent))
         self._outbox_ready.set()
 

@@ -1,0 +1,69 @@
+"""Command latency: ``/set`` -> final ``succeeded`` through a real bridge, p50/p99, over its floor.
+
+    python -m bench.latency [--commands 300] [--profile]
+
+Bridge: ``BridgeRuntime`` in-process (see ``bench/command.py`` for why), private mosquitto, the OKAI
+simulator at zero latency over real HTTP. Floor: one bare MQTT request/response (QoS 1) whose
+responder makes the same HTTP calls per command the bridge made (counted in a warm-up), with the
+adapter's client, to the same simulator. Both run in the same process, broker and run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import anyio
+
+from bench.command import bridge, calls_per_command, commander, floor, okai_stack, sequential
+from bench.common import Report, percentile, private_broker
+from bench.profiling import profiled
+
+DEVICES = 10
+WARMUP = 30
+
+
+async def measure(commands: int, report: Report, profile: bool = False) -> None:
+    with tempfile.TemporaryDirectory(prefix="locktwin-lat-") as tmp, private_broker(Path(tmp)) as broker:
+        async with okai_stack(broker.port, DEVICES) as stack:
+            async with bridge(stack) as runtime, commander(broker.port) as cmd:
+                before = stack.app.counts.copy()
+                await sequential(cmd.command, stack.devices, WARMUP)
+                calls = calls_per_command(before, stack.app.counts, WARMUP, stack.sim.base_path)
+                limit = runtime.engine.limiter.total_tokens
+                with profiled("latency", enabled=profile):
+                    measured = await sequential(cmd.command, stack.devices, commands)
+            async with floor(stack, calls, int(limit)) as fl:
+                await sequential(fl.command, stack.devices, WARMUP)
+                bare = await sequential(fl.command, stack.devices, commands)
+    ms = 1000.0
+    report.value("latency: HTTP calls per command", len(calls))
+    report.ratio(
+        f"latency p50 ({commands} sequential /set)",
+        percentile(measured, 50) * ms,
+        percentile(bare, 50) * ms,
+        "<= 1.5",
+        " ms",
+    )
+    report.ratio(
+        f"latency p99 ({commands} sequential /set)",
+        percentile(measured, 99) * ms,
+        percentile(bare, 99) * ms,
+        "<= 2",
+        " ms",
+    )
+
+
+async def main(commands: int, profile: bool) -> None:
+    report = Report(name="latency")
+    await measure(commands, report, profile)
+    report.write()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commands", type=int, default=300)
+    parser.add_argument("--profile", action="store_true", help="write a pyinstrument profile to bench/results")
+    args = parser.parse_args()
+    anyio.run(main, args.commands, args.profile)
