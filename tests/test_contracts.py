@@ -6,11 +6,15 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 import contracts
 from contracts.generate import check
+from contracts.messages import BridgeDevices, DeviceState, Event, Response, TwinDocument
+from tests.fake_adapter import FakeAdapter
+from twin.testing import BridgeHarness
 
 CONTRACTS = Path(contracts.__file__).resolve().parent
 ASYNCAPI_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json"
@@ -64,3 +68,32 @@ def test_published_payloads_validate_against_schemas() -> None:
         },
         schema,
     )
+
+
+@pytest.mark.anyio
+async def test_everything_published_matches_the_contract(mqtt_broker: str, tmp_path: Path) -> None:
+    """The renderers build JSON directly for speed; every message they produce must fit the models."""
+    adapter = FakeAdapter()
+    adapter.locks["d1"].position = (48.1, 11.5)
+    adapter.locks["d2"].online = False
+    async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path) as h:
+        await h.set("d1", {"lock": "UNLOCKED"})
+        await h.set("d2", {"lock": "UNLOCKED", "expires_in": 0.5})
+        await h.request("d1", "find", {"volume": 1})
+        await h.set("d1", {"codes": {"abc-1234": "x"}})
+        await h.get("d1")
+        await h.publish(h.topic("d1", "set"), b"nonsense")
+        await h.wait_for(lambda: any(r["status"] == "rejected" for r in h.responses("d1")))
+        models = {"twin": TwinDocument, "state": DeviceState, "event": Event, "devices": BridgeDevices}
+        checked: dict[str, int] = {}
+        for topic, payload, _, _ in h.messages:
+            leaf = topic.rsplit("/", 1)[-1]
+            if "/response/" in topic:
+                Response.model_validate_json(payload)
+                checked["response"] = checked.get("response", 0) + 1
+            elif topic.endswith("/state") and "/bridge/" in topic:
+                assert payload in (b"online", b"offline")
+            elif leaf in models and "/homeassistant/" not in topic:
+                models[leaf].model_validate_json(payload)
+                checked[leaf] = checked.get(leaf, 0) + 1
+        assert set(checked) == {"twin", "state", "event", "devices", "response"}, checked

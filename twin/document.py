@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from contracts.errors import ErrorInfo
-from contracts.messages import (
-    CommandStatus,
-    CommandSummary,
-    DesiredLock,
-    DeviceState,
-    FieldMetadata,
-    LockState,
-    Response,
-    TwinDocument,
-)
+from contracts.messages import CommandStatus, DesiredLock, LockState, Response
 from twin.store import CommandRecord, TwinRecord
 
 __all__ = ["dumps", "iso", "render_state", "render_twin", "response_for"]
@@ -33,21 +24,31 @@ def dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), default=str, ensure_ascii=False).encode()
 
 
-def summary(cmd: CommandRecord, redact: Callable[[Any], Any] = lambda value: value) -> CommandSummary:
-    return CommandSummary(
-        command_id=cmd.id,
-        transaction=cmd.transaction,
-        kind=cmd.kind,
-        name=cmd.name,
-        value=None if cmd.sensitive else redact(cmd.value),
-        status=cmd.status,
-        source=cmd.source,
-        accepted_at=iso(cmd.accepted_at),
-        expires_at=iso(cmd.expires_at),
-        updated_at=iso(cmd.updated_at),
-        attempts=cmd.attempts,
-        error=None if cmd.error is None else ErrorInfo.model_validate(cmd.error),
-    )
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+# The renderers build the JSON documents directly: they run for every change of every device, and
+# validating nested pydantic models there cost more than everything else on the command path. The
+# models in ``contracts`` stay the contract: tests validate what these functions produce against them.
+
+
+def summary(cmd: CommandRecord, redact: Callable[[Any], Any] = lambda value: value) -> dict[str, Any]:
+    """The ``command`` of a twin document (shape: :class:`~contracts.messages.CommandSummary`)."""
+    return {
+        "command_id": cmd.id,
+        "transaction": cmd.transaction,
+        "kind": cmd.kind,
+        "name": cmd.name,
+        "value": None if cmd.sensitive else redact(cmd.value),
+        "status": cmd.status.value,
+        "source": cmd.source,
+        "accepted_at": _iso(cmd.accepted_at),
+        "expires_at": _iso(cmd.expires_at),
+        "updated_at": _iso(cmd.updated_at),
+        "attempts": cmd.attempts,
+        "error": cmd.error,
+    }
 
 
 def render_twin(
@@ -56,30 +57,34 @@ def render_twin(
     *,
     hold: bool,
     redact: Callable[[Any], Any] = lambda value: value,
-) -> TwinDocument:
-    """``desired`` is stored redacted already; ``redact`` applies to the command's value."""
-    delta = {k: v for k, v in twin.desired.items() if twin.reported.get(k) != v}
-    return TwinDocument(
-        version=twin.version,
-        desired=twin.desired,
-        reported=twin.reported,
-        delta=delta,
-        metadata={k: FieldMetadata.model_validate(v) for k, v in twin.metadata.items()},
-        command=None if command is None else summary(command, redact),
-        hold=DesiredLock.LOCKED if hold else None,
-    )
+) -> dict[str, Any]:
+    """The twin document (shape: :class:`~contracts.messages.TwinDocument`).
+
+    ``desired`` is stored redacted already; ``redact`` applies to the command's value.
+    """
+    return {
+        "version": twin.version,
+        "desired": twin.desired,
+        "reported": twin.reported,
+        "delta": {k: v for k, v in twin.desired.items() if twin.reported.get(k) != v},
+        "metadata": twin.metadata,
+        "command": None if command is None else summary(command, redact),
+        "hold": DesiredLock.LOCKED.value if hold else None,
+    }
 
 
-def render_state(twin: TwinRecord, in_flight_lock: CommandRecord | None) -> DeviceState:
-    """The flat state: LOCKING/UNLOCKING only while a lock command is really in flight."""
-    if in_flight_lock is not None and in_flight_lock.status in IN_FLIGHT:
-        lock = LockState.LOCKING if in_flight_lock.value == DesiredLock.LOCKED else LockState.UNLOCKING
+def render_state(twin: TwinRecord, current: CommandRecord | None) -> dict[str, Any]:
+    """The flat state (shape: :class:`~contracts.messages.DeviceState`).
+
+    ``lock`` is LOCKING/UNLOCKING only while a lock command is really in flight.
+    """
+    if current is not None and current.kind == "set" and current.name == "lock" and current.status in IN_FLIGHT:
+        lock = LockState.LOCKING if current.value == DesiredLock.LOCKED else LockState.UNLOCKING
     else:
         lock = LockState(twin.reported.get("lock", LockState.UNKNOWN))
     received = [m["received_at"] for m in twin.metadata.values() if "received_at" in m]
     updated = max(received) if received else datetime.now(UTC).isoformat()
-    extra: Mapping[str, Any] = {k: v for k, v in twin.reported.items() if k != "lock"}
-    return DeviceState.model_validate({**extra, "lock": lock, "updated_at": updated})
+    return {**twin.reported, "lock": lock.value, "updated_at": updated}
 
 
 def response_for(cmd: CommandRecord, status: CommandStatus | None = None) -> Response:

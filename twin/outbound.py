@@ -173,8 +173,7 @@ class Outbound:
         twin = self.twins[device]
         current = self.current_of(device)
         last = current or (self.store.command(twin.command_id) if twin.command_id else None)
-        redact = self._redactor(last)
-        return render_twin(twin, last, hold=device in self.hold, redact=redact).model_dump(mode="json")
+        return render_twin(twin, last, hold=device in self.hold, redact=self._redactor(last))
 
     def _redactor(self, cmd: CommandRecord | None) -> Callable[[Any], Any]:
         if cmd is not None and cmd.kind == "set" and cmd.name in self.fields:
@@ -184,7 +183,7 @@ class Outbound:
     def twin_changed(self, device: str) -> None:
         try:
             twin = self.twin_doc(device)
-            state = render_state(self.twins[device], self.current_of(device)).model_dump(mode="json")
+            state = render_state(self.twins[device], self.current_of(device))
         except ValueError:
             log.exception("cannot render the twin of %s", device)
             return
