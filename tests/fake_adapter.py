@@ -124,7 +124,8 @@ class FakeAdapter(Adapter[FakeSettings]):
 
     async def _find(self, device_id: str, args: FindArgs, ctx: CommandContext) -> ExecuteResult:
         self.calls.append((device_id, "find"))
-        self._device(device_id)
+        if self._device(device_id).hang:
+            await anyio.sleep_forever()
         return ExecuteResult(data={"beeped": True, "volume": args.volume})
 
     async def _secret(self, device_id: str, args: NoArgs, ctx: CommandContext) -> ExecuteResult:

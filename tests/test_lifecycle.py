@@ -167,3 +167,20 @@ async def test_jammed_lock_fails_with_not_confirmed(mqtt_broker: str, tmp_path: 
         assert final["error"]["code"] == "NOT_CONFIRMED" and "jammed" in final["error"]["message"]
         state = await h.wait_retained("d1", "state", lambda s: s["lock"] == "JAMMED")
         assert state["lock"] == "JAMMED"
+
+
+async def test_unanswered_calls_are_never_called_expired_nor_repeated(mqtt_broker: str, tmp_path: Path) -> None:
+    from twin.config import BridgeOptions
+
+    adapter = FakeAdapter()
+    adapter.locks["d1"].hang = True  # the vendor takes the call and never answers
+    options = BridgeOptions(call_timeout=0.3)
+    async with harness(adapter, mqtt_broker, tmp_path, options=options) as h:
+        # an action (not idempotent) whose call got no answer is failed at once, never sent twice
+        action = await h.request("d1", "find", {"volume": 1})
+        assert action["status"] == "failed" and action["error"]["code"] == "NOT_CONFIRMED"
+        assert adapter.calls.count(("d1", "find")) == 1
+        # a lock command is retried, but ends NOT_CONFIRMED rather than "expired" (it may have acted)
+        lock = await h.set("d1", {"lock": "UNLOCKED", "expires_in": 1.5})
+        assert lock["status"] == "failed" and lock["error"]["code"] == "NOT_CONFIRMED"
+        assert "may still act" in lock["error"]["message"]

@@ -42,7 +42,8 @@ async def test_newer_set_supersedes_unsent_command(mqtt_broker: str, tmp_path: P
         assert b["data"]["superseded_by_transaction"] == "c"
         adapter.locks["d1"].hang = False
         a = await h.final("d1", "a")
-        assert a["status"] == "expired"
+        # it reached the vendor, which never answered: not "expired" (that promises it was never sent)
+        assert a["status"] == "failed" and a["error"]["code"] == "NOT_CONFIRMED"
         c = await h.final("d1", "c")
         assert c["status"] == "succeeded"
         assert adapter.calls == [("d1", "unlock"), ("d1", "unlock")]

@@ -58,8 +58,13 @@ class VendorError(Exception):
         vendor_message: str | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        maybe_executed: bool = False,
     ) -> None:
         super().__init__(f"{code}: {message}")
+        #: the request may have reached the vendor without an answer coming back (a read timeout):
+        #: the vendor may still act on it, so the runtime never calls such a command "expired"
+        #: (which promises it was never sent) and never repeats a non-idempotent one.
+        self.maybe_executed = maybe_executed
         self.info = ErrorInfo.of(
             code,
             message,

@@ -52,6 +52,10 @@ class EngineOptions:
     retry_cap: float = 30.0
 
 
+def _unanswered(then: str) -> ErrorInfo:
+    return ErrorInfo.of(ErrorCode.NOT_CONFIRMED, f"the vendor never answered a call and may still act on it; {then}")
+
+
 @dataclass
 class _DeviceRuntime:
     info: DeviceInfo
@@ -82,6 +86,8 @@ class TwinEngine:
         self.plans = PlanRunner(store=store, out=self.out, vendor=adapter.vendor)
         self.fields = adapter.desired_fields()
         self._validators: dict[str, TypeAdapter[Any]] = {}
+        #: commands one of whose calls got no answer: the vendor may have acted on it
+        self._maybe_executed: set[str] = set()
         self.actions = adapter.actions()
         self.devices: dict[str, _DeviceRuntime] = {}
         self.twins: dict[str, TwinRecord] = {}
@@ -375,8 +381,11 @@ class TwinEngine:
                         CommandStatus.FAILED,
                         ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the vendor accepted it but the device never confirmed"),
                     )
+                elif cmd.id in self._maybe_executed:
+                    await self._finish(cmd, CommandStatus.FAILED, _unanswered("it expired"))
                 else:
                     await self._expire(cmd, "the command expired before the vendor accepted it")
+                self._maybe_executed.discard(cmd.id)
                 return
             if cmd.status == CommandStatus.ACKNOWLEDGED:
                 await self._confirm(cmd, remaining)
@@ -401,6 +410,11 @@ class TwinEngine:
             )
         except VendorError as exc:
             cmd.error = exc.info.model_dump()
+            if exc.maybe_executed:
+                self._maybe_executed.add(cmd.id)
+                if not cmd.idempotent:
+                    await self._finish(cmd, CommandStatus.FAILED, _unanswered("an action is never sent twice"))
+                    return
             if exc.info.code == ErrorCode.DEVICE_OFFLINE:
                 await self.report(cmd.device, ReportedPatch(values={"online": False}), source="command")
             if not exc.info.retryable:
@@ -522,7 +536,9 @@ class TwinEngine:
         except VendorError:
             raise
         except TimeoutError:
-            raise VendorError(ErrorCode.DEVICE_TIMEOUT, f"no answer from the vendor within {limit:.1f}s") from None
+            raise VendorError(
+                ErrorCode.DEVICE_TIMEOUT, f"no answer from the vendor within {limit:.1f}s", maybe_executed=True
+            ) from None
         except Exception as exc:
             log.exception("adapter call failed")
             raise VendorError(ErrorCode.VENDOR_ERROR, f"adapter error: {type(exc).__name__}", retryable=False) from None

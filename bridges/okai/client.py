@@ -146,7 +146,11 @@ class OkaiClient:
             else:
                 response = await self._http.post(path, json=params, headers=headers)
         except httpx.TimeoutException as exc:
-            raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} timed out") from exc
+            raise VendorError(
+                ErrorCode.VENDOR_UNAVAILABLE,
+                f"OKAI {path} timed out",
+                maybe_executed=not isinstance(exc, httpx.ConnectTimeout),  # sent, and no answer came back
+            ) from exc
         except httpx.TransportError as exc:
             raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"OKAI {path} unreachable: {type(exc).__name__}") from exc
         return self._unwrap(path, response)

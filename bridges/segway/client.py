@@ -178,8 +178,12 @@ class SegwayClient:
         headers = {"Authorization": f"bearer {token}"} if token is not None else None
         try:
             return await self._http.request(method, path, params=params, json=json, data=data, headers=headers)
-        except httpx.TimeoutException:
-            raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"segway did not answer {path} in time") from None
+        except httpx.TimeoutException as exc:
+            raise VendorError(
+                ErrorCode.VENDOR_UNAVAILABLE,
+                f"segway did not answer {path} in time",
+                maybe_executed=not isinstance(exc, httpx.ConnectTimeout),  # sent, and no answer came back
+            ) from None
         except httpx.HTTPError as exc:
             raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"cannot reach segway: {type(exc).__name__}") from None
 

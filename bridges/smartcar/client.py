@@ -229,7 +229,12 @@ class SmartcarClient:
         try:
             response = await self.http.request(method, url, headers=headers, json=json, params=params)
         except httpx.HTTPError as exc:
-            raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"Smartcar unreachable: {type(exc).__name__}") from None
+            raise VendorError(
+                ErrorCode.VENDOR_UNAVAILABLE,
+                f"Smartcar unreachable: {type(exc).__name__}",
+                # a request that went out and got no answer may still reach the car
+                maybe_executed=isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout),
+            ) from None
         if not response.is_success:
             error = error_from_response(response)
             self._close_gate(vehicle_id, error)

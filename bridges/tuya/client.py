@@ -238,7 +238,9 @@ class TuyaClient:
             response = await self._http.request(method, path, params=query, content=content, headers=headers)
         except httpx.ReadTimeout as exc:
             # the cloud took the call and did not answer in time: usually a slow device behind it
-            raise VendorError(ErrorCode.DEVICE_TIMEOUT, "tuya cloud did not answer in time") from exc
+            raise VendorError(
+                ErrorCode.DEVICE_TIMEOUT, "tuya cloud did not answer in time", maybe_executed=True
+            ) from exc
         except httpx.TimeoutException as exc:
             raise VendorError(ErrorCode.VENDOR_UNAVAILABLE, f"tuya cloud timed out ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:

@@ -1,0 +1,397 @@
+"""Shared pieces of the fault suite: a real ``locktwin run`` process that can be killed and started
+again on the same store, an MQTT client that behaves like the documented client, and readers for
+the store, the process (RSS, descriptors) and the metrics endpoint.
+
+Everything runs in the test's event loop (the vendor simulator is served there too, so it outlives
+every bridge it serves); nothing here blocks the loop for long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import anyio
+import httpx
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+ROOT = Path(__file__).resolve().parents[2]
+FINAL = frozenset({"succeeded", "failed", "expired", "superseded", "rejected"})
+
+
+def log(msg: str) -> None:
+    print(f"[faults {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- the bridge process ------------------------------------------------------------------------------
+
+
+class BridgeProcess:
+    """``python -m twin.cli run <vendor>`` with a fixed data dir and client id; kill and start again."""
+
+    def __init__(
+        self,
+        *,
+        vendor: str,
+        broker_url: str,
+        data_dir: Path,
+        base: str,
+        env: dict[str, str],
+        log_path: Path,
+        vendors: tuple[str, ...] | None = None,
+    ) -> None:
+        self.vendor = vendor
+        self.vendors = vendors or (vendor,)
+        self.data_dir = data_dir
+        self.base = base
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "LOCKTWIN_MQTT__URL": broker_url,
+            "LOCKTWIN_MQTT__CLIENT_ID": f"{base}-bridge",
+            "LOCKTWIN_MQTT__RECONNECT_MAX": "2",
+            "LOCKTWIN_BASE_TOPIC": base,
+            "LOCKTWIN_HOMEASSISTANT__PREFIX": f"{base}/homeassistant",
+            "LOCKTWIN_DATA_DIR": str(data_dir),
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        assert not self.alive()
+        with self.log_path.open("ab") as out:
+            out.write(f"\n==== start {self.starts + 1} at {time.time():.3f}\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "twin.cli", "run", *self.vendors],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no clean stop, no goodbye on MQTT (the broker sends the last will)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.kills += 1
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- resources of the running process
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def store_path(self) -> Path:
+        return self.data_dir / self.vendor / "twins.sqlite"
+
+
+def okai_env(base_url: str, imeis: list[str], *, user_key: str, **extra: str) -> dict[str, str]:
+    return {
+        "LOCKTWIN_OKAI_USER_KEY": user_key,
+        "LOCKTWIN_OKAI_BASE_URL": base_url,
+        "LOCKTWIN_OKAI_DEVICES": json.dumps(imeis),
+        "LOCKTWIN_OKAI_TIMEOUT": "5",
+        "LOCKTWIN_OKAI_POLL_INTERVAL": "30",
+        **extra,
+    }
+
+
+# -- the client --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    device: str
+    transaction: str
+    payload: bytes
+    first_sent: float
+    last_sent: float
+    sends: int = 1
+    expires_at_hint: float | None = None  # issued_at + expires_in when issued_at was given
+
+
+@dataclass
+class Answers:
+    statuses: list[str] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finals(self) -> set[str]:
+        return {s for s in self.statuses if s in FINAL}
+
+    @property
+    def answered(self) -> bool:
+        return bool(self.statuses)
+
+
+class Client:
+    """The documented client over MQTT v5 with a persistent session: it records every answer and
+    retained topic under the base topic, sends commands, and re-sends a command (same transaction)
+    that got no answer within ``resend_after`` seconds. It reconnects and re-subscribes on its own."""
+
+    def __init__(self, *, broker_url: str, base: str, vendor: str, resend_after: float = 3.0) -> None:
+        host, port = broker_url.removeprefix("mqtt://").split(":")
+        self.host, self.port = host, int(port)
+        self.base = base
+        self.vendor = vendor
+        self.resend_after = resend_after
+        self.client_id = f"{base}-client-{uuid.uuid4().hex[:6]}"
+        self.sent: dict[str, Sent] = {}
+        self.answers: dict[str, Answers] = defaultdict(Answers)
+        self.retained: dict[str, bytes] = {}
+        self.bridge_states: list[bytes] = []
+        self.connections = 0
+        self.resends = 0
+        self.resending = True
+        self._client: aiomqtt.Client | None = None
+        self._changed = anyio.Event()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        while True:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 3600
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=self.client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=False,
+                    properties=props,
+                ) as client:
+                    await client.subscribe(f"{self.base}/#", qos=1)
+                    self._client = client
+                    self.connections += 1
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for msg in client.messages:
+                        self._record(msg)
+            except aiomqtt.MqttError:
+                self._client = None
+                await anyio.sleep(0.2)
+
+    def _record(self, msg: aiomqtt.Message) -> None:
+        topic = msg.topic.value
+        payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload or "").encode()
+        if msg.retain or topic.endswith(("/state", "/twin", "/availability")):
+            self.retained[topic] = payload
+        if topic == f"{self.base}/bridge/{self.vendor}/state":
+            self.bridge_states.append(payload)
+        if "/response/" in topic:
+            try:
+                body = json.loads(payload)
+            except ValueError:
+                body = {}
+            txn = body.get("transaction")
+            if isinstance(txn, str):
+                self.answers[txn].statuses.append(str(body.get("status")))
+                self.answers[txn].bodies.append(body)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, predicate: Callable[[], Any], *, timeout: float) -> Any:
+        with anyio.fail_after(timeout):
+            while not (result := predicate()):
+                with anyio.move_on_after(0.5):
+                    await self._changed.wait()
+            return result
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        while True:
+            while self._client is None:  # noqa: ASYNC110 - reconnecting
+                await anyio.sleep(0.05)
+            try:
+                await self._client.publish(topic, payload, qos=1, timeout=10)
+                return
+            except aiomqtt.MqttError:
+                await anyio.sleep(0.1)
+
+    def topic(self, device: str, leaf: str) -> str:
+        return f"{self.base}/{self.vendor}/{device}/{leaf}"
+
+    async def send_set(
+        self,
+        device: str,
+        lock: str,
+        *,
+        expires_in: float,
+        issued_at: bool = False,
+        transaction: str | None = None,
+    ) -> str:
+        txn = transaction or f"t-{uuid.uuid4().hex[:16]}"
+        body: dict[str, Any] = {"lock": lock, "transaction": txn, "expires_in": round(expires_in, 3)}
+        now = time.time()
+        hint = None
+        if issued_at:
+            body["issued_at"] = datetime.fromtimestamp(now, UTC).isoformat()
+            hint = now + expires_in
+        payload = json.dumps(body).encode()
+        self.sent[txn] = Sent(device, txn, payload, now, now, expires_at_hint=hint)
+        await self.publish(self.topic(device, "set"), payload)
+        return txn
+
+    async def resender(self) -> None:
+        """Re-send, with the same transaction, what got no answer at all within ``resend_after``."""
+        while True:
+            await anyio.sleep(0.5)
+            if not self.resending:
+                continue
+            now = time.time()
+            for sent in list(self.sent.values()):
+                if self.answers[sent.transaction].answered or now - sent.last_sent < self.resend_after:
+                    continue
+                sent.last_sent = now
+                sent.sends += 1
+                self.resends += 1
+                await self.publish(self.topic(sent.device, "set"), sent.payload)
+
+    def unfinished(self) -> list[str]:
+        return [t for t in self.sent if not self.answers[t].finals]
+
+    async def wait_bridge(self, state: bytes, *, after: int, timeout: float = 30.0) -> None:
+        """Wait for ``state`` on the bridge's state topic among messages after index ``after``."""
+        await self.wait_for(lambda: state in self.bridge_states[after:], timeout=timeout)
+
+    def retained_json(self, device: str, leaf: str) -> Any:
+        raw = self.retained.get(self.topic(device, leaf))
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+
+
+async def start_bridge(bridge: BridgeProcess, client: Client, *, timeout: float = 30.0) -> None:
+    mark = len(client.bridge_states)
+    bridge.start()
+    try:
+        await client.wait_bridge(b"online", after=mark, timeout=timeout)
+    except TimeoutError:
+        raise AssertionError(f"bridge did not come online:\n{bridge.log_tail()}") from None
+
+
+# -- the store ---------------------------------------------------------------------------------------
+
+
+def read_store(path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(commands by id, journal rows) of a stopped bridge's store."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        commands = {r["id"]: dict(r) for r in conn.execute("SELECT * FROM commands")}
+        journal = [dict(r) for r in conn.execute("SELECT * FROM journal ORDER BY seq")]
+    finally:
+        conn.close()
+    return commands, journal
+
+
+# -- metrics -----------------------------------------------------------------------------------------
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value}."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
+    total = 0.0
+    for key, value in metrics.items():
+        if not key.startswith(name + "{") and key != name:
+            continue
+        if all(f'{k}="{v}"' in key for k, v in labels.items()):
+            total += value
+    return total
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """Open descriptors of ``pid`` by kind: files, pipes, listening sockets, TCP connections by peer port."""
+    inodes: dict[str, str] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, remote, state, inode = parts[1], parts[2], parts[3], parts[9]
+            if state == "0A":
+                inodes[inode] = f"listen:{int(local.rsplit(':', 1)[1], 16)}"
+            else:
+                inodes[inode] = f"tcp->{int(remote.rsplit(':', 1)[1], 16)}"
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            kind = inodes.get(target[8:-1], "socket")
+        elif target.startswith(("pipe:", "anon_inode:")):
+            kind = target.split(":")[0] + (":" + target.split("[")[-1].rstrip("]") if "anon" in target else "")
+        else:
+            kind = "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
