@@ -62,10 +62,6 @@ class OkaiAdapter(Adapter[OkaiSettings]):
         self._sink: BridgeSink | None = None
 
     @property
-    def _settings(self) -> OkaiSettings:
-        return self.settings
-
-    @property
     def client(self) -> OkaiClient:
         if self._client is None:
             raise RuntimeError("OkaiAdapter.start() was not called")
@@ -91,7 +87,7 @@ class OkaiAdapter(Adapter[OkaiSettings]):
         return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.imeis)
 
     async def start(self, sink: BridgeSink) -> None:
-        client = OkaiClient(settings=self._settings)
+        client = OkaiClient(settings=self.settings)
         await client.open()
         self._client = client
         self._sink = sink
@@ -102,14 +98,14 @@ class OkaiAdapter(Adapter[OkaiSettings]):
             self._client = None
 
     async def list_devices(self) -> Sequence[DeviceInfo]:
-        interval = self._settings.poll_interval
+        interval = self.settings.poll_interval
         return [
             DeviceInfo(id=imei, model=MODEL, capabilities=CAPABILITIES, poll_interval=interval)
-            for imei in self._settings.devices
+            for imei in self.settings.devices
         ]
 
     def _imei(self, device_id: str) -> str:
-        if device_id not in self._settings.devices:
+        if device_id not in self.settings.devices:
             raise VendorError(ErrorCode.UNKNOWN_DEVICE, f"{device_id} is not a configured OKAI scooter")
         return device_id
 
@@ -169,7 +165,7 @@ class OkaiAdapter(Adapter[OkaiSettings]):
 
     def _lock_state(self, status: ScooterStatus) -> LockState:
         """The configured lock field (``lock_field``, ``locked_values``, ``unlocked_values``)."""
-        settings = self._settings
+        settings = self.settings
         raw = status.model_dump().get(settings.lock_field)
         if raw is None or isinstance(raw, dict | list):
             return LockState.UNKNOWN
@@ -181,7 +177,7 @@ class OkaiAdapter(Adapter[OkaiSettings]):
 
     def status_patch(self, status: ScooterStatus) -> ReportedPatch:
         """Vendor status -> twin values in twin units."""
-        per_unit = self._settings.metres_per_unit
+        per_unit = self.settings.metres_per_unit
         values: dict[str, Any] = {"lock": self._lock_state(status)}
         if status.online is not None:
             values["online"] = status.online

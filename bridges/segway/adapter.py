@@ -72,10 +72,6 @@ class SegwayAdapter(Adapter[SegwaySettings]):
         self.push_address: ServedApp | None = None
 
     @property
-    def config(self) -> SegwaySettings:
-        return self.settings
-
-    @property
     def client(self) -> SegwayClient:
         if self._client is None:
             raise RuntimeError("SegwayAdapter.start() was not called")
@@ -109,7 +105,7 @@ class SegwayAdapter(Adapter[SegwaySettings]):
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, sink: BridgeSink) -> None:
-        config = self.config
+        config = self.settings
         async with AsyncExitStack() as stack:
             client = SegwayClient(settings=config)
             await client.start()
@@ -140,14 +136,14 @@ class SegwayAdapter(Adapter[SegwaySettings]):
     # ---- devices and state ----------------------------------------------------------------------
 
     async def list_devices(self) -> Sequence[DeviceInfo]:
-        config = self.config
+        config = self.settings
         return [
             DeviceInfo(id=iot_code, model=MODEL, capabilities=CAPABILITIES, poll_interval=config.poll_interval)
             for iot_code in config.devices
         ]
 
     def _known(self, device_id: str) -> str:
-        if device_id not in self.config.devices:
+        if device_id not in self.settings.devices:
             raise VendorError(ErrorCode.UNKNOWN_DEVICE, f"{device_id} is not configured for segway")
         return device_id
 
@@ -172,13 +168,13 @@ class SegwayAdapter(Adapter[SegwaySettings]):
         async def read_location() -> None:
             nonlocal location
             try:
-                location = await self.client.location(iot_code, realtime=self.config.realtime_location)
+                location = await self.client.location(iot_code, realtime=self.settings.realtime_location)
             except VendorError as exc:
                 log.debug("segway location of %s unavailable: %s", iot_code, exc.info.code)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_status)
-            if self.config.poll_location:
+            if self.settings.poll_location:
                 tg.start_soon(read_location)
         if failure is not None:
             if failure.info.code == ErrorCode.DEVICE_OFFLINE:

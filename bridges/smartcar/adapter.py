@@ -82,7 +82,6 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
 
     def __init__(self, *, settings: SmartcarSettings) -> None:
         super().__init__(settings=settings)
-        self._settings = settings
         self._sink: BridgeSink | None = None
         self._store: TokenStore | None = None
         self._client: SmartcarClient | None = None
@@ -96,25 +95,25 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
 
     async def start(self, sink: BridgeSink) -> None:
         self._sink = sink
-        directory = self._settings.data_dir or Path(sink.data_dir)
+        directory = self.settings.data_dir or Path(sink.data_dir)
         self._store = TokenStore(directory=directory)
         self._store.open()
-        self._client = SmartcarClient(settings=self._settings)
+        self._client = SmartcarClient(settings=self.settings)
         await self._client.start()
         self._tokens = TokenManager(
             client=self._client,
             store=self._store,
-            refresh_margin=self._settings.refresh_margin,
+            refresh_margin=self.settings.refresh_margin,
             on_refused=self._refused,
         )
-        self._api = SmartcarApi(client=self._client, tokens=self._tokens, page_size=self._settings.page_size)
-        if self._settings.auth_code is not None:
+        self._api = SmartcarApi(client=self._client, tokens=self._tokens, page_size=self.settings.page_size)
+        if self.settings.auth_code is not None:
             try:
                 await bootstrap(
                     self._client,
                     self._store,
-                    code=self._settings.auth_code.get_secret_value(),
-                    page_size=self._settings.page_size,
+                    code=self.settings.auth_code.get_secret_value(),
+                    page_size=self.settings.page_size,
                 )
             except VendorError as exc:
                 log.warning("smartcar: the configured auth_code was not exchanged: %s", exc.info.message)
@@ -202,7 +201,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
             name=name,
             model=model,
             capabilities=capabilities,
-            poll_interval=self._settings.poll_interval,
+            poll_interval=self.settings.poll_interval,
         )
 
     def _vehicle(self, device_id: str) -> _Vehicle:
@@ -245,7 +244,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
         if now < vehicle.confirm_until:
             return await self._confirm_read(device_id, vehicle)
         if vehicle.last_full_read is not None:
-            wait = vehicle.last_full_read + self._settings.telemetry_min_interval - now
+            wait = vehicle.last_full_read + self.settings.telemetry_min_interval - now
             if wait > 0:
                 raise VendorError(
                     ErrorCode.RATE_LIMITED,
@@ -263,7 +262,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
 
     async def _confirm_read(self, device_id: str, vehicle: _Vehicle) -> ReportedPatch:
         if vehicle.last_confirm_read is not None:
-            wait = vehicle.last_confirm_read + self._settings.confirm_min_interval - time.monotonic()
+            wait = vehicle.last_confirm_read + self.settings.confirm_min_interval - time.monotonic()
             if wait > 0:
                 await anyio.sleep(wait)
         vehicle.last_confirm_read = time.monotonic()
@@ -309,7 +308,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
 
     async def _read_battery(self, user_id: str, device_id: str) -> tuple[dict[str, Any], Answer[Any]]:
         answer = await self.api.battery(user_id, device_id)
-        return battery_values(answer.value, self._settings.unit_system), answer
+        return battery_values(answer.value, self.settings.unit_system), answer
 
     async def _read_location(self, user_id: str, device_id: str) -> tuple[dict[str, Any], Answer[Any]]:
         answer = await self.api.location(user_id, device_id)
@@ -317,7 +316,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
 
     async def _read_odometer(self, user_id: str, device_id: str) -> tuple[dict[str, Any], Answer[Any]]:
         answer = await self.api.odometer(user_id, device_id)
-        return odometer_values(answer.value, self._settings.unit_system), answer
+        return odometer_values(answer.value, self.settings.unit_system), answer
 
     # -- commands ----------------------------------------------------------------------------------
 
@@ -326,7 +325,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
         action = SecurityAction.LOCK if locked else SecurityAction.UNLOCK
         answer = await self.api.set_security(vehicle.user_id, device_id, action)
         vehicle.confirm_target = locked
-        vehicle.confirm_until = time.monotonic() + self._settings.confirm_window
+        vehicle.confirm_until = time.monotonic() + self.settings.confirm_window
         vehicle.last_confirm_read = None
         return ExecuteResult(data={"status": answer.status, "message": answer.message})
 

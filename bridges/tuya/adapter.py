@@ -59,7 +59,6 @@ class TuyaAdapter(Adapter[TuyaSettings]):
 
     def __init__(self, *, settings: TuyaSettings) -> None:
         super().__init__(settings=settings)
-        self._settings = settings
         self._client: TuyaClient | None = None
         self._cards: CardSync | None = None
         self._sink: BridgeSink | None = None
@@ -71,7 +70,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, sink: BridgeSink) -> None:
-        s = self._settings
+        s = self.settings
         self._sink = sink
         store = None
         if s.project_id:
@@ -104,10 +103,10 @@ class TuyaAdapter(Adapter[TuyaSettings]):
     # -- devices and state ---------------------------------------------------------------------
 
     async def list_devices(self) -> Sequence[DeviceInfo]:
-        capabilities = frozenset({"lock", "users"} | ({"cards"} if self._settings.project_id else set()))
+        capabilities = frozenset({"lock", "users"} | ({"cards"} if self.settings.project_id else set()))
         return [
-            DeviceInfo(id=device_id, capabilities=capabilities, poll_interval=self._settings.poll_interval)
-            for device_id in self._settings.devices
+            DeviceInfo(id=device_id, capabilities=capabilities, poll_interval=self.settings.poll_interval)
+            for device_id in self.settings.devices
         ]
 
     async def read_status(self, device_id: str) -> ReportedPatch:
@@ -133,7 +132,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
         if alarm in JAM_ALARMS:
             lock = LockState.JAMMED
         elif isinstance(motor, bool):
-            lock = lock_state(locked=motor == self._settings.locked_when_true(device_id))
+            lock = lock_state(locked=motor == self.settings.locked_when_true(device_id))
         else:
             lock = LockState.UNKNOWN
         values: dict[str, Any] = {"lock": lock, "online": detail.online, "last_alarm": alarm}
@@ -172,7 +171,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
 
     def desired_fields(self) -> Mapping[str, DesiredField]:
         fields = {"lock": LOCK_FIELD}
-        if self._settings.project_id:
+        if self.settings.project_id:
             fields["cards"] = DesiredField(
                 name="cards",
                 type=CARDS_TYPE,
@@ -235,7 +234,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
                 capability=e.capability,
             )
             for e in ENDPOINTS
-            if e.capability != "cards" or self._settings.project_id
+            if e.capability != "cards" or self.settings.project_id
         }
 
     async def _run_endpoint(
@@ -243,7 +242,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
     ) -> ExecuteResult:
         args: WireArguments = arguments
         path = endpoint.path.format(
-            device_id=device_id, project_id=self._settings.project_id or "", **args.path_values()
+            device_id=device_id, project_id=self.settings.project_id or "", **args.path_values()
         )
         result = await self.client.request(endpoint.method, path, params=args.query(), body=args.body())
         return ExecuteResult(data=result if isinstance(result, dict) else {"result": result})
