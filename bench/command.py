@@ -48,7 +48,7 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 class BenchOkaiAdapter(OkaiAdapter):
     """OKAI with a tiny first confirmation delay: the zero-latency scooter has moved at once."""
 
-    confirm_interval: ClassVar[float] = 0.001
+    confirm_interval: ClassVar[float] = 0.0001
 
 
 class CountingApp:

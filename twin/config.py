@@ -90,6 +90,12 @@ class BridgeOptions(BaseModel):
     max_expiry: float | None = Field(default=None, gt=0)
     max_in_flight: int | None = Field(default=None, ge=1)
     call_timeout: float = Field(default=30.0, gt=0)
+    publish_coalesce: float = Field(
+        default=0.02,
+        ge=0,
+        le=5,
+        description="seconds a device's retained twin/state may wait to be published with its next changes",
+    )
 
 
 class LocktwinSettings(BaseSettings):

@@ -50,6 +50,8 @@ class EngineOptions:
     call_timeout: float = 30.0
     retry_base: float = 0.5
     retry_cap: float = 30.0
+    #: see twin.outbound: None publishes every change of a twin at once
+    publish_coalesce: float | None = None
 
 
 def _unanswered(then: str) -> ErrorInfo:
@@ -63,6 +65,10 @@ class _DeviceRuntime:
     confirmed_by: str | None = None
     jammed_by: str | None = None
     current: CommandRecord | None = None
+    #: open top-level commands in acceptance order (the store holds the same, for a restart); the
+    #: worker, intake and outcome share these objects, so a command superseded while its worker
+    #: waits to retry is seen as superseded by that worker
+    queue: list[CommandRecord] = field(default_factory=list)
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
 
@@ -82,7 +88,9 @@ class TwinEngine:
         self.store = store
         self.topics = topics
         self.options = options
-        self.out = Outbound(topics=topics, store=store, hold=options.hold, current_of=self._in_flight)
+        self.out = Outbound(
+            topics=topics, store=store, hold=options.hold, current_of=self._in_flight, latest_of=self._latest
+        )
         self.plans = PlanRunner(store=store, out=self.out, vendor=adapter.vendor)
         self.fields = adapter.desired_fields()
         self._validators: dict[str, TypeAdapter[Any]] = {}
@@ -100,6 +108,8 @@ class TwinEngine:
     async def start(self, tg: TaskGroup, devices: list[DeviceInfo]) -> None:
         """Load the store, adopt the adapter's devices, settle commands left by a previous run."""
         self._tg = tg
+        if self.options.publish_coalesce is not None:
+            tg.start_soon(self.out.run, self.options.publish_coalesce)
         self.twins = self.store.load_twins()
         listed = {d.id for d in devices}
         with self.store.transaction():
@@ -139,6 +149,7 @@ class TwinEngine:
                     ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "outcome unknown: the bridge stopped during the call"),
                 )
             else:
+                self.devices[cmd.device].queue.append(cmd)
                 self._kick(cmd.device)
 
     # -- inbound -----------------------------------------------------------------------------------
@@ -305,10 +316,11 @@ class TwinEngine:
             correlation=None if reply is None else reply.correlation,
         )
         twin = self.twins[device]
+        rt = self.devices[device]
         superseded: list[CommandRecord] = []
         with self.store.transaction():
             if kind == "set":
-                for old in self.store.open_commands(device):
+                for old in rt.queue:
                     if old.kind == "set" and old.name == name and old.status == CommandStatus.ACCEPTED:
                         old.status = CommandStatus.SUPERSEDED
                         old.result = {"superseded_by": cmd.id, "superseded_by_transaction": transaction}
@@ -323,6 +335,7 @@ class TwinEngine:
                         )
                         superseded.append(old)
                 twin.desired[name] = self.fields[name].redact(value)
+            rt.queue[:] = [c for c in rt.queue if c.status != CommandStatus.SUPERSEDED]
             self.store.insert_command(cmd)
             twin.command_id = cmd.id
             twin.version += 1
@@ -335,6 +348,7 @@ class TwinEngine:
                 transaction=transaction,
                 data={"kind": kind, "name": name, "value": self._redacted(kind, name, value, sensitive=sensitive)},
             )
+        rt.queue.append(cmd)
         for old in superseded:
             self.out.command_final(old)
         self.out.answer(cmd, "set" if kind == "set" else name, reply, status=CommandStatus.ACCEPTED)
@@ -354,15 +368,12 @@ class TwinEngine:
     async def _work(self, device: str) -> None:
         rt = self.devices[device]
         try:
-            while True:
-                pending = [c for c in self.store.open_commands(device) if c.parent is None]
-                if not pending:
-                    return
-                rt.current = pending[0]
+            while rt.queue:
+                rt.current = rt.queue[0]
                 gauge = IN_FLIGHT.labels(self.adapter.vendor)
                 gauge.inc()
                 try:
-                    await self._run(pending[0])
+                    await self._run(rt.current)
                 finally:
                     rt.current = None
                     gauge.dec()
@@ -545,13 +556,11 @@ class TwinEngine:
 
     # -- transitions -------------------------------------------------------------------------------
     def _set_status(self, cmd: CommandRecord, status: CommandStatus, *, journal: dict[str, Any]) -> None:
+        """A step of the lifecycle (not an outcome): desired and reported stay, so the version does too."""
         before = cmd.status
         cmd.status = status
-        twin = self.twins[cmd.device]
         with self.store.transaction():
             self.store.update_command(cmd)
-            twin.version += 1
-            self.store.save_twin(twin)
             self.store.journal(
                 entry=f"command.{status.value}",
                 device=cmd.device,
@@ -581,10 +590,14 @@ class TwinEngine:
         if cmd.sensitive:
             cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended
         twin = self.twins.get(cmd.device)
+        rt = self.devices.get(cmd.device)
+        if rt is not None:
+            rt.queue[:] = [c for c in rt.queue if c.id != cmd.id]
         with self.store.transaction():
             self.store.update_command(cmd)
             if twin is not None:
-                newer = [c for c in self.store.open_commands(cmd.device) if c.kind == "set" and c.name == cmd.name]
+                queued = [] if rt is None else rt.queue
+                newer = [c for c in queued if c.kind == "set" and c.name == cmd.name]
                 if cmd.kind == "set" and not newer:
                     twin.desired.pop(cmd.name, None)
                 twin.version += 1
@@ -658,6 +671,10 @@ class TwinEngine:
         if sensitive:
             return "<redacted>"
         return self.fields[name].redact(value) if kind == "set" else value
+
+    def _latest(self, device: str) -> CommandRecord | None:
+        rt = self.devices.get(device)
+        return None if rt is None else rt.current
 
     def _in_flight(self, device: str) -> CommandRecord | None:
         rt = self.devices.get(device)

@@ -1,8 +1,16 @@
 """Everything the engine publishes, rendered from the store's records.
 
-Publishing never blocks the engine: ``sender`` (set by the runtime while connected) queues the
-message with the MQTT client. While disconnected nothing is sent; retained topics are republished
-from the store on reconnect, and final answers stay marked unanswered until the broker took them.
+Publishing never blocks the engine: ``sender`` (set by the runtime) queues the message with the
+MQTT client. Retained topics are republished from the store on reconnect, and final answers stay
+marked unanswered until the broker took them.
+
+A device's retained ``twin`` and ``state`` are coalesced: a change marks the device, and the
+documents are rendered and published once per ``coalesce`` window (while :meth:`run` runs), and
+only when they differ from what was last published (Zigbee2MQTT's "state written on change").
+One command changes its twin four or five times in a few milliseconds (accepted, sent,
+acknowledged, the observed state, the outcome); publishing each was most of a command's cost.
+Every answer about a device first publishes that device's pending documents, so a client that
+sees a final answer reads a retained state that matches it.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+import anyio
 
 from contracts.errors import ErrorInfo
 from contracts.messages import (
@@ -60,11 +70,15 @@ class Outbound:
         store: Store,
         hold: frozenset[str],
         current_of: Callable[[str], CommandRecord | None],
+        latest_of: Callable[[str], CommandRecord | None] = lambda device: None,
     ) -> None:
         self.topics = topics
         self.store = store
         self.hold = hold
+        #: the command in flight on a device (its state shows LOCKING/UNLOCKING)
         self.current_of = current_of
+        #: the device's latest command when still in memory (else it is read from the store)
+        self.latest_of = latest_of
         self.sender: Sender | None = None
         #: called with a device id after its twin changed (extensions such as HA discovery)
         self.listeners: list[Callable[[str], None]] = []
@@ -72,6 +86,11 @@ class Outbound:
         self.devices: list[DeviceInfo] = []
         self.fields: Mapping[str, DesiredField] = {}
         self.actions: Mapping[str, ActionSpec] = {}
+        #: devices whose retained documents are due (an ordered set)
+        self._dirty: dict[str, None] = {}
+        #: hashes of the documents last published per topic, to publish only on change
+        self._published: dict[str, int] = {}
+        self._wake: anyio.Event | None = None
 
     def attach(
         self,
@@ -96,6 +115,7 @@ class Outbound:
 
     # -- answers ---------------------------------------------------------------------------------
     def _reply(self, device: str, suffix: str, reply: ReplyTo | None) -> tuple[str, bytes | None]:
+        self.flush(device)
         if reply is not None:
             return reply.topic, reply.correlation
         return self.topics.response(device, suffix), None
@@ -171,8 +191,9 @@ class Outbound:
 
     def twin_doc(self, device: str) -> dict[str, Any]:
         twin = self.twins[device]
-        current = self.current_of(device)
-        last = current or (self.store.command(twin.command_id) if twin.command_id else None)
+        last = self.current_of(device) or self.latest_of(device)
+        if last is None or last.id != twin.command_id:
+            last = self.store.command(twin.command_id) if twin.command_id else None
         return render_twin(twin, last, hold=device in self.hold, redact=self._redactor(last))
 
     def _redactor(self, cmd: CommandRecord | None) -> Callable[[Any], Any]:
@@ -181,19 +202,56 @@ class Outbound:
         return lambda value: value
 
     def twin_changed(self, device: str) -> None:
+        """The device's twin changed: publish its documents now, or at the end of the window."""
+        self._dirty[device] = None
+        if self._wake is None:
+            self.flush(device)
+        else:
+            self._wake.set()
+
+    async def run(self, coalesce: float) -> None:
+        """Publish marked devices once per ``coalesce`` seconds (until cancelled)."""
+        self._wake = anyio.Event()
+        try:
+            while True:
+                await self._wake.wait()
+                await anyio.sleep(coalesce)
+                self._wake = anyio.Event()
+                self.flush()
+        finally:
+            self._wake = None
+            self.flush()
+
+    def flush(self, device: str | None = None) -> None:
+        """Publish the pending documents of one device, or of every marked device."""
+        if device is not None:
+            if device in self._dirty:
+                self._publish_documents(device)
+            return
+        while self._dirty:
+            self._publish_documents(next(iter(self._dirty)))
+
+    def _publish_documents(self, device: str) -> None:
+        self._dirty.pop(device, None)
         try:
             twin = self.twin_doc(device)
             state = render_state(self.twins[device], self.current_of(device))
         except ValueError:
             log.exception("cannot render the twin of %s", device)
             return
-        self._send(self.topics.twin(device), dumps(twin), retain=True)
-        self._send(self.topics.state(device), dumps(state), retain=True)
+        self._retain_on_change(self.topics.twin(device), dumps(twin))
+        self._retain_on_change(self.topics.state(device), dumps(state))
         for listener in self.listeners:
             try:
                 listener(device)
             except Exception:  # one failing listener must not break the others
                 log.exception("listener failed for %s", device)
+
+    def _retain_on_change(self, topic: str, payload: bytes) -> None:
+        digest = hash(payload)
+        if self._published.get(topic) != digest:
+            self._published[topic] = digest
+            self._send(topic, payload, retain=True)
 
     def send_retained(self, topic: str, payload: bytes) -> None:
         self._send(topic, payload, retain=True)
@@ -223,9 +281,10 @@ class Outbound:
 
     def republish_all(self) -> None:
         """After (re)connecting: every retained topic from the store, then answers not yet delivered."""
+        self._published.clear()  # the broker may have lost them: publish everything again
         self.devices_list()
         for info in self.devices:
-            self.twin_changed(info.id)
+            self._publish_documents(info.id)
             self.availability(info.id)
         for cmd in self.store.unanswered_finals():
             self.command_final(cmd, data=None)

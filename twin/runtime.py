@@ -17,10 +17,8 @@ import heapq
 import logging
 import random
 import socket
-from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from twin.intake import best_effort_transaction
 from twin.metrics import RECONNECTS
 from twin.outbound import ReplyTo
+from twin.publisher import Publisher
 from twin.shard import Shard
 from twin.store import Store
 
@@ -67,20 +66,11 @@ class _Sink:
         await self._engine.event(device_id, type, data)
 
 
-#: publishes awaiting their PUBACK at once, per bridge
-PUBLISH_WORKERS = 64
+#: QoS 1 publishes awaiting their PUBACK at once, per bridge
+PUBLISH_WINDOW = 64
 #: messages kept for the broker while it is away (the oldest go first). Not a limit while connected:
 #: republishing a fleet of 100,000 devices queues 200,000+ messages at once, none of which may go.
 OUTBOX_LIMIT = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    topic: str
-    payload: bytes
-    retain: bool
-    props: Properties | None
-    on_sent: Callable[[], None] | None
 
 
 class BridgeRuntime:
@@ -122,15 +112,14 @@ class BridgeRuntime:
                 max_expiry=self.options.max_expiry,
                 max_in_flight=self.options.max_in_flight,
                 call_timeout=self.options.call_timeout,
+                publish_coalesce=self.options.publish_coalesce,
             ),
             owns=self.shard.owns,
         )
         self.connected = anyio.Event()
         self.ready = anyio.Event()
-        self._connection: aiomqtt.Client | None = None
-        self._outbox: deque[_Outgoing] = deque()
-        self._outbox_ready = anyio.Event()
-        self.engine.out.sender = self._send
+        self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
+        self.engine.out.sender = self.publisher.send
         ha = homeassistant or HomeAssistantSettings()
         self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
         # Exact topics served besides the contract's command topics (routing by table).
@@ -173,15 +162,12 @@ class BridgeRuntime:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             **session,
         )
-        # Our publisher pool keeps up to PUBLISH_WORKERS publishes pending on purpose.
-        client.pending_calls_threshold = PUBLISH_WORKERS * 2
-        return client
+        return self.publisher.prepare(client)
 
     async def _mqtt_loop(self, tg: TaskGroup) -> None:
-        for _ in range(PUBLISH_WORKERS):
-            tg.start_soon(self._publisher)
         delay = 0.5
         while True:
+            lost = False
             try:
                 async with self._client() as client:
                     delay = 0.5
@@ -189,67 +175,24 @@ class BridgeRuntime:
                     try:
                         async for message in client.messages:
                             await self._on_message(message)
+                    except aiomqtt.MqttError:
+                        lost = True
+                        raise
                     finally:
-                        # A clean stop says so itself; the broker's will covers a crash.
-                        with anyio.move_on_after(2, shield=True):
-                            await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
+                        if not lost:
+                            # A clean stop: let queued answers reach the broker, then say so
+                            # ourselves (the broker's will covers a crash).
+                            with anyio.move_on_after(2, shield=True):
+                                await self.publisher.drained()
+                                await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
             except aiomqtt.MqttError as exc:
                 RECONNECTS.labels(self.adapter.vendor).inc()
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
             finally:
-                self._connection = None
+                self.publisher.detach()
                 self.connected = anyio.Event()
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.mqtt.reconnect_max)
-
-    def _send(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        retain: bool,
-        correlation: bytes | None = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> None:
-        """Queue a publish (the engine's Sender). Kept while disconnected, up to OUTBOX_LIMIT."""
-        props = None
-        if correlation is not None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.CorrelationData = correlation
-        if self._connection is None:
-            while len(self._outbox) >= OUTBOX_LIMIT:
-                self._outbox.popleft()
-        self._outbox.append(_Outgoing(topic, payload, retain, props, on_sent))
-        self._outbox_ready.set()
-
-    async def _publisher(self) -> None:
-        """One of a fixed pool of publishers: bounded concurrency, and no task per message.
-
-        A worker hands a message to paho synchronously right after taking it from the queue, so
-        messages reach the wire in the order they were queued (a later retained state wins). While
-        the broker is away the queue keeps the newest OUTBOX_LIMIT messages; retained topics are
-        republished from the store on reconnect anyway, and final answers stay marked unanswered
-        in the store until the broker took them.
-        """
-        while True:
-            client = self._connection
-            if client is None:
-                await self.connected.wait()
-                continue
-            if not self._outbox:
-                self._outbox_ready = anyio.Event()
-                await self._outbox_ready.wait()
-                continue
-            item = self._outbox.popleft()
-            try:
-                await client.publish(
-                    item.topic, item.payload, qos=1, retain=item.retain, properties=item.props, timeout=30
-                )
-            except aiomqtt.MqttError as exc:
-                log.debug("publish to %s not delivered: %s", item.topic, exc)
-                continue
-            if item.on_sent is not None:
-                item.on_sent()
 
     async def _on_connect(self, client: aiomqtt.Client) -> None:
         if self.mqtt.protocol == "5":
@@ -259,8 +202,8 @@ class BridgeRuntime:
             await client.subscribe([(t, 1) for t in self.topics.subscriptions])
         if self._routes:
             await client.subscribe([(t, 1) for t in self._routes])
-        self._connection = client
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
+        self.publisher.attach(client)
         self.engine.out.republish_all()
         self._announce()
         self.connected.set()
