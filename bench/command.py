@@ -15,6 +15,7 @@ simulator, under the same cap of vendor calls in flight as the bridge (``max_in_
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import socket
@@ -40,6 +41,7 @@ from bridges.okai.simulator import DEMO_SIGN_KEY, DEMO_USER_KEY, OkaiSimulator
 from twin.asgi import serve_asgi
 from twin.config import MqttSettings
 from twin.homeassistant import HomeAssistantSettings
+from twin.publisher import Publisher
 from twin.runtime import BridgeRuntime
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -115,6 +117,7 @@ async def bridge(stack: Stack) -> AsyncIterator[BridgeRuntime]:
         with anyio.fail_after(30):
             await runtime.ready.wait()
             await runtime.connected.wait()
+        gc.freeze()  # as `locktwin run` does once its bridges are up
         try:
             yield runtime
         finally:
@@ -178,8 +181,11 @@ async def commander(port: int, prefix: str = "locktwin/okai", **auth: Any) -> As
 class Floor:
     """The bare MQTT request/response plus the bridge's HTTP calls per command, same broker and simulator."""
 
-    def __init__(self, client: aiomqtt.Client, okai: OkaiClient, calls: list[str], limit: int) -> None:
+    def __init__(
+        self, client: aiomqtt.Client, publisher: Publisher, okai: OkaiClient, calls: list[str], limit: int
+    ) -> None:
         self.client = client
+        self.publisher = publisher
         self.okai = okai
         self.calls = calls
         self.limiter = anyio.CapacityLimiter(limit)
@@ -206,7 +212,7 @@ class Floor:
 
     async def _answer(self, device: str, payload: bytes) -> None:
         await self._vendor(device)
-        await self.client.publish(f"floor/resp/{device}", payload, qos=1)
+        self.publisher.send(f"floor/resp/{device}", payload, retain=False)  # the bridge's publisher
 
     async def command(self, device: str, locked: bool) -> str:
         tx = uuid.uuid4().hex
@@ -223,12 +229,15 @@ async def floor(stack: Stack, calls: list[str], limit: int) -> AsyncIterator[Flo
     okai = OkaiClient(settings=stack.settings())
     await okai.open()
     try:
-        async with aiomqtt.Client(
-            "127.0.0.1", stack.port, socket_options=NODELAY, max_queued_incoming_messages=0
-        ) as client:
+        publisher = Publisher()
+        client = publisher.prepare(
+            aiomqtt.Client("127.0.0.1", stack.port, socket_options=NODELAY, max_queued_incoming_messages=0)
+        )
+        async with client:
             client.pending_calls_threshold = 1000
             await client.subscribe([("floor/req/+", 1), ("floor/resp/+", 1)])
-            fl = Floor(client, okai, calls, limit)
+            publisher.attach(client)
+            fl = Floor(client, publisher, okai, calls, limit)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(fl.serve)
                 try:

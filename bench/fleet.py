@@ -39,7 +39,8 @@ from bench.fleet_adapter import FleetAdapter, FleetSettings
 from twin.broker import free_port
 from twin.config import MqttSettings
 from twin.homeassistant import HomeAssistantSettings
-from twin.runtime import PUBLISH_WORKERS, BridgeRuntime
+from twin.publisher import Publisher
+from twin.runtime import PUBLISH_WINDOW, BridgeRuntime
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "mosquitto"
@@ -119,28 +120,20 @@ async def bridge_start(
 
 
 async def bare_publish(port: int, messages: list[tuple[str, bytes]]) -> float:
-    """Publish the same retained messages under another prefix, PUBLISH_WORKERS in flight."""
+    """Publish the same retained messages under another prefix, PUBLISH_WINDOW in flight."""
     expected = len(messages)
     seen: list[tuple[str, bytes]] = []
     done = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_collect, port, "floor/#", expected, seen, done)
         await anyio.sleep(0.5)
-        async with aiomqtt.Client("127.0.0.1", port) as client:
-            client.pending_calls_threshold = PUBLISH_WORKERS * 2
-            send, receive = anyio.create_memory_object_stream[tuple[str, bytes]](len(messages))
-
-            async def worker() -> None:  # the same pool design as the bridge's publishers
-                async for topic, payload in receive:
-                    await client.publish("floor/" + topic, payload, qos=1, retain=True)
-
+        publisher = Publisher(window=PUBLISH_WINDOW)  # the bridge's own publisher and window
+        async with publisher.prepare(aiomqtt.Client("127.0.0.1", port)) as client:
+            publisher.attach(client)
             started = time.perf_counter()
-            async with anyio.create_task_group() as pubs:
-                for _ in range(PUBLISH_WORKERS):
-                    pubs.start_soon(worker)
-                for message in messages:
-                    send.send_nowait(message)
-                send.close()
+            for topic, payload in messages:
+                publisher.send("floor/" + topic, payload, retain=True)
+            await publisher.drained()
             await _until(done, seen, expected)
             elapsed = time.perf_counter() - started
         tg.cancel_scope.cancel()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from contracts.errors import ErrorInfo
-from contracts.messages import CommandStatus, DesiredLock, LockState, Response
+from contracts.messages import CommandStatus, DesiredLock, EventType, LockState, Response
 from twin.store import CommandRecord, TwinRecord
 
 __all__ = ["dumps", "iso", "render_state", "render_twin", "response_for"]
@@ -71,6 +71,11 @@ def render_twin(
         "command": None if command is None else summary(command, redact),
         "hold": DesiredLock.LOCKED.value if hold else None,
     }
+
+
+def render_event(type: EventType, data: dict[str, Any]) -> dict[str, Any]:
+    """An event (shape: :class:`~contracts.messages.Event`), stamped now."""
+    return {"type": type.value, "at": datetime.now(UTC).isoformat(), "data": data}
 
 
 def render_state(twin: TwinRecord, current: CommandRecord | None) -> dict[str, Any]:

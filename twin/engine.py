@@ -69,6 +69,8 @@ class _DeviceRuntime:
     #: worker, intake and outcome share these objects, so a command superseded while its worker
     #: waits to retry is seen as superseded by that worker
     queue: list[CommandRecord] = field(default_factory=list)
+    #: set when the command waiting out its retry backoff was superseded
+    wake_retry: anyio.Event = field(default_factory=anyio.Event)
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
 
@@ -322,20 +324,10 @@ class TwinEngine:
             if kind == "set":
                 for old in rt.queue:
                     if old.kind == "set" and old.name == name and old.status == CommandStatus.ACCEPTED:
-                        old.status = CommandStatus.SUPERSEDED
-                        old.result = {"superseded_by": cmd.id, "superseded_by_transaction": transaction}
-                        self.store.update_command(old)
-                        self.store.journal(
-                            entry="outcome",
-                            device=device,
-                            source=old.source,
-                            command_id=old.id,
-                            transaction=old.transaction,
-                            data={"status": "superseded", "by": cmd.id},
-                        )
+                        self._replace(old, cmd)
                         superseded.append(old)
                 twin.desired[name] = self.fields[name].redact(value)
-            rt.queue[:] = [c for c in rt.queue if c.status != CommandStatus.SUPERSEDED]
+            rt.queue[:] = [c for c in rt.queue if not c.status.is_final]
             self.store.insert_command(cmd)
             twin.command_id = cmd.id
             twin.version += 1
@@ -349,13 +341,38 @@ class TwinEngine:
                 data={"kind": kind, "name": name, "value": self._redacted(kind, name, value, sensitive=sensitive)},
             )
         rt.queue.append(cmd)
+        if superseded:
+            rt.wake_retry.set()  # a worker waiting to retry what was just superseded moves on
         for old in superseded:
+            self.out.command_event(old, CommandStatus.ACCEPTED)
             self.out.command_final(old)
         self.out.answer(cmd, "set" if kind == "set" else name, reply, status=CommandStatus.ACCEPTED)
         self.out.command_event(cmd, None)
         self.out.twin_changed(device)
         self._kick(device)
         return cmd
+
+    def _replace(self, old: CommandRecord, new: CommandRecord) -> None:
+        """A newer /set of the same field replaces one waiting to be (re)sent (inside a transaction)."""
+        old.result = {"superseded_by": new.id, "superseded_by_transaction": new.transaction}
+        if old.id in self._maybe_executed:
+            # "superseded" promises the vendor never acted on it; a call left unanswered may have
+            old.status = CommandStatus.FAILED
+            old.error = _unanswered("a newer command replaced it").model_dump()
+            self._maybe_executed.discard(old.id)
+        else:
+            old.status = CommandStatus.SUPERSEDED
+            old.error = None  # a retried error is not its outcome
+        COMMANDS.labels(self.adapter.vendor, old.name, old.status.value).inc()
+        self.store.update_command(old)
+        self.store.journal(
+            entry="outcome",
+            device=old.device,
+            source=old.source,
+            command_id=old.id,
+            transaction=old.transaction,
+            data={"status": old.status.value, "by": new.id, "error": old.error},
+        )
 
     # -- worker ------------------------------------------------------------------------------------
     def _kick(self, device: str) -> None:
@@ -396,7 +413,6 @@ class TwinEngine:
                     await self._finish(cmd, CommandStatus.FAILED, _unanswered("it expired"))
                 else:
                     await self._expire(cmd, "the command expired before the vendor accepted it")
-                self._maybe_executed.discard(cmd.id)
                 return
             if cmd.status == CommandStatus.ACKNOWLEDGED:
                 await self._confirm(cmd, remaining)
@@ -434,7 +450,10 @@ class TwinEngine:
             self._set_status(cmd, CommandStatus.ACCEPTED, journal={"retry": exc.info.model_dump()})
             delay = min(self.options.retry_cap, self.options.retry_base * 2 ** (cmd.attempts - 1))
             delay = max(delay * random.uniform(0.5, 1.0), exc.info.retry_after or 0.0)
-            await anyio.sleep(min(delay, max(0.0, cmd.expires_at - time.time())))
+            rt = self.devices[cmd.device]
+            rt.wake_retry = anyio.Event()
+            with anyio.move_on_after(min(delay, max(0.0, cmd.expires_at - time.time()))):
+                await rt.wake_retry.wait()
             return
         if cmd.kind == "action":
             if result.reported is not None:  # a read action refreshes the twin too
@@ -586,6 +605,7 @@ class TwinEngine:
         before = cmd.status
         cmd.status = status
         cmd.error = None if error is None else error.model_dump()
+        self._maybe_executed.discard(cmd.id)
         COMMANDS.labels(self.adapter.vendor, cmd.name, status.value).inc()
         if cmd.sensitive:
             cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended

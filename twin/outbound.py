@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
@@ -28,13 +27,12 @@ from contracts.messages import (
     BridgeDevices,
     CommandStatus,
     DeviceEntry,
-    Event,
     EventType,
     Response,
 )
 from contracts.topics import Topics
 from twin.adapter import ActionSpec, DesiredField, DeviceInfo
-from twin.document import dumps, render_state, render_twin, response_for
+from twin.document import dumps, render_event, render_state, render_twin, response_for
 from twin.store import CommandRecord, Store, TwinRecord
 
 __all__ = ["Outbound", "ReplyTo", "Sender"]
@@ -166,8 +164,7 @@ class Outbound:
 
     # -- events ----------------------------------------------------------------------------------
     def event(self, device: str, type: EventType, data: dict[str, Any]) -> None:
-        body = Event(type=type, at=datetime.now(UTC), data=data)
-        self._send(self.topics.event(device), dumps(body.model_dump(mode="json")))
+        self._send(self.topics.event(device), dumps(render_event(type, data)))
 
     def command_event(self, cmd: CommandRecord, before: CommandStatus | None) -> None:
         self.event(

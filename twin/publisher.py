@@ -7,8 +7,9 @@ messages per command, so this is the largest cost on its command path. The publi
 hands messages to the paho client under aiomqtt (``Client._client``, the one private attribute
 locktwin touches; :func:`paho_of` fails loudly if a release renames it) and counts PUBACKs itself:
 
-- at most ``window`` messages are unacknowledged at once (paho's own in-flight limit is set to the
-  same, so paho never queues), the rest wait in order in the outbox;
+- at most ``window`` messages are unacknowledged at once, the rest wait in order in the outbox
+  (paho's own in-flight limit is the same; paho counts a PUBACK only after its callback, so a
+  message sent from that callback waits in paho's queue until the callback returned);
 - ``on_sent`` runs when the broker acknowledged the message (a final answer is then marked
   answered in the store);
 - while disconnected the outbox keeps the newest ``limit`` messages; on disconnect, messages that
@@ -75,7 +76,8 @@ class Publisher:
     async def drained(self) -> None:
         """Wait until the broker acknowledged everything sent so far."""
         while self.pending:
-            self._idle = anyio.Event()
+            if self._idle is None or self._idle.is_set():
+                self._idle = anyio.Event()
             await self._idle.wait()
 
     def send(
@@ -119,7 +121,8 @@ class Publisher:
     def detach(self) -> None:
         """The connection is gone: messages in flight go back to the outbox (see the module doc)."""
         self._paho = None
-        again = [m for _, m in sorted(self._in_flight.items()) if not m.retain and m.on_sent is None]
+        # in send order (dict order; packet ids wrap at 65535, so they cannot order them)
+        again = [m for m in self._in_flight.values() if not m.retain and m.on_sent is None]
         self._in_flight.clear()
         self.outbox.extendleft(reversed(again))
         while len(self.outbox) > self.limit:

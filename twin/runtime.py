@@ -17,6 +17,7 @@ import heapq
 import logging
 import random
 import socket
+import sqlite3
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -71,6 +72,8 @@ PUBLISH_WINDOW = 64
 #: messages kept for the broker while it is away (the oldest go first). Not a limit while connected:
 #: republishing a fleet of 100,000 devices queues 200,000+ messages at once, none of which may go.
 OUTBOX_LIMIT = 100_000
+#: seconds between copies of the store's write-ahead log into its file (see twin.store)
+CHECKPOINT_INTERVAL = 1.0
 
 
 class BridgeRuntime:
@@ -138,6 +141,8 @@ class BridgeRuntime:
             async with anyio.create_task_group() as tg:
                 await self.engine.start(tg, devices)
                 tg.start_soon(self._poll_loop, tg)
+                self.store.checkpoint_elsewhere()
+                tg.start_soon(self._checkpoint_loop)
                 self.ready.set()
                 await self._mqtt_loop(tg)
 
@@ -261,6 +266,14 @@ class BridgeRuntime:
         if "+" in topic or "#" in topic or topic.startswith("$"):
             return False
         return not any(topic == r or topic.startswith(r + "/") for r in reserved)
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await anyio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await anyio.to_thread.run_sync(self.store.checkpoint)
+            except sqlite3.Error as exc:  # busy or full disk: the next round tries again
+                log.warning("store checkpoint failed: %s", exc)
 
     # -- polling -----------------------------------------------------------------------------------
     async def _poll_loop(self, tg: TaskGroup) -> None:

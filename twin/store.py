@@ -10,6 +10,11 @@ hot path uses prepared statements on the same connection, because sqlite-utils' 
 5-8x slower (see platform-notes). Calls are synchronous on the event loop thread: with WAL and
 ``synchronous=NORMAL`` a commit is tens of microseconds, cheaper than a thread hop, and a process
 crash loses nothing committed. ``synchronous=FULL`` (configurable) also survives power loss.
+
+What is not cheap is SQLite's automatic checkpoint: every ~1,000 WAL pages the committing call
+copies them into the database file, a stall of several milliseconds on the event loop (it set the
+bridge's p99 latency). A long-running owner calls :meth:`checkpoint_elsewhere` and then runs
+:meth:`checkpoint` from a worker thread (on its own connection) every second.
 """
 
 from __future__ import annotations
@@ -100,6 +105,19 @@ class Store:
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self._migrate(sqlite_utils.Database(conn))
+
+    def checkpoint_elsewhere(self) -> None:
+        """The owner runs :meth:`checkpoint` itself: commits never stop to copy the WAL."""
+        self.conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database file; safe from any thread (own connection)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     def close(self) -> None:
         if self._conn is not None:
