@@ -86,8 +86,9 @@ class Outbound:
         self.actions: Mapping[str, ActionSpec] = {}
         #: devices whose retained documents are due (an ordered set)
         self._dirty: dict[str, None] = {}
-        #: hashes of the documents last published per topic, to publish only on change
-        self._published: dict[str, int] = {}
+        #: per device, hashes of its twin and state as last published (publish only on change); keyed
+        #: by the device id the twins already hold, so a fleet pays two small ints per device
+        self._published: dict[str, tuple[int, int]] = {}
         self._wake: anyio.Event | None = None
 
     def attach(
@@ -236,19 +237,19 @@ class Outbound:
         except ValueError:
             log.exception("cannot render the twin of %s", device)
             return
-        self._retain_on_change(self.topics.twin(device), dumps(twin))
-        self._retain_on_change(self.topics.state(device), dumps(state))
+        twin_bytes, state_bytes = dumps(twin), dumps(state)
+        digests = (hash(twin_bytes), hash(state_bytes))
+        last = self._published.get(device, (None, None))
+        self._published[device] = digests
+        if last[0] != digests[0]:
+            self._send(self.topics.twin(device), twin_bytes, retain=True)
+        if last[1] != digests[1]:
+            self._send(self.topics.state(device), state_bytes, retain=True)
         for listener in self.listeners:
             try:
                 listener(device)
             except Exception:  # one failing listener must not break the others
                 log.exception("listener failed for %s", device)
-
-    def _retain_on_change(self, topic: str, payload: bytes) -> None:
-        digest = hash(payload)
-        if self._published.get(topic) != digest:
-            self._published[topic] = digest
-            self._send(topic, payload, retain=True)
 
     def send_retained(self, topic: str, payload: bytes) -> None:
         self._send(topic, payload, retain=True)

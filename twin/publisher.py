@@ -1,8 +1,8 @@
 """QoS 1 publishing with a window of unacknowledged messages, without a task or a future per message.
 
 aiomqtt's ``publish`` awaits each PUBACK through an ``asyncio.Event`` and ``asyncio.wait_for`` (a
-task per call): measured here at ~210 us of CPU per QoS 1 message, against ~85 us for paho's own
-``publish`` with the PUBACK handled by a callback (``bench/README.md``). A bridge publishes several
+task per call): a pool of 64 awaiting publishers spent ~125 us of CPU per QoS 1 message, this
+publisher ~82 us (``python -m bench.publish_cost``). A bridge publishes several
 messages per command, so this is the largest cost on its command path. The publisher therefore
 hands messages to the paho client under aiomqtt (``Client._client``, the one private attribute
 locktwin touches; :func:`paho_of` fails loudly if a release renames it) and counts PUBACKs itself:
