@@ -189,7 +189,7 @@ class Outbound:
 
     def twin_doc(self, device: str) -> dict[str, Any]:
         twin = self.twins[device]
-        last = self.current_of(device) or self.latest_of(device)
+        last = self.latest_of(device)
         if last is None or last.id != twin.command_id:
             last = self.store.command(twin.command_id) if twin.command_id else None
         return render_twin(twin, last, hold=device in self.hold, redact=self._redactor(last))

@@ -100,7 +100,7 @@ class Publisher:
         self._pump()
 
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
-        """Before connecting: paho's own in-flight limit is the window, so paho never queues."""
+        """Before connecting: paho's own in-flight limit becomes the window (set only before connecting)."""
         paho_of(client).max_inflight_messages = max(self.window, 1)
         return client
 

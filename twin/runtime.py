@@ -144,7 +144,7 @@ class BridgeRuntime:
                 self.store.checkpoint_elsewhere()
                 tg.start_soon(self._checkpoint_loop)
                 self.ready.set()
-                await self._mqtt_loop(tg)
+                await self._mqtt_loop()
 
     # -- MQTT --------------------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -169,7 +169,7 @@ class BridgeRuntime:
         )
         return self.publisher.prepare(client)
 
-    async def _mqtt_loop(self, tg: TaskGroup) -> None:
+    async def _mqtt_loop(self) -> None:
         delay = 0.5
         while True:
             lost = False
