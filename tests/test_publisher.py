@@ -219,3 +219,55 @@ async def test_two_concurrent_drained_waiters_both_return(mqtt_broker: str) -> N
                 await anyio.lowlevel.checkpoint()  # the first waiter is waiting
                 tg.start_soon(wait, "second")
     assert sorted(returned) == ["first", "second"]
+
+
+async def test_a_feed_runs_as_the_window_frees_and_lets_new_messages_pass(mqtt_broker: str) -> None:
+    base, steps, window = _base(), 300, 4
+    publisher = Publisher(window=window)
+    held: list[int] = []  # messages the publisher held each time a step ran
+    ran: list[int] = []
+
+    def step(i: int) -> Callable[[], None]:
+        def run() -> None:
+            held.append(len(publisher.outbox) + len(publisher._in_flight))
+            ran.append(i)
+            publisher.send(f"{base}/fleet", f"{i}-twin".encode(), retain=False)
+            publisher.send(f"{base}/fleet", f"{i}-state".encode(), retain=False)
+
+        return run
+
+    async with subscriber(mqtt_broker, f"{base}/#") as rec, publisher.prepare(_client(mqtt_broker, "pub")) as client:
+        publisher.attach(client)
+        publisher.feed(step(i) for i in range(steps))
+        # only what fits the window ran: the rest of the batch is not rendered nor held yet
+        assert len(ran) == window // 2 and publisher.pending == window + 1
+        publisher.send(f"{base}/fleet", b"answer", retain=False)  # sent meanwhile: ahead of the rest
+        await _drained(publisher)
+        assert ran == list(range(steps))
+        assert max(held) <= window  # never the whole batch at once
+        await rec.wait_for(lambda: len(rec.payloads()) >= 2 * steps + 1)
+        got = rec.payloads(f"{base}/fleet")
+        assert got.index(b"answer") <= window + 1
+        assert [p for p in got if p != b"answer"] == [
+            f"{i}-{d}".encode() for i in range(steps) for d in ("twin", "state")
+        ]
+
+
+async def test_losing_the_connection_drops_an_unfinished_feed(mqtt_broker: str) -> None:
+    base = _base()
+    publisher = Publisher(window=2)
+    ran: list[int] = []
+
+    def step(i: int) -> Callable[[], None]:
+        def run() -> None:
+            ran.append(i)
+            publisher.send(f"{base}/fleet", str(i).encode(), retain=True)
+
+        return run
+
+    async with publisher.prepare(_client(mqtt_broker, "pub")) as client:
+        publisher.attach(client)
+        publisher.feed(step(i) for i in range(1000))
+        publisher.detach()  # the owner feeds the fleet again after reconnecting
+    assert ran == [0, 1]
+    assert publisher.pending == 0  # retained messages in flight are not requeued, the feed is gone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -134,3 +136,36 @@ def test_expiry_is_bounded_by_the_vendor(tmp_path: Path) -> None:
 def test_mqtt_url_with_credentials_is_refused() -> None:
     with pytest.raises(ValueError, match="must not carry credentials"):
         load_settings(None, mqtt={"url": "mqtt://bridge:hunter2@broker:1883"})
+
+
+async def test_undelivered_final_answers_go_out_first_after_a_restart(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path) as h:
+        last = adapter.settings.devices[-1]
+        final = await h.set(last, {"lock": "UNLOCKED"})
+        await h.stop_bridge()
+        # as if the process died before the broker acknowledged that final answer
+        with sqlite3.connect(tmp_path / "fake" / "twins.sqlite") as db:
+            db.execute("UPDATE commands SET answered=0 WHERE txn=?", (final["transaction"],))
+        db.close()
+        start = len(h.messages)
+        async with anyio.create_task_group() as tg:
+            await h.start_bridge(tg)
+            answer_topic = h.topic(last, "response/set")
+
+            def answer_index() -> int | None:
+                for i, (topic, payload, _, _) in enumerate(h.messages[start:]):
+                    if topic == answer_topic and json.loads(payload)["transaction"] == final["transaction"]:
+                        return i
+                return None
+
+            index = await h.wait_for(answer_index)
+            before = [topic for topic, _, _, _ in h.messages[start : start + index]]
+            # the answer's own device first (its documents match the answer), ahead of the fleet
+            assert h.topic(last, "state") in before and h.topic(last, "twin") in before
+            others = [d for d in adapter.settings.devices if d != last]
+            assert not [t for t in before if any(t.startswith(h.topic(d, "")) for d in others)]
+            assert json.loads(h.messages[start + index][1])["status"] == "succeeded"
+            # and the rest of the fleet follows
+            await h.wait_for(lambda: all(h.topic(d, "state") in [m[0] for m in h.messages[start:]] for d in others))
+            await h.stop_bridge()

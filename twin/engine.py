@@ -133,19 +133,19 @@ class TwinEngine:
                 outcome = ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "outcome unknown: the bridge stopped during the call")
                 self.plans.end(cmd, CommandStatus.FAILED, outcome)
             elif cmd.device not in self.devices:
-                await self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.UNKNOWN_DEVICE, "device is gone"))
+                self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.UNKNOWN_DEVICE, "device is gone"))
             elif cmd.expires_at <= now and cmd.status == CommandStatus.ACCEPTED:
-                await self._expire(cmd, "expired while the bridge was down")
+                self._expire(cmd, "expired while the bridge was down")
             elif cmd.expires_at <= now:
                 # It reached the vendor (or may have): not "expired", which promises it was never sent.
-                await self._finish(
+                self._finish(
                     cmd,
                     CommandStatus.FAILED,
                     ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "not confirmed before it expired (the bridge was down)"),
                 )
             elif cmd.status == CommandStatus.SENT and not cmd.idempotent:
                 # The call may or may not have reached the vendor; repeating it is not safe.
-                await self._finish(
+                self._finish(
                     cmd,
                     CommandStatus.FAILED,
                     ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "outcome unknown: the bridge stopped during the call"),
@@ -404,15 +404,15 @@ class TwinEngine:
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
                 if cmd.status == CommandStatus.ACKNOWLEDGED:
-                    await self._finish(
+                    self._finish(
                         cmd,
                         CommandStatus.FAILED,
                         ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the vendor accepted it but the device never confirmed"),
                     )
                 elif cmd.id in self._maybe_executed:
-                    await self._finish(cmd, CommandStatus.FAILED, _unanswered("it expired"))
+                    self._finish(cmd, CommandStatus.FAILED, _unanswered("it expired"))
                 else:
-                    await self._expire(cmd, "the command expired before the vendor accepted it")
+                    self._expire(cmd, "the command expired before the vendor accepted it")
                 return
             if cmd.status == CommandStatus.ACKNOWLEDGED:
                 await self._confirm(cmd, remaining)
@@ -440,12 +440,12 @@ class TwinEngine:
             if exc.maybe_executed:
                 self._maybe_executed.add(cmd.id)
                 if not cmd.idempotent:
-                    await self._finish(cmd, CommandStatus.FAILED, _unanswered("an action is never sent twice"))
+                    self._finish(cmd, CommandStatus.FAILED, _unanswered("an action is never sent twice"))
                     return
             if exc.info.code == ErrorCode.DEVICE_OFFLINE:
                 await self.report(cmd.device, ReportedPatch(values={"online": False}), source="command")
             if not exc.info.retryable:
-                await self._finish(cmd, CommandStatus.FAILED, exc.info)
+                self._finish(cmd, CommandStatus.FAILED, exc.info)
                 return
             self._set_status(cmd, CommandStatus.ACCEPTED, journal={"retry": exc.info.model_dump()})
             delay = min(self.options.retry_cap, self.options.retry_base * 2 ** (cmd.attempts - 1))
@@ -459,7 +459,7 @@ class TwinEngine:
             if result.reported is not None:  # a read action refreshes the twin too
                 await self.report(cmd.device, result.reported, source="action")
             cmd.result = None if cmd.sensitive else result.data
-            await self._finish(cmd, CommandStatus.SUCCEEDED, None, data=result.data)
+            self._finish(cmd, CommandStatus.SUCCEEDED, None, data=result.data)
             return
         cmd.acked_at = time.time()
         cmd.result = result.data
@@ -487,13 +487,7 @@ class TwinEngine:
         rt = self.devices[cmd.device]
         interval = self.adapter.confirm_interval
         while True:
-            if rt.confirmed_by == cmd.id:
-                await self._finish(cmd, CommandStatus.SUCCEEDED, None)
-                return
-            if rt.jammed_by == cmd.id:
-                await self._finish(
-                    cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the lock is jammed")
-                )
+            if self._decide(cmd):
                 return
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
@@ -508,8 +502,22 @@ class TwinEngine:
             except VendorError as exc:
                 log.info("confirmation read of %s failed: %s", cmd.device, exc.info.code)
             else:
-                await self.report(cmd.device, patch, source="confirm")
+                with self.store.transaction():  # the observation and the outcome it decides: one commit
+                    self.observe(cmd.device, patch, source="confirm")
+                    if self._decide(cmd):
+                        return
             interval = min(interval * 1.5, self.adapter.confirm_max_interval)
+
+    def _decide(self, cmd: CommandRecord) -> bool:
+        """End ``cmd`` if an observation confirmed or refuted it."""
+        rt = self.devices[cmd.device]
+        if rt.confirmed_by == cmd.id:
+            self._finish(cmd, CommandStatus.SUCCEEDED, None)
+        elif rt.jammed_by == cmd.id:
+            self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.NOT_CONFIRMED, "the lock is jammed"))
+        else:
+            return False
+        return True
 
     async def call_read(self, device_id: str) -> ReportedPatch | None:
         """A status read for polling: failures are logged; an offline device is reported offline."""
@@ -591,10 +599,10 @@ class TwinEngine:
         self.out.command_event(cmd, before)
         self.out.twin_changed(cmd.device)
 
-    async def _expire(self, cmd: CommandRecord, message: str) -> None:
-        await self._finish(cmd, CommandStatus.EXPIRED, ErrorInfo.of(ErrorCode.EXPIRED, message))
+    def _expire(self, cmd: CommandRecord, message: str) -> None:
+        self._finish(cmd, CommandStatus.EXPIRED, ErrorInfo.of(ErrorCode.EXPIRED, message))
 
-    async def _finish(
+    def _finish(
         self,
         cmd: CommandRecord,
         status: CommandStatus,
@@ -639,6 +647,10 @@ class TwinEngine:
     # -- reported state ----------------------------------------------------------------------------
     async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
         """Merge a vendor observation; write and publish only what changed."""
+        return self.observe(device_id, patch, source=source)
+
+    def observe(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
+        """:meth:`report`, without suspending (so that it can share a caller's transaction)."""
         rt = self.devices.get(device_id)
         if rt is None:
             return False

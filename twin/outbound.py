@@ -9,14 +9,17 @@ documents are rendered and published once per ``coalesce`` window (while :meth:`
 only when they differ from what was last published (Zigbee2MQTT's "state written on change").
 One command changes its twin four or five times in a few milliseconds (accepted, sent,
 acknowledged, the observed state, the outcome); publishing each was most of a command's cost.
-Every answer about a device first publishes that device's pending documents, so a client that
-sees a final answer reads a retained state that matches it.
+Every final answer (and every read) about a device first publishes that device's pending documents,
+so a client that sees it reads a retained state that matches; an ``accepted`` answer does not wait
+for the window. While the store has a transaction open, messages wait for its commit: nothing is
+announced before it is durable.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,6 +81,9 @@ class Outbound:
         #: the device's latest command when still in memory (else it is read from the store)
         self.latest_of = latest_of
         self.sender: Sender | None = None
+        #: runs a large batch of sending steps as the publisher has room (the fleet's republish);
+        #: without one they run at once
+        self.feeder: Callable[[Iterator[Callable[[], None]]], None] | None = None
         #: called with a device id after its twin changed (extensions such as HA discovery)
         self.listeners: list[Callable[[str], None]] = []
         self.twins: dict[str, TwinRecord] = {}
@@ -90,6 +96,8 @@ class Outbound:
         #: by the device id the twins already hold, so a fleet pays two small ints per device
         self._published: dict[str, tuple[int, int]] = {}
         self._wake: anyio.Event | None = None
+        #: devices republished since the last connect (see :meth:`republish_all`)
+        self._republished: set[str] = set()
 
     def attach(
         self,
@@ -109,12 +117,21 @@ class Outbound:
         correlation: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
     ) -> None:
-        if self.sender is not None:
+        if self.store.in_transaction:  # nothing is announced before it is durable (twin.store)
+            self.store.after_commit(
+                functools.partial(self._send, topic, payload, retain=retain, correlation=correlation, on_sent=on_sent)
+            )
+        elif self.sender is not None:
             self.sender(topic, payload, retain=retain, correlation=correlation, on_sent=on_sent)
 
     # -- answers ---------------------------------------------------------------------------------
-    def _reply(self, device: str, suffix: str, reply: ReplyTo | None) -> tuple[str, bytes | None]:
-        self.flush(device)
+    def _reply(
+        self, device: str, suffix: str, reply: ReplyTo | None, *, settled: bool = True
+    ) -> tuple[str, bytes | None]:
+        """Where an answer goes; a ``settled`` answer (final, or a read) goes after the device's pending
+        documents, so that a client reading them after it sees what it says."""
+        if settled:
+            self.flush(device)
         if reply is not None:
             return reply.topic, reply.correlation
         return self.topics.response(device, suffix), None
@@ -122,7 +139,7 @@ class Outbound:
     def rejected(
         self, device: str, suffix: str, transaction: str | None, error: ErrorInfo, reply: ReplyTo | None
     ) -> None:
-        topic, correlation = self._reply(device, suffix, reply)
+        topic, correlation = self._reply(device, suffix, reply, settled=False)
         body = Response(transaction=transaction, command_id=None, status=CommandStatus.REJECTED, error=error)
         self._send(topic, dumps(body.model_dump(mode="json")), correlation=correlation)
 
@@ -135,7 +152,8 @@ class Outbound:
         status: CommandStatus | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        topic, correlation = self._reply(cmd.device, suffix, reply)
+        final = (status or cmd.status).is_final
+        topic, correlation = self._reply(cmd.device, suffix, reply, settled=final)
         body = response_for(cmd, status)
         if data is not None:
             body = body.model_copy(update={"data": data})
@@ -278,11 +296,32 @@ class Outbound:
         self._send(self.topics.bridge_devices, dumps(body.model_dump(mode="json")), retain=True)
 
     def republish_all(self) -> None:
-        """After (re)connecting: every retained topic from the store, then answers not yet delivered."""
+        """After (re)connecting: every retained topic from the store and the answers not delivered yet.
+
+        Those answers go first, each after its device's documents; the rest of the fleet is fed to
+        the publisher one device at a time, rendered when there is room to send it.
+        """
         self._published.clear()  # the broker may have lost them: publish everything again
+        self._republished = set()
         self.devices_list()
-        for info in self.devices:
-            self._publish_documents(info.id)
-            self.availability(info.id)
         for cmd in self.store.unanswered_finals():
+            if cmd.device in self.twins:
+                self._republish_device(cmd.device)
             self.command_final(cmd, data=None)
+        if self.feeder is not None:
+            self.feeder(self._republish_steps())
+        else:
+            for step in self._republish_steps():
+                step()
+
+    def _republish_steps(self) -> Iterator[Callable[[], None]]:
+        for info in self.devices:
+            yield functools.partial(self._republish_device, info.id)
+        yield self._republished.clear
+
+    def _republish_device(self, device: str) -> None:
+        if device in self._republished:
+            return  # already, ahead of an answer
+        self._republished.add(device)
+        self._publish_documents(device)
+        self.availability(device)

@@ -18,13 +18,18 @@ locktwin touches; :func:`paho_of` fails loudly if a release renames it) and coun
   on reconnect, newer than anything in flight).
 
 Messages reach the wire in the order they were sent, so a later retained state wins.
+
+A large batch (republishing a fleet's retained topics after connecting) is :meth:`feed` as steps
+that each send a few messages; a step runs only when the outbox is empty and the window has room.
+So the process holds a window's worth of those messages instead of all 200,000 of a 100,000-device
+fleet at once, and a message sent meanwhile (an answer) goes out before the rest of the batch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +68,8 @@ class Publisher:
         self._paho: paho.Client | None = None
         self._in_flight: dict[int, Outgoing] = {}
         self._idle: anyio.Event | None = None
+        self._feed: Iterator[Callable[[], None]] | None = None
+        self._pumping = False
 
     @property
     def connected(self) -> bool:
@@ -70,8 +77,8 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        """Messages not yet acknowledged by the broker (queued or in flight)."""
-        return len(self.outbox) + len(self._in_flight)
+        """Messages not yet acknowledged by the broker (queued or in flight; a feed counts as one)."""
+        return len(self.outbox) + len(self._in_flight) + (self._feed is not None)
 
     async def drained(self) -> None:
         """Wait until the broker acknowledged everything sent so far."""
@@ -99,6 +106,12 @@ class Publisher:
         self.outbox.append(Outgoing(topic, payload, retain, props, on_sent))
         self._pump()
 
+    def feed(self, steps: Iterator[Callable[[], None]]) -> None:
+        """Run ``steps`` (each sends a few messages) as the window frees up, after what is queued; a
+        new feed replaces an unfinished one, and losing the connection drops it."""
+        self._feed = steps
+        self._pump()
+
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
         """Before connecting: paho's own in-flight limit becomes the window (set only before connecting)."""
         paho_of(client).max_inflight_messages = max(self.window, 1)
@@ -121,6 +134,7 @@ class Publisher:
     def detach(self) -> None:
         """The connection is gone: messages in flight go back to the outbox (see the module doc)."""
         self._paho = None
+        self._feed = None  # the owner feeds it again after reconnecting
         # in send order (dict order; packet ids wrap at 65535, so they cannot order them)
         again = [m for m in self._in_flight.values() if not m.retain and m.on_sent is None]
         self._in_flight.clear()
@@ -142,16 +156,39 @@ class Publisher:
             except Exception:
                 log.exception("after publishing to %s", item.topic)
         self._pump()
+
+    def _pump(self) -> None:
+        if self._pumping:  # a step of the feed is sending: the loop below picks its messages up
+            return
+        self._pumping = True
+        try:
+            inner = self._paho
+            while inner is not None and len(self._in_flight) < self.window:
+                if not self.outbox:
+                    if not self._next_step():
+                        break
+                    continue
+                item = self.outbox.popleft()
+                info = inner.publish(item.topic, item.payload, qos=1, retain=item.retain, properties=item.props)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    # The socket is gone and aiomqtt is about to raise: keep it for the next connection.
+                    self.outbox.appendleft(item)
+                    return
+                self._in_flight[info.mid] = item
+        finally:
+            self._pumping = False
         if self._idle is not None and not self.pending:
             self._idle.set()
 
-    def _pump(self) -> None:
-        inner = self._paho
-        while inner is not None and self.outbox and len(self._in_flight) < self.window:
-            item = self.outbox.popleft()
-            info = inner.publish(item.topic, item.payload, qos=1, retain=item.retain, properties=item.props)
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                # The socket is gone and aiomqtt is about to raise: keep it for the next connection.
-                self.outbox.appendleft(item)
-                return
-            self._in_flight[info.mid] = item
+    def _next_step(self) -> bool:
+        if self._feed is None:
+            return False
+        step = next(self._feed, None)
+        if step is None:
+            self._feed = None
+            return False
+        try:
+            step()
+        except Exception:
+            log.exception("a step of a publishing feed failed")
+        return True

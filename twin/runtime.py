@@ -72,7 +72,8 @@ PUBLISH_WINDOW = 64
 #: messages kept for the broker while it is away (the oldest go first). Not a limit while connected:
 #: republishing a fleet of 100,000 devices queues 200,000+ messages at once, none of which may go.
 OUTBOX_LIMIT = 100_000
-#: seconds between copies of the store's write-ahead log into its file (see twin.store)
+#: seconds between copies of the store's write-ahead log into its file, and the longest a deferred
+#: write waits for its commit (see twin.store)
 CHECKPOINT_INTERVAL = 1.0
 
 
@@ -123,6 +124,7 @@ class BridgeRuntime:
         self.ready = anyio.Event()
         self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
         self.engine.out.sender = self.publisher.send
+        self.engine.out.feeder = self.publisher.feed
         ha = homeassistant or HomeAssistantSettings()
         self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
         # Exact topics served besides the contract's command topics (routing by table).
@@ -271,6 +273,7 @@ class BridgeRuntime:
         while True:
             await anyio.sleep(CHECKPOINT_INTERVAL)
             try:
+                self.store.flush()  # deferred writes are at most this old when the process dies
                 await anyio.to_thread.run_sync(self.store.checkpoint)
             except sqlite3.Error as exc:  # busy or full disk: the next round tries again
                 log.warning("store checkpoint failed: %s", exc)

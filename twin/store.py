@@ -11,6 +11,13 @@ hot path uses prepared statements on the same connection, because sqlite-utils' 
 ``synchronous=NORMAL`` a commit is tens of microseconds, cheaper than a thread hop, and a process
 crash loses nothing committed. ``synchronous=FULL`` (configurable) also survives power loss.
 
+Commits are what costs (tens of microseconds each, most of the store's time on the command path).
+:meth:`transaction` nests, an inner one joining the outermost (an observation and the outcome it
+decides are one commit), and :meth:`after_commit` holds what must not be seen before the data is
+durable (the outbound messages) until the outermost commit. The one write nothing waits for, the
+mark that a final answer reached the broker, is deferred: it joins the next commit, or
+:meth:`flush` within a second; a crash before then sends that final answer again, identically.
+
 What is not cheap is SQLite's automatic checkpoint: every ~1,000 WAL pages the committing call
 copies them into the database file, a stall of several milliseconds on the event loop (it set the
 bridge's p99 latency). A long-running owner calls :meth:`checkpoint_elsewhere` and then runs
@@ -20,9 +27,10 @@ bridge's p99 latency). A long-running owner calls :meth:`checkpoint_elsewhere` a
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +40,8 @@ import sqlite_utils
 from contracts.messages import CommandStatus
 
 __all__ = ["CommandRecord", "Store", "TwinRecord"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -96,6 +106,10 @@ class Store:
         self.synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: sqlite3.Connection | None = None
+        self._depth = 0
+        self._after: list[Callable[[], None]] = []
+        #: answered marks not written yet (see the module doc)
+        self._later_answered: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -120,6 +134,8 @@ class Store:
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
+        if self._conn is not None:
+            self.flush()
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -199,8 +215,58 @@ class Store:
 
     # -- transactions --------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
-        """``with store.transaction():`` groups writes into one atomic commit."""
-        return _Transaction(self.conn)
+        """``with store.transaction():`` groups writes into one atomic commit; nested, it joins the
+        outermost one. Deferred answered marks go into the commit too."""
+        return _Transaction(self)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once what was written so far is durable: now, or after the outermost commit
+        (never, if that transaction rolls back)."""
+        if self._depth:
+            self._after.append(fn)
+        else:
+            fn()
+
+    def flush(self) -> None:
+        """Commit the deferred marks now (the owner calls this every second, and :meth:`close` does)."""
+        if self._later_answered:
+            with self.transaction():
+                pass
+
+    def _begin(self) -> None:
+        if self._depth == 0:
+            self.conn.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+
+    def _end(self, ok: bool) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        if not ok:
+            self.conn.execute("ROLLBACK")  # deferred marks stay deferred; messages held are dropped
+            self._after.clear()
+            return
+        after, self._after = self._after, []
+        try:
+            if self._later_answered:
+                self.conn.executemany(
+                    "UPDATE commands SET answered=1 WHERE id=?", [(command_id,) for command_id in self._later_answered]
+                )
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            if self.conn.in_transaction:  # a failed COMMIT (a full disk) may leave it open
+                self.conn.execute("ROLLBACK")
+            raise
+        self._later_answered.clear()
+        for fn in after:
+            try:
+                fn()
+            except Exception:  # one failing publish must not keep the others back
+                log.exception("after a commit")
 
     # -- twins ---------------------------------------------------------------------------------
     def load_twins(self) -> dict[str, TwinRecord]:
@@ -287,7 +353,8 @@ class Store:
         )
 
     def mark_answered(self, command_id: str) -> None:
-        self.conn.execute("UPDATE commands SET answered=1 WHERE id=?", (command_id,))
+        """The final answer reached the broker (deferred: a crash before the next commit repeats it)."""
+        self._later_answered.append(command_id)
 
     def _select(self, where: str, params: tuple[Any, ...]) -> Iterator[CommandRecord]:
         for row in self.conn.execute(f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE {where}", params):  # noqa: S608
@@ -330,6 +397,8 @@ class Store:
         return list(self._select(f"device=? AND status NOT IN ({marks}) ORDER BY seq", (device, *final)))
 
     def unanswered_finals(self) -> list[CommandRecord]:
+        if not self._depth:
+            self.flush()  # answers the broker already took are not unanswered
         final = tuple(s.value for s in CommandStatus if s.is_final)
         marks = ",".join("?" * len(final))
         return list(self._select(f"answered=0 AND status IN ({marks}) ORDER BY seq", final))
@@ -372,11 +441,11 @@ class Store:
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._store._begin()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        self._store._end(exc_type is None)

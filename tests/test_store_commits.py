@@ -1,0 +1,137 @@
+"""The store's commits (twin.store): nested transactions join the outermost, what waits for a commit
+runs only after it (never after a rollback), and answered marks join the next commit or a flush.
+Real SQLite files; a second connection reads what is durable (what a process finds after a crash)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contracts.messages import CommandStatus
+from twin.store import CommandRecord, Store, TwinRecord
+
+
+def _command(device: str = "d1", transaction: str = "t1") -> CommandRecord:
+    now = time.time()
+    return CommandRecord(
+        id=f"c-{transaction}",
+        device=device,
+        transaction=transaction,
+        kind="set",
+        name="lock",
+        value="LOCKED",
+        status=CommandStatus.ACCEPTED,
+        source="mqtt",
+        accepted_at=now,
+        expires_at=now + 60,
+        updated_at=now,
+    )
+
+
+def _durable(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """What another connection (a process after a crash) reads."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(path=tmp_path / "twins.sqlite")
+    s.open()
+    yield s
+    s.close()
+
+
+def test_nested_transactions_commit_once_and_release_after_the_outermost(store: Store) -> None:
+    seen: list[str] = []
+    with store.transaction():
+        store.save_twin(TwinRecord(device="d1", version=1))
+        with store.transaction():
+            store.save_twin(TwinRecord(device="d2", version=1))
+            store.after_commit(lambda: seen.append("inner"))
+        assert seen == []  # the inner block ended, the commit did not
+        assert _durable(store.path, "SELECT device FROM twins") == []
+        store.after_commit(lambda: seen.append("outer"))
+    assert seen == ["inner", "outer"]
+    assert sorted(_durable(store.path, "SELECT device FROM twins")) == [("d1",), ("d2",)]
+    store.after_commit(lambda: seen.append("now"))  # outside a transaction: at once
+    assert seen[-1] == "now"
+
+
+def test_a_rollback_drops_what_waited_for_the_commit(store: Store) -> None:
+    seen: list[str] = []
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_twin(TwinRecord(device="d1", version=1))
+        store.after_commit(lambda: seen.append("never"))
+        raise RuntimeError("a bug")
+    assert seen == []
+    assert _durable(store.path, "SELECT device FROM twins") == []
+    assert not store.in_transaction
+    with store.transaction():  # and the store still works
+        store.save_twin(TwinRecord(device="d1", version=1))
+    assert _durable(store.path, "SELECT device FROM twins") == [("d1",)]
+
+
+def test_answered_marks_are_deferred_and_flushed(store: Store) -> None:
+    cmd = _command()
+    cmd.status = CommandStatus.SUCCEEDED
+    with store.transaction():
+        store.insert_command(cmd)
+    assert [c.id for c in store.unanswered_finals()] == [cmd.id]
+    store.mark_answered(cmd.id)
+    assert _durable(store.path, "SELECT answered FROM commands") == [(0,)]  # a crash repeats the answer
+    store.flush()
+    assert _durable(store.path, "SELECT answered FROM commands") == [(1,)]
+    assert store.unanswered_finals() == []
+    other = _command(transaction="t2")
+    other.status = CommandStatus.FAILED
+    with store.transaction():
+        store.insert_command(other)
+    store.mark_answered(other.id)
+    assert store.unanswered_finals() == []  # a reconnect does not repeat what the broker took
+
+
+def test_answered_marks_join_the_next_commit_and_close_flushes_them(tmp_path: Path) -> None:
+    store = Store(path=tmp_path / "twins.sqlite")
+    store.open()
+    first, second = _command(transaction="t1"), _command(transaction="t2")
+    first.status = CommandStatus.SUCCEEDED
+    with store.transaction():
+        store.insert_command(first)
+    store.mark_answered(first.id)
+    with store.transaction():
+        store.insert_command(second)
+    assert _durable(store.path, "SELECT txn, answered FROM commands ORDER BY seq") == [("t1", 1), ("t2", 0)]
+    second.status = CommandStatus.FAILED
+    with store.transaction():
+        store.update_command(second)
+    store.mark_answered(second.id)
+    store.close()
+    assert _durable(store.path, "SELECT txn, answered FROM commands ORDER BY seq") == [("t1", 1), ("t2", 1)]
+
+
+def test_outbound_announces_nothing_before_its_commit(store: Store) -> None:
+    from contracts.messages import EventType
+    from contracts.topics import Topics
+    from twin.outbound import Outbound
+
+    sent: list[str] = []
+    out = Outbound(
+        topics=Topics(base="locktwin", vendor="fake"), store=store, hold=frozenset(), current_of=lambda d: None
+    )
+    out.sender = lambda topic, payload, **kw: sent.append(topic)
+    with store.transaction():
+        out.event("d1", EventType.DRIFT, {"field": "lock"})
+        assert sent == []
+    assert sent == ["locktwin/fake/d1/event"]
+    with pytest.raises(RuntimeError), store.transaction():
+        out.event("d1", EventType.DRIFT, {"field": "lock"})
+        raise RuntimeError("rolled back: never announced")
+    assert sent == ["locktwin/fake/d1/event"]
