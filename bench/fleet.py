@@ -16,12 +16,14 @@ and counts the retained ``state`` topics it receives.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import shutil
 import socket
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,7 +36,7 @@ import aiomqtt
 import anyio
 
 from bench.command import commander
-from bench.common import Report, private_broker, rss_bytes
+from bench.common import Report, private_broker
 from bench.fleet_adapter import FleetAdapter, FleetSettings
 from twin.broker import free_port
 from twin.config import MqttSettings
@@ -96,7 +98,7 @@ def _runtime(adapter: FleetAdapter, port: int, data: Path, base: str, **mqtt: An
 
 async def bridge_start(
     port: int, data: Path, devices: int, then: Callable[[BridgeRuntime], Awaitable[None]] | None = None
-) -> tuple[float, list[tuple[str, bytes]], int]:
+) -> tuple[float, list[tuple[str, bytes]]]:
     """Start a bridge, time until every retained topic arrived; ``then`` runs while it is still up."""
     expected = devices * 2 + 1  # state and twin per device, the devices list
     seen: list[tuple[str, bytes]] = []
@@ -105,18 +107,16 @@ async def bridge_start(
         tg.start_soon(_collect, port, "fleet/fleet/#", expected, seen, done)
         tg.start_soon(_collect, port, "fleet/bridge/fleet/devices", 1, seen, anyio.Event())
         await anyio.sleep(0.5)
-        rss0 = rss_bytes()
         runtime = _runtime(FastConfirmFleet(settings=FleetSettings(devices=devices)), port, data, "fleet")
         started = time.perf_counter()
         tg.start_soon(runtime.run)
         await _until(done, seen, expected)
         elapsed = time.perf_counter() - started
-        rss = rss_bytes() - rss0
         seen = list(seen)
         if then is not None:
             await then(runtime)
         tg.cancel_scope.cancel()
-    return elapsed, seen, rss
+    return elapsed, seen
 
 
 async def bare_publish(port: int, messages: list[tuple[str, bytes]]) -> float:
@@ -269,6 +269,14 @@ async def new_subscriber_count(port: int, devices: int, data: Path) -> tuple[int
     return states, elapsed
 
 
+async def bridge_memory(port: int, data: Path, devices: int) -> int:
+    """Resident bytes a bridge process holds for ``devices`` (see bench/fleet_memory.py)."""
+    command = [sys.executable, "-m", "bench.fleet_memory", "--port", str(port), "--devices", str(devices)]
+    done = await anyio.run_process([*command, "--data", str(data)], cwd=REPO)
+    figures = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return int(figures["rss_after"] - figures["rss_before"])
+
+
 async def main(devices: int, commands: int = 1000) -> Report:
     work = Path(tempfile.mkdtemp(prefix="locktwin-fleet-"))
     report = Report(name="fleet")
@@ -280,10 +288,11 @@ async def main(devices: int, commands: int = 1000) -> Report:
                 size0.append(store_size(runtime.store.path))
                 await store_per_command(runtime, broker.port, min(commands, devices), report)
 
-            elapsed, seen, rss = await bridge_start(broker.port, work / "data", devices, then)
+            elapsed, seen = await bridge_start(broker.port, work / "data", devices, then)
             floor = await bare_publish(broker.port, seen)
             report.ratio(f"republish {len(seen)} retained topics of {devices} devices", elapsed, floor, "<= 2", "s")
-            report.value("resident memory per device", rss / devices, " B")
+            rss = await bridge_memory(broker.port, work / "data-memory", devices)
+            report.value("resident memory per device (a bridge process of its own)", rss / devices, " B")
             report.value("store bytes per device", size0[0] / devices, " B")
         with shipped_broker() as port:
             states, took = await new_subscriber_count(port, devices, work / "data-shipped")

@@ -61,7 +61,9 @@ def _unanswered(then: str) -> ErrorInfo:
 @dataclass
 class _DeviceRuntime:
     info: DeviceInfo
-    reported_changed: anyio.Event = field(default_factory=anyio.Event)
+    #: set by the next observation; made only while someone waits for one (an idle event costs
+    #: ~0.7 KB, and a fleet has a runtime per device)
+    reported_changed: anyio.Event | None = None
     confirmed_by: str | None = None
     jammed_by: str | None = None
     current: CommandRecord | None = None
@@ -70,7 +72,7 @@ class _DeviceRuntime:
     #: waits to retry is seen as superseded by that worker
     queue: list[CommandRecord] = field(default_factory=list)
     #: set when the command waiting out its retry backoff was superseded
-    wake_retry: anyio.Event = field(default_factory=anyio.Event)
+    wake_retry: anyio.Event | None = None
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
 
@@ -341,7 +343,7 @@ class TwinEngine:
                 data={"kind": kind, "name": name, "value": self._redacted(kind, name, value, sensitive=sensitive)},
             )
         rt.queue.append(cmd)
-        if superseded:
+        if superseded and rt.wake_retry is not None:
             rt.wake_retry.set()  # a worker waiting to retry what was just superseded moves on
         for old in superseded:
             self.out.command_event(old, CommandStatus.ACCEPTED)
@@ -451,9 +453,12 @@ class TwinEngine:
             delay = min(self.options.retry_cap, self.options.retry_base * 2 ** (cmd.attempts - 1))
             delay = max(delay * random.uniform(0.5, 1.0), exc.info.retry_after or 0.0)
             rt = self.devices[cmd.device]
-            rt.wake_retry = anyio.Event()
-            with anyio.move_on_after(min(delay, max(0.0, cmd.expires_at - time.time()))):
-                await rt.wake_retry.wait()
+            rt.wake_retry = wake = anyio.Event()
+            try:
+                with anyio.move_on_after(min(delay, max(0.0, cmd.expires_at - time.time()))):
+                    await wake.wait()
+            finally:
+                rt.wake_retry = None
             return
         if cmd.kind == "action":
             if result.reported is not None:  # a read action refreshes the twin too
@@ -492,6 +497,8 @@ class TwinEngine:
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
                 return
+            if rt.reported_changed is None:
+                rt.reported_changed = anyio.Event()
             event = rt.reported_changed
             with anyio.move_on_after(min(interval, remaining)):
                 await event.wait()
@@ -695,8 +702,9 @@ class TwinEngine:
             if "online" in changes:
                 self.out.availability(device_id)
             self._drift(device_id, changes, inflight, source)
-        rt.reported_changed.set()
-        rt.reported_changed = anyio.Event()
+        if rt.reported_changed is not None:
+            rt.reported_changed.set()
+            rt.reported_changed = None
         return True
 
     def _redacted(self, kind: str, name: str, value: Any, *, sensitive: bool) -> Any:
