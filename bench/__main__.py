@@ -35,7 +35,7 @@ async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
 
     async def tput() -> Report:
         report = Report(name="throughput")
-        await throughput.measure(200, 3 if quick else 5, report, profile)
+        await throughput.measure(200, 6 if quick else 10, report, profile)
         return report
 
     async def pushes() -> Report:
