@@ -30,7 +30,7 @@ async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
 
     async def lat() -> Report:
         report = Report(name="latency")
-        await latency.measure(300, report, profile)
+        await latency.measure(300 if quick else 1000, report, profile)
         return report
 
     async def tput() -> Report:

@@ -26,7 +26,7 @@ from bench.profiling import profiled
 
 DEVICES = 10
 WARMUP = 30
-ROUNDS = 10
+ROUNDS = 10  # the floor and the bridge take turns this many times
 
 
 async def measure(commands: int, report: Report, profile: bool = False) -> None:
