@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from contracts.messages import CommandStatus
+from contracts.messages import CommandStatus, EventType
+from contracts.topics import Topics
+from twin.outbound import Outbound
 from twin.store import CommandRecord, Store, TwinRecord
 
 
@@ -118,10 +120,6 @@ def test_answered_marks_join_the_next_commit_and_close_flushes_them(tmp_path: Pa
 
 
 def test_outbound_announces_nothing_before_its_commit(store: Store) -> None:
-    from contracts.messages import EventType
-    from contracts.topics import Topics
-    from twin.outbound import Outbound
-
     sent: list[str] = []
     out = Outbound(
         topics=Topics(base="locktwin", vendor="fake"), store=store, hold=frozenset(), current_of=lambda d: None

@@ -61,8 +61,8 @@ def _unanswered(then: str) -> ErrorInfo:
 @dataclass
 class _DeviceRuntime:
     info: DeviceInfo
-    #: set by the next observation; made only while someone waits for one (an idle event costs
-    #: ~0.7 KB, and a fleet has a runtime per device)
+    #: set by the next observation; made only while someone waits for one (an idle anyio event
+    #: costs ~0.9 KB, and a fleet has a runtime per device)
     reported_changed: anyio.Event | None = None
     confirmed_by: str | None = None
     jammed_by: str | None = None
@@ -71,7 +71,7 @@ class _DeviceRuntime:
     #: worker, intake and outcome share these objects, so a command superseded while its worker
     #: waits to retry is seen as superseded by that worker
     queue: list[CommandRecord] = field(default_factory=list)
-    #: set when the command waiting out its retry backoff was superseded
+    #: set when the command waiting out its retry backoff was superseded (exists only meanwhile)
     wake_retry: anyio.Event | None = None
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
