@@ -1,6 +1,7 @@
 """A bridge process's resident memory per device, once the broker acknowledged its whole republish.
 
-    python -m bench.fleet_memory --port 1883 --devices 100000 --data /tmp/fleet-data   (bench.fleet runs it)
+    python -m bench.fleet_memory --port PORT --devices 100000 --data DIR   (bench.fleet runs it on its
+    private broker; the bridge leaves its retained topics under `fleet-memory/` there)
 
 A process of its own, with nothing else in it: in the fleet benchmark's process the subscriber
 that times the republish keeps a copy of every retained message (the floor republishes them), ~1 KB
