@@ -96,8 +96,6 @@ class Outbound:
         #: by the device id the twins already hold, so a fleet pays two small ints per device
         self._published: dict[str, tuple[int, int]] = {}
         self._wake: anyio.Event | None = None
-        #: devices republished since the last connect (see :meth:`republish_all`)
-        self._republished: set[str] = set()
 
     def attach(
         self,
@@ -302,26 +300,20 @@ class Outbound:
         the publisher one device at a time, rendered when there is room to send it.
         """
         self._published.clear()  # the broker may have lost them: publish everything again
-        self._republished = set()
         self.devices_list()
+        ahead: set[str] = set()
         for cmd in self.store.unanswered_finals():
-            if cmd.device in self.twins:
+            if cmd.device in self.twins and cmd.device not in ahead:
+                ahead.add(cmd.device)
                 self._republish_device(cmd.device)
             self.command_final(cmd, data=None)
+        steps = (functools.partial(self._republish_device, d.id) for d in self.devices if d.id not in ahead)
         if self.feeder is not None:
-            self.feeder(self._republish_steps())
+            self.feeder(steps)
         else:
-            for step in self._republish_steps():
+            for step in steps:
                 step()
 
-    def _republish_steps(self) -> Iterator[Callable[[], None]]:
-        for info in self.devices:
-            yield functools.partial(self._republish_device, info.id)
-        yield self._republished.clear
-
     def _republish_device(self, device: str) -> None:
-        if device in self._republished:
-            return  # already, ahead of an answer
-        self._republished.add(device)
         self._publish_documents(device)
         self.availability(device)

@@ -397,11 +397,10 @@ class Store:
         return list(self._select(f"device=? AND status NOT IN ({marks}) ORDER BY seq", (device, *final)))
 
     def unanswered_finals(self) -> list[CommandRecord]:
-        if not self._depth:
-            self.flush()  # answers the broker already took are not unanswered
         final = tuple(s.value for s in CommandStatus if s.is_final)
         marks = ",".join("?" * len(final))
-        return list(self._select(f"answered=0 AND status IN ({marks}) ORDER BY seq", final))
+        taken = set(self._later_answered)  # the broker has them; only the mark is not written yet
+        return [c for c in self._select(f"answered=0 AND status IN ({marks}) ORDER BY seq", final) if c.id not in taken]
 
     # -- journal -------------------------------------------------------------------------------
     def journal(
