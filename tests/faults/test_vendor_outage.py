@@ -34,7 +34,11 @@ HANG_SECONDS = 3.0  # the simulator's latency while it "hangs" (longer than the 
 LONG = 6  # commands that outlive the outage
 SHORT = 6  # commands that expire during it
 SHORT_EXPIRY = 5.0
-JITTER = 0.1
+#: how late a call may reach the simulator after the bridge started it: a call that needs a new
+#: keep-alive connection arrived 0.12 s after the others of its batch on a loaded CI machine, and a
+#: later batch that started exactly 2 s after it then looked like 7 calls at once. A bridge over its
+#: cap still shows: its extra calls start together and overlap for nearly the whole 2 s.
+JITTER = 0.3
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
