@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -11,17 +10,13 @@ from contracts.errors import ErrorInfo
 from contracts.messages import CommandStatus, DesiredLock, EventType, LockState, Response
 from twin.store import CommandRecord, TwinRecord
 
-__all__ = ["dumps", "iso", "render_state", "render_twin", "response_for"]
+__all__ = ["iso", "render_state", "render_twin", "response_for"]
 
 IN_FLIGHT = frozenset({CommandStatus.SENT, CommandStatus.ACKNOWLEDGED})
 
 
 def iso(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-def dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), default=str, ensure_ascii=False).encode()
 
 
 def _iso(epoch: float) -> str:

@@ -35,7 +35,8 @@ from contracts.messages import (
 )
 from contracts.topics import Topics
 from twin.adapter import ActionSpec, DesiredField, DeviceInfo
-from twin.document import dumps, render_event, render_state, render_twin, response_for
+from twin.document import render_event, render_state, render_twin, response_for
+from twin.jsonenc import dumps
 from twin.store import CommandRecord, Store, TwinRecord
 
 __all__ = ["Outbound", "ReplyTo", "Sender"]

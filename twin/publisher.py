@@ -39,6 +39,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from twin import puback
+
 __all__ = ["Publisher", "paho_of"]
 
 log = logging.getLogger(__name__)
@@ -113,8 +115,10 @@ class Publisher:
         self._pump()
 
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
-        """Before connecting: paho's own in-flight limit becomes the window (set only before connecting)."""
+        """Before connecting: paho's own in-flight limit becomes the window (set only before connecting),
+        and PUBACKs are decoded the cheap way (:mod:`twin.puback`)."""
         paho_of(client).max_inflight_messages = max(self.window, 1)
+        puback.install()
         return client
 
     def attach(self, client: aiomqtt.Client) -> None:

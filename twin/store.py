@@ -38,6 +38,7 @@ from typing import Any, Literal
 import sqlite_utils
 
 from contracts.messages import CommandStatus
+from twin.jsonenc import dumps_text
 
 __all__ = ["CommandRecord", "Store", "TwinRecord"]
 
@@ -88,10 +89,6 @@ _COMMAND_COLUMNS = (
     "id, seq, device, txn, kind, name, value, status, source, accepted_at, expires_at, updated_at, "
     "attempts, idempotent, sensitive, error, result, reply_topic, correlation, answered, acked_at, parent"
 )
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def _loads(text: str | None) -> Any:
@@ -293,9 +290,9 @@ class Store:
             (
                 twin.device,
                 twin.version,
-                _dumps(twin.desired),
-                _dumps(twin.reported),
-                _dumps(twin.metadata),
+                dumps_text(twin.desired),
+                dumps_text(twin.reported),
+                dumps_text(twin.metadata),
                 twin.command_id,
                 int(twin.present),
             ),
@@ -314,7 +311,7 @@ class Store:
                 cmd.transaction,
                 cmd.kind,
                 cmd.name,
-                _dumps(cmd.value),
+                dumps_text(cmd.value),
                 cmd.status.value,
                 cmd.source,
                 cmd.accepted_at,
@@ -323,8 +320,8 @@ class Store:
                 cmd.attempts,
                 int(cmd.idempotent),
                 int(cmd.sensitive),
-                None if cmd.error is None else _dumps(cmd.error),
-                None if cmd.result is None else _dumps(cmd.result),
+                None if cmd.error is None else dumps_text(cmd.error),
+                None if cmd.result is None else dumps_text(cmd.result),
                 cmd.reply_topic,
                 cmd.correlation,
                 int(cmd.answered),
@@ -340,12 +337,12 @@ class Store:
             "UPDATE commands SET value=?, status=?, updated_at=?, attempts=?, error=?, result=?, "
             "answered=?, acked_at=? WHERE id=?",
             (
-                _dumps(cmd.value),
+                dumps_text(cmd.value),
                 cmd.status.value,
                 cmd.updated_at,
                 cmd.attempts,
-                None if cmd.error is None else _dumps(cmd.error),
-                None if cmd.result is None else _dumps(cmd.result),
+                None if cmd.error is None else dumps_text(cmd.error),
+                None if cmd.result is None else dumps_text(cmd.result),
                 int(cmd.answered),
                 cmd.acked_at,
                 cmd.id,
@@ -415,7 +412,7 @@ class Store:
     ) -> None:
         self.conn.execute(
             "INSERT INTO journal(at, device, txn, command_id, entry, source, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), device, transaction, command_id, entry, source, _dumps(data)),
+            (time.time(), device, transaction, command_id, entry, source, dumps_text(data)),
         )
 
     def journal_entries(self, device: str | None = None) -> list[dict[str, Any]]:
