@@ -29,6 +29,7 @@ from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import CommandStatus, DesiredLock, EventType, LockState
 from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
+from twin.backoff import VENDOR_WIDE, VendorBackoff
 from twin.document import iso
 from twin.intake import Rejected, best_effort_transaction, expiry, parse_action, parse_get, parse_set
 from twin.metrics import COMMANDS, IN_FLIGHT, VENDOR_CALL_SECONDS
@@ -104,6 +105,8 @@ class TwinEngine:
         self.devices: dict[str, _DeviceRuntime] = {}
         self.twins: dict[str, TwinRecord] = {}
         self.limiter = anyio.CapacityLimiter(options.max_in_flight or adapter.max_in_flight)
+        #: whether the vendor fails as a whole: background reads wait while it does (twin.polling)
+        self.backoff = VendorBackoff()
         self._tg: TaskGroup | None = None
         self._default_expiry = options.default_expiry or adapter.default_expiry
         self._max_expiry = options.max_expiry or adapter.max_expiry
@@ -563,12 +566,21 @@ class TwinEngine:
             limit = min(left, cap)
         outcome = "ok"
         try:
-            started = time.perf_counter()
+            started, since = time.perf_counter(), self.backoff.clock()
             try:
                 with anyio.fail_after(limit):
-                    return await fn()
+                    result = await fn()
+                self.backoff.succeeded()
+                return result
             except VendorError as exc:
                 outcome = exc.info.code.value
+                if exc.info.code in VENDOR_WIDE:
+                    self.backoff.failed(started=since, retry_after=exc.info.retry_after)
+                raise
+            except TimeoutError:
+                outcome = "error"
+                if limit >= self.options.call_timeout:  # not a command whose own time was nearly up
+                    self.backoff.failed(started=since)
                 raise
             except BaseException:
                 outcome = "error"

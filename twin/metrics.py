@@ -8,13 +8,24 @@
 | ``locktwin_token_refreshes_total`` | vendor, outcome | access-token refreshes |
 | ``locktwin_pushes_total`` | vendor, outcome | vendor pushes accepted or refused |
 | ``locktwin_mqtt_reconnects_total`` | vendor | MQTT connections lost and retried |
+| ``locktwin_poll_backoff_seconds`` | vendor | how long status reads wait, the vendor failing as a whole (0: not) |
+| ``locktwin_poll_lag_seconds`` | vendor | how late the latest status read started after it was due |
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["COMMANDS", "IN_FLIGHT", "PUSHES", "RECONNECTS", "TOKEN_REFRESHES", "VENDOR_CALL_SECONDS"]
+__all__ = [
+    "COMMANDS",
+    "IN_FLIGHT",
+    "POLL_BACKOFF",
+    "POLL_LAG",
+    "PUSHES",
+    "RECONNECTS",
+    "TOKEN_REFRESHES",
+    "VENDOR_CALL_SECONDS",
+]
 
 COMMANDS = Counter("locktwin_commands_total", "Commands by final status", ["vendor", "action", "status"])
 VENDOR_CALL_SECONDS = Histogram(
@@ -27,3 +38,7 @@ IN_FLIGHT = Gauge("locktwin_commands_in_flight", "Commands being executed or con
 TOKEN_REFRESHES = Counter("locktwin_token_refreshes_total", "Access-token refreshes", ["vendor", "outcome"])
 PUSHES = Counter("locktwin_pushes_total", "Vendor pushes received", ["vendor", "outcome"])
 RECONNECTS = Counter("locktwin_mqtt_reconnects_total", "MQTT connections lost and retried", ["vendor"])
+POLL_BACKOFF = Gauge(
+    "locktwin_poll_backoff_seconds", "How long status reads wait while the vendor fails as a whole", ["vendor"]
+)
+POLL_LAG = Gauge("locktwin_poll_lag_seconds", "How late the latest status read started after it was due", ["vendor"])

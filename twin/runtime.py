@@ -13,7 +13,6 @@ published while we are connected, and TCP_NODELAY on the socket (QoS 1 round tri
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 import socket
@@ -25,7 +24,6 @@ from typing import Any
 
 import aiomqtt
 import anyio
-from anyio.abc import TaskGroup
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -40,6 +38,7 @@ from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from twin.intake import best_effort_transaction
 from twin.metrics import RECONNECTS
 from twin.outbound import ReplyTo
+from twin.polling import Poller
 from twin.publisher import Publisher
 from twin.shard import Shard
 from twin.store import Store
@@ -142,7 +141,7 @@ class BridgeRuntime:
             devices = [d for d in await self.adapter.list_devices() if self.shard.owns(d.id)]
             async with anyio.create_task_group() as tg:
                 await self.engine.start(tg, devices)
-                tg.start_soon(self._poll_loop, tg)
+                tg.start_soon(Poller(self.engine).run)
                 self.store.checkpoint_elsewhere()
                 tg.start_soon(self._checkpoint_loop)
                 self.ready.set()
@@ -277,34 +276,3 @@ class BridgeRuntime:
                 await anyio.to_thread.run_sync(self.store.checkpoint)
             except sqlite3.Error as exc:  # busy or full disk: the next round tries again
                 log.warning("store checkpoint failed: %s", exc)
-
-    # -- polling -----------------------------------------------------------------------------------
-    async def _poll_loop(self, tg: TaskGroup) -> None:
-        """Read each polled device on its interval (jittered), one read per device at a time."""
-        now = anyio.current_time()
-        heap: list[tuple[float, str]] = []
-        for device_id, rt in self.engine.devices.items():
-            interval = rt.info.poll_interval
-            if interval:
-                heap.append((now + random.uniform(0, min(interval, 5.0)), device_id))
-        heapq.heapify(heap)
-        busy: set[str] = set()
-        while heap:
-            due, device_id = heap[0]
-            await anyio.sleep(max(0.0, due - anyio.current_time()))
-            heapq.heappop(heap)
-            interval = self.engine.devices[device_id].info.poll_interval or 60.0
-            heapq.heappush(heap, (anyio.current_time() + interval * random.uniform(0.9, 1.1), device_id))
-            if device_id in busy or self.engine.devices[device_id].current is not None:
-                continue
-            busy.add(device_id)
-            tg.start_soon(self._poll_one, device_id, busy)
-        await anyio.sleep_forever()
-
-    async def _poll_one(self, device_id: str, busy: set[str]) -> None:
-        try:
-            patch = await self.engine.call_read(device_id)
-            if patch is not None:
-                await self.engine.report(device_id, patch, source="poll")
-        finally:
-            busy.discard(device_id)

@@ -99,7 +99,8 @@ def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path
         code: int | None = None
         try:
             if fault is not None:
-                return PlainTextResponse(HTTPStatus(fault.status).phrase, status_code=fault.status)
+                headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+                return PlainTextResponse(HTTPStatus(fault.status).phrase, status_code=fault.status, headers=headers)
             if scooter is not None:
                 scooter.advance(time.monotonic())  # lazily: only the scooter this request is about
             _authenticate(config, params)

@@ -171,6 +171,7 @@ class Fault:
 class HttpFault:
     status: int
     count: int
+    retry_after: float | None = None  # sent as a Retry-After header
 
 
 class Fleet:
@@ -201,8 +202,8 @@ class Fleet:
     ) -> None:
         self.faults.append(Fault(code=code, msg=msg, count=count, imei=imei, path=path))
 
-    def fail_http(self, *, status: int = 503, count: int = 1) -> None:
-        self.http_faults.append(HttpFault(status=status, count=count))
+    def fail_http(self, *, status: int = 503, count: int = 1, retry_after: float | None = None) -> None:
+        self.http_faults.append(HttpFault(status=status, count=count, retry_after=retry_after))
 
     def take_fault(self, path: str, imei: str | None) -> Fault | None:
         for fault in self.faults:
