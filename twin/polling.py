@@ -39,9 +39,10 @@ class Poller:
         self.engine = engine
         self.slots = anyio.Semaphore(max(1, int(engine.limiter.total_tokens) // 2))
         self._busy: set[str] = set()
+        self._backoff_gauge = POLL_BACKOFF.labels(engine.adapter.vendor)
+        self._lag_gauge = POLL_LAG.labels(engine.adapter.vendor)
 
     async def run(self) -> None:
-        vendor = self.engine.adapter.vendor
         now = anyio.current_time()
         due: list[tuple[float, str]] = []
         for device_id, rt in self.engine.devices.items():
@@ -55,7 +56,7 @@ class Poller:
                 at, device_id = due[0]
                 await anyio.sleep(max(0.0, at - anyio.current_time()))
                 pause = self.engine.backoff.remaining()
-                POLL_BACKOFF.labels(vendor).set(pause)
+                self._backoff_gauge.set(pause)
                 if pause > 0:
                     await anyio.sleep(min(pause, PAUSE_CHECK))
                     continue
@@ -71,7 +72,7 @@ class Poller:
                 if device_id in self._busy or rt.current is not None:
                     self.slots.release()
                     continue
-                POLL_LAG.labels(vendor).set(max(0.0, started - at))
+                self._lag_gauge.set(max(0.0, started - at))
                 self._busy.add(device_id)
                 tg.start_soon(self._read, device_id)
 

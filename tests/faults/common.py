@@ -29,6 +29,8 @@ import httpx
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridges.okai.simulator import DEMO_USER_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = frozenset({"succeeded", "failed", "expired", "superseded", "rejected"})
 
@@ -134,15 +136,25 @@ class BridgeProcess:
         return self.data_dir / self.vendor / "twins.sqlite"
 
 
-def okai_env(base_url: str, imeis: list[str], *, user_key: str, **extra: str) -> dict[str, str]:
-    return {
-        "LOCKTWIN_OKAI_USER_KEY": user_key,
-        "LOCKTWIN_OKAI_BASE_URL": base_url,
-        "LOCKTWIN_OKAI_DEVICES": json.dumps(imeis),
-        "LOCKTWIN_OKAI_TIMEOUT": "5",
-        "LOCKTWIN_OKAI_POLL_INTERVAL": "30",
-        **extra,
-    }
+def okai_bridge(
+    *, broker_url: str, base: str, base_url: str, imeis: list[str], workdir: Path, **env: str
+) -> BridgeProcess:
+    """``locktwin run okai`` on an OKAI simulator's demo account; store and log in ``workdir``."""
+    return BridgeProcess(
+        vendor="okai",
+        broker_url=broker_url,
+        data_dir=workdir / "data",
+        base=base,
+        env={
+            "LOCKTWIN_OKAI_USER_KEY": DEMO_USER_KEY,
+            "LOCKTWIN_OKAI_BASE_URL": base_url,
+            "LOCKTWIN_OKAI_DEVICES": json.dumps(imeis),
+            "LOCKTWIN_OKAI_TIMEOUT": "5",
+            "LOCKTWIN_OKAI_POLL_INTERVAL": "30",
+            **env,
+        },
+        log_path=workdir / "bridge.log",
+    )
 
 
 # -- the client --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
-from tests.faults.common import BridgeProcess, Client, log, okai_env, start_bridge
+from tests.faults.common import Client, log, okai_bridge, start_bridge
 from twin.broker import MosquittoBroker
 
 pytestmark = pytest.mark.anyio
@@ -60,14 +60,7 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
         async with serve_simulator(sim) as base_url, anyio.create_task_group() as tg:
             client = Client(broker_url=broker.url, base=base, vendor="okai", resend_after=5.0)
             await tg.start(client.run)
-            bridge = BridgeProcess(
-                vendor="okai",
-                broker_url=broker.url,
-                data_dir=tmp_path / "data",
-                base=base,
-                env=okai_env(base_url, imeis, user_key=DEMO_USER_KEY),
-                log_path=tmp_path / "bridge.log",
-            )
+            bridge = okai_bridge(broker_url=broker.url, base=base, base_url=base_url, imeis=imeis, workdir=tmp_path)
             try:
                 await start_bridge(bridge, client)
                 tg.start_soon(client.resender)

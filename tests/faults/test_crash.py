@@ -24,7 +24,7 @@ import pytest
 
 from bridges.okai.models import SWITCH_LOCK_PATH
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
-from tests.faults.common import BridgeProcess, Client, log, okai_env, read_store, start_bridge
+from tests.faults.common import Client, log, okai_bridge, read_store, start_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -45,14 +45,7 @@ async def test_sigkill_under_load(mqtt_broker: str, tmp_path: Path) -> None:
     async with serve_simulator(sim) as base_url, anyio.create_task_group() as tg:
         client = Client(broker_url=mqtt_broker, base=base, vendor="okai", resend_after=3.0)
         await tg.start(client.run)
-        bridge = BridgeProcess(
-            vendor="okai",
-            broker_url=mqtt_broker,
-            data_dir=tmp_path / "data",
-            base=base,
-            env=okai_env(base_url, imeis, user_key=DEMO_USER_KEY),
-            log_path=tmp_path / "bridge.log",
-        )
+        bridge = okai_bridge(broker_url=mqtt_broker, base=base, base_url=base_url, imeis=imeis, workdir=tmp_path)
         try:
             await start_bridge(bridge, client)
             tg.start_soon(client.resender)

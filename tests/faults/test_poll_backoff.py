@@ -20,7 +20,7 @@ import pytest
 
 from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
-from tests.faults.common import BridgeProcess, Client, log, metric_sum, okai_env, scrape, start_bridge
+from tests.faults.common import Client, log, metric_sum, okai_bridge, scrape, start_bridge
 from tests.faults.test_vendor_outage import max_overlap
 from twin.backoff import FAILURES_BEFORE_PAUSE
 from twin.broker import free_port
@@ -48,20 +48,15 @@ async def test_polling_pauses_during_an_outage_and_obeys_retry_after(mqtt_broker
     async with serve_simulator(sim) as base_url, anyio.create_task_group() as tg:
         client = Client(broker_url=mqtt_broker, base=base, vendor="okai")
         await tg.start(client.run)
-        bridge = BridgeProcess(
-            vendor="okai",
+        bridge = okai_bridge(
             broker_url=mqtt_broker,
-            data_dir=tmp_path / "data",
             base=base,
-            env=okai_env(
-                base_url,
-                imeis,
-                user_key=DEMO_USER_KEY,
-                LOCKTWIN_OKAI_POLL_INTERVAL=str(POLL_INTERVAL),
-                LOCKTWIN_BRIDGES__OKAI__MAX_IN_FLIGHT=str(MAX_IN_FLIGHT),
-                LOCKTWIN_METRICS_PORT=str(metrics_port),
-            ),
-            log_path=tmp_path / "bridge.log",
+            base_url=base_url,
+            imeis=imeis,
+            workdir=tmp_path,
+            LOCKTWIN_OKAI_POLL_INTERVAL=str(POLL_INTERVAL),
+            LOCKTWIN_BRIDGES__OKAI__MAX_IN_FLIGHT=str(MAX_IN_FLIGHT),
+            LOCKTWIN_METRICS_PORT=str(metrics_port),
         )
         try:
             await start_bridge(bridge, client)
