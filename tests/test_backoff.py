@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.errors import ErrorCode
+from twin.adapter import VendorError
 from twin.backoff import FAILURES_BEFORE_PAUSE, VendorBackoff
 
 
@@ -72,3 +74,18 @@ def test_retry_after_is_obeyed_at_once_and_outlasts_a_success(clock: Clock) -> N
     assert backoff.remaining() == pytest.approx(1.0)
     clock.now += 1.0
     assert backoff.remaining() == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "vendor_wide"),
+    [
+        (ErrorCode.VENDOR_UNAVAILABLE, True),
+        (ErrorCode.RATE_LIMITED, True),
+        (ErrorCode.DEVICE_OFFLINE, False),
+        (ErrorCode.DEVICE_TIMEOUT, False),
+        (ErrorCode.VEHICLE_ASLEEP, False),
+    ],
+)
+def test_the_code_decides_what_is_vendor_wide_unless_the_adapter_says(code: ErrorCode, vendor_wide: bool) -> None:
+    assert VendorError(code, "x").vendor_wide is vendor_wide
+    assert VendorError(code, "x", vendor_wide=not vendor_wide).vendor_wide is not vendor_wide

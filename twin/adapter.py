@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 
+#: the codes that say the vendor itself is out or limiting, not one device
+VENDOR_WIDE = frozenset({ErrorCode.VENDOR_UNAVAILABLE, ErrorCode.RATE_LIMITED})
+
+
 class VendorError(Exception):
     """A vendor operation failed; ``info`` is what users see on the response topic."""
 
@@ -59,12 +63,17 @@ class VendorError(Exception):
         retryable: bool | None = None,
         retry_after: float | None = None,
         maybe_executed: bool = False,
+        vendor_wide: bool | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         #: the request may have reached the vendor without an answer coming back (a read timeout):
         #: the vendor may still act on it, so the runtime never calls such a command "expired"
         #: (which promises it was never sent) and never repeats a non-idempotent one.
         self.maybe_executed = maybe_executed
+        #: the vendor fails as a whole (it is out, or limits the whole account), not for one device:
+        #: background reads pause (twin.backoff). By default the code decides; an adapter says
+        #: False for a limit of one device (Smartcar's per-vehicle rate limit).
+        self.vendor_wide = code in VENDOR_WIDE if vendor_wide is None else vendor_wide
         self.info = ErrorInfo.of(
             code,
             message,

@@ -2,9 +2,10 @@
 
 Every vendor call of a bridge reports here (:class:`~twin.engine.TwinEngine` does it for each call
 under its cap). A call fails *vendor-wide* when the vendor itself is out: HTTP 5xx or a transport
-error (``VENDOR_UNAVAILABLE``), rate limiting (``RATE_LIMITED``), or no answer within the engine's
-timeout. A device-level failure (offline, asleep, busy) says nothing about the vendor and does not
-count; neither does it end a pause.
+error (``VENDOR_UNAVAILABLE``), rate limiting of the account (``RATE_LIMITED``, unless the adapter
+says it limits one device: :attr:`twin.adapter.VendorError.vendor_wide`), or no answer within the
+engine's timeout. A device-level failure (offline, asleep, busy, one vehicle's limit) says nothing
+about the vendor and does not count; neither does it end a pause.
 
 - ``FAILURES_BEFORE_PAUSE`` vendor-wide failures in a row start a pause of ``first`` seconds; each
   failure after a pause ended doubles it, up to ``longest``, jittered down by up to a quarter so that
@@ -23,13 +24,9 @@ import random
 import time
 from collections.abc import Callable
 
-from contracts.errors import ErrorCode
-
-__all__ = ["FAILURES_BEFORE_PAUSE", "VENDOR_WIDE", "VendorBackoff"]
+__all__ = ["FAILURES_BEFORE_PAUSE", "VendorBackoff"]
 
 FAILURES_BEFORE_PAUSE = 3
-#: the codes of a vendor that is out, not of one device (the engine's own timeout counts too)
-VENDOR_WIDE = frozenset({ErrorCode.VENDOR_UNAVAILABLE, ErrorCode.RATE_LIMITED})
 
 
 class VendorBackoff:

@@ -29,7 +29,7 @@ from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import CommandStatus, DesiredLock, EventType, LockState
 from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
-from twin.backoff import VENDOR_WIDE, VendorBackoff
+from twin.backoff import VendorBackoff
 from twin.document import iso
 from twin.intake import Rejected, best_effort_transaction, expiry, parse_action, parse_get, parse_set
 from twin.metrics import COMMANDS, IN_FLIGHT, VENDOR_CALL_SECONDS
@@ -574,7 +574,7 @@ class TwinEngine:
                 return result
             except VendorError as exc:
                 outcome = exc.info.code.value
-                if exc.info.code in VENDOR_WIDE:
+                if exc.vendor_wide:
                     self.backoff.failed(started=since, retry_after=exc.info.retry_after)
                 raise
             except TimeoutError:

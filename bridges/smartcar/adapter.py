@@ -251,6 +251,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
                     "telemetry budget of this vehicle is spent",
                     vendor_code="BUDGET",
                     retry_after=round(wait, 3),
+                    vendor_wide=False,  # this car's budget: the others are read as usual
                 )
         previous, vehicle.last_full_read = vehicle.last_full_read, now
         try:

@@ -122,6 +122,8 @@ def error_from_response(response: httpx.Response) -> VendorError:
                 vendor_code=vendor_code,
                 vendor_message=body.description or None,
                 retry_after=retry_after,
+                # RATE_LIMIT:VEHICLE limits one car; RATE_LIMIT:SMARTCAR_API the whole application
+                vendor_wide=False if vendor_code == "RATE_LIMIT:VEHICLE" else None,
             )
     if isinstance(payload, dict) and "error" in payload:
         oauth = OAuthError.model_validate(payload)
@@ -221,6 +223,7 @@ class SmartcarClient:
                 "Smartcar asked to wait before the next call",
                 vendor_code="RATE_LIMIT",
                 retry_after=wait,
+                vendor_wide=self.blocked_for(None) > 0,  # the application's gate, not only this car's
             )
         headers = {"Authorization": f"Bearer {token}"}
         if method == "GET":

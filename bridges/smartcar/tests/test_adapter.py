@@ -99,6 +99,7 @@ async def test_read_status_budget_refuses_second_read(adapter: SmartcarAdapter, 
     assert caught.value.info.code is ErrorCode.RATE_LIMITED
     assert caught.value.info.retry_after is not None
     assert 0 < caught.value.info.retry_after <= 60
+    assert not caught.value.vendor_wide  # this car's budget: the fleet's reads go on
     assert len(sim.calls) == before
 
 

@@ -47,6 +47,8 @@ async def test_errors_mapped_to_taxonomy(
     if error == "RATE_LIMIT":
         assert info.retry_after == 1.0
         assert info.retryable
+    # one car's limit or state says nothing about Smartcar as a whole; an outage does
+    assert caught.value.vendor_wide is (code is ErrorCode.VENDOR_UNAVAILABLE)
 
 
 async def test_errors_authentication_is_auth_failed(served: ServedApp, sim: SmartcarSimulator) -> None:
@@ -118,6 +120,7 @@ async def test_rate_limit_no_call_before_retry_after(adapter: SmartcarAdapter, s
             break
         except VendorError as exc:
             assert exc.info.code is ErrorCode.RATE_LIMITED
+            assert not exc.vendor_wide  # this car's gate only
             assert exc.info.retry_after is not None and exc.info.retry_after <= 1.0
             await anyio.sleep(min(exc.info.retry_after, 0.2))
     calls = [c for c in sim.calls if c.vehicle_id == vehicle_id and c.at >= refused_at]
@@ -170,10 +173,12 @@ async def test_rate_limit_app_wide_gate_closes_every_vehicle(adapter: SmartcarAd
     with pytest.raises(VendorError) as caught:
         await adapter.api.security(user_id, first)
     assert caught.value.info.vendor_code == "RATE_LIMIT:SMARTCAR_API"
+    assert caught.value.vendor_wide  # the application's limit: background reads of every car pause
     calls = len(sim.calls)
     with pytest.raises(VendorError) as gated:
         await adapter.api.security(user_id, second)
     assert gated.value.info.code is ErrorCode.RATE_LIMITED
+    assert gated.value.vendor_wide
     assert gated.value.info.retry_after is not None and 0 < gated.value.info.retry_after <= 2.0
     assert len(sim.calls) == calls
 
