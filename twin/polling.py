@@ -2,8 +2,9 @@
 a failing vendor.
 
 - One read per device at a time, none while the device runs a command (the command reads it
-  anyway); each device's next read is due an interval (jittered 0.9-1.1x) after the last was due,
-  and the first reads of a fleet are spread over its first seconds.
+  anyway); each device's next read is due an interval (jittered 0.9-1.1x) after its last one
+  started, so a late read is not caught up on, and the first reads of a fleet are spread over its
+  first seconds.
 - Reads hold at most half of the adapter's cap of vendor calls (at least one), so a command finds
   a slot within one read's time. The loop waits for a free read slot before it starts the next
   read: a fleet whose reads outrun the vendor falls behind (``locktwin_poll_lag_seconds``) instead
@@ -16,7 +17,6 @@ a failing vendor.
 from __future__ import annotations
 
 import heapq
-import logging
 import random
 
 import anyio
@@ -25,8 +25,6 @@ from twin.engine import TwinEngine
 from twin.metrics import POLL_BACKOFF, POLL_LAG
 
 __all__ = ["Poller"]
-
-log = logging.getLogger(__name__)
 
 #: the first reads of a fleet are spread over this many seconds (or the interval, if shorter)
 FIRST_SPREAD = 5.0
@@ -67,7 +65,7 @@ class Poller:
                 heapq.heappop(due)
                 rt = self.engine.devices[device_id]
                 interval = rt.info.poll_interval or 60.0
-                started = anyio.current_time()  # a late read is not caught up on: the next is an interval later
+                started = anyio.current_time()
                 heapq.heappush(due, (started + interval * random.uniform(0.9, 1.1), device_id))
                 if device_id in self._busy or rt.current is not None:
                     self.slots.release()
