@@ -19,8 +19,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 @contextmanager
 def private_broker(workdir: Path, extra_config: str = "") -> Iterator[MosquittoBroker]:
+    """A private mosquitto with the shipped configuration's in-flight limit: its CONNACK advertises
+    it as Receive Maximum, which caps the bridge's publishing window (mosquitto's default is 20)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = MosquittoBroker(workdir=workdir, extra_config=extra_config)
+    broker = MosquittoBroker(workdir=workdir, extra_config="max_inflight_messages 100\n" + extra_config)
     broker.start()
     try:
         yield broker

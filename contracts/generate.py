@@ -37,6 +37,7 @@ PARAMS = {
     "vendor": {"description": "adapter name, e.g. segway, okai, tuya, smartcar"},
     "device": {"description": "the vendor's device id, matching ^[A-Za-z0-9_.:-]{1,128}$"},
     "action": {"description": "a vendor action listed in bridge/{vendor}/devices"},
+    "page": {"description": "a page of the device list after the first, 1 .. pages-1"},
 }
 # channel id -> (address, message, description, retained)
 CHANNELS: dict[str, tuple[str, str, str, bool]] = {
@@ -52,6 +53,12 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
     "event": ("{vendor}/{device}/event", "Event", "command transitions, drift, vendor alerts and faults", False),
     "bridgeState": ("bridge/{vendor}/state", "Availability", "the bridge process; its last will", True),
     "bridgeDevices": ("bridge/{vendor}/devices", "BridgeDevices", "devices with capabilities and actions", True),
+    "bridgeDevicesPage": (
+        "bridge/{vendor}/devices/{page}",
+        "BridgeDevices",
+        "the further pages of a device list larger than one page (see pages)",
+        True,
+    ),
 }
 # operation id -> (action, channel, reply channel)
 OPERATIONS: dict[str, tuple[str, str, str | None]] = {
@@ -64,6 +71,7 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishEvent": ("send", "event", None),
     "publishBridgeState": ("send", "bridgeState", None),
     "publishBridgeDevices": ("send", "bridgeDevices", None),
+    "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
 }
 
 

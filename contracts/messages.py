@@ -211,12 +211,19 @@ class DeviceEntry(BaseModel):
 
 
 class BridgeDevices(BaseModel):
-    """Retained on ``{base}/bridge/{vendor}/devices``."""
+    """Retained on ``{base}/bridge/{vendor}/devices`` (page 0) and ``.../devices/{page}`` (the others).
+
+    A large fleet's list is split into pages of at most 64 KiB (less when the broker's Maximum Packet
+    Size is smaller), because brokers refuse larger messages (EMQX: 1 MB by default, AWS IoT Core:
+    128 KB) and a 100,000-device list is ~20 MB. Most fleets fit on page 0.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     vendor: str
     devices: list[DeviceEntry]
+    page: int = Field(default=0, ge=0, description="0 on bridge/{vendor}/devices, n on bridge/{vendor}/devices/{n}")
+    pages: int = Field(default=1, ge=1, description="how many pages the list has (pages 0 .. pages-1)")
 
 
 class EventType(StrEnum):

@@ -7,15 +7,21 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import anyio
 import anyio.lowlevel
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from prometheus_client import REGISTRY
 
+from twin.broker import MosquittoBroker
 from twin.config import MqttSettings
-from twin.publisher import Publisher, paho_of
+from twin.publisher import Publisher, packet_size, paho_of
 
 pytestmark = pytest.mark.anyio
 
@@ -271,3 +277,62 @@ async def test_losing_the_connection_drops_an_unfinished_feed(mqtt_broker: str) 
         publisher.detach()  # the owner feeds the fleet again after reconnecting
     assert ran == [0, 1]
     assert publisher.pending == 0  # retained messages in flight are not requeued, the feed is gone
+
+
+@pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary")
+async def test_the_brokers_receive_maximum_and_maximum_packet_size_are_obeyed(tmp_path: Path) -> None:
+    """mosquitto closes the connection of a client that sends a packet over its max_packet_size; a
+    message that would not fit is not sent, and the connection carries on."""
+    broker = MosquittoBroker(workdir=tmp_path, extra_config="max_packet_size 2048\nmax_inflight_messages 5\n")
+    broker.start()
+    try:
+        base = _base()
+        publisher = Publisher(window=64)
+        refused = REGISTRY.get_sample_value("locktwin_publish_too_large_total") or 0.0
+        async with subscriber(broker.url, f"{base}/#") as rec, publisher.prepare(_client(broker.url, "pub")) as client:
+            publisher.attach(client)
+            assert (publisher.receive_maximum, publisher.maximum_packet_size) == (5, 2048)
+            for i in range(100):
+                publisher.send(f"{base}/n", str(i).encode(), retain=False)
+                assert publisher.pending - len(publisher.outbox) <= 5  # never more in flight than the broker takes
+            big = f"{base}/big"
+            fits = max(n for n in range(2048) if packet_size(big, b"x" * n, None) <= 2048)
+            assert packet_size(big, b"x" * fits, None) == 2048
+            publisher.send(big, b"x" * fits, retain=False)  # exactly the limit
+            publisher.send(big, b"y" * (fits + 1), retain=False)  # one byte over
+            publisher.send(big, b"z" * 200, retain=False, correlation=b"c" * 1900)  # over by its property
+            publisher.send(big, b"after", retain=False)
+            await _drained(publisher)
+            await rec.wait_for(lambda: len(rec.payloads(big)) >= 2 and len(rec.payloads(f"{base}/n")) >= 100)
+            assert rec.payloads(big) == [b"x" * fits, b"after"]
+            assert rec.payloads(f"{base}/n") == [str(i).encode() for i in range(100)]
+            assert REGISTRY.get_sample_value("locktwin_publish_too_large_total") == refused + 2
+            await client.publish(f"{base}/still", b"connected", qos=1)  # the same connection
+    finally:
+        broker.stop()
+
+
+def test_packet_size_is_the_size_paho_puts_on_the_wire() -> None:
+    for topic, payload, correlation in [
+        ("a/b", b"", None),
+        ("locktwin/okai/ü/state", b"p" * 300, None),
+        ("t", b"q" * 20_000, b"\x00corr"),
+        ("t" * 200, b"r" * 130, b"c" * 200),
+    ]:
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        client._sock = _Sink()  # type: ignore[assignment]  # paho queues the packet without a broker
+        client.publish(topic, payload, qos=1, properties=props)
+        wire = client._out_packet[0]["packet"]
+        assert len(wire) == packet_size(topic, payload, correlation), (topic, len(payload))
+
+
+class _Sink:
+    def send(self, data: bytes) -> int:
+        raise BlockingIOError
+
+    def close(self) -> None:
+        pass

@@ -10,6 +10,7 @@
 | ``locktwin_mqtt_reconnects_total`` | vendor | MQTT connections lost and retried |
 | ``locktwin_poll_backoff_seconds`` | vendor | how long status reads wait, the vendor failing as a whole (0: not) |
 | ``locktwin_poll_lag_seconds`` | vendor | how late the latest status read started after it was due |
+| ``locktwin_publish_too_large_total`` | | messages not sent: larger than the broker's Maximum Packet Size |
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "IN_FLIGHT",
     "POLL_BACKOFF",
     "POLL_LAG",
+    "PUBLISH_TOO_LARGE",
     "PUSHES",
     "RECONNECTS",
     "TOKEN_REFRESHES",
@@ -42,3 +44,6 @@ POLL_BACKOFF = Gauge(
     "locktwin_poll_backoff_seconds", "How long status reads wait while the vendor fails as a whole", ["vendor"]
 )
 POLL_LAG = Gauge("locktwin_poll_lag_seconds", "How late the latest status read started after it was due", ["vendor"])
+PUBLISH_TOO_LARGE = Counter(
+    "locktwin_publish_too_large_total", "Messages not sent: larger than the broker's Maximum Packet Size (MQTT 5)"
+)

@@ -64,6 +64,13 @@ class Sender(Protocol):
     ) -> None: ...
 
 
+#: a page of the device list holds this much JSON at most, unless the broker takes less (the runtime
+#: lowers :attr:`Outbound.page_bytes` to fit its Maximum Packet Size)
+DEVICES_PAGE_BYTES = 64 * 1024
+_PAGE_ENVELOPE = 128  # {"vendor": ..., "devices": [], "page": ..., "pages": ...} around the entries
+_PAGES_KEY = "devices_pages"
+
+
 class Outbound:
     def __init__(
         self,
@@ -82,6 +89,8 @@ class Outbound:
         #: the device's latest command when still in memory (else it is read from the store)
         self.latest_of = latest_of
         self.sender: Sender | None = None
+        #: the most JSON on one page of the retained device list
+        self.page_bytes = DEVICES_PAGE_BYTES
         #: runs a large batch of sending steps as the publisher has room (the fleet's republish);
         #: without one they run at once
         self.feeder: Callable[[Iterator[Callable[[], None]]], None] | None = None
@@ -277,22 +286,35 @@ class Outbound:
             self._send(self.topics.availability(device), b"online" if online else b"offline", retain=True)
 
     def devices_list(self) -> None:
-        entries = []
+        """The retained device list, in pages of at most :attr:`page_bytes` (see ``BridgeDevices``);
+        pages a longer list left behind are cleared."""
+        pages: list[list[DeviceEntry]] = [[]]
+        size = 0
         for info in self.devices:
-            entries.append(
-                DeviceEntry(
-                    id=info.id,
-                    name=info.name,
-                    model=info.model,
-                    capabilities=sorted(info.capabilities),
-                    actions=sorted(
-                        n for n, a in self.actions.items() if a.capability is None or a.capability in info.capabilities
-                    ),
-                    desired_fields=sorted(n for n, f in self.fields.items() if f.capability in info.capabilities),
-                )
+            entry = DeviceEntry(
+                id=info.id,
+                name=info.name,
+                model=info.model,
+                capabilities=sorted(info.capabilities),
+                actions=sorted(
+                    n for n, a in self.actions.items() if a.capability is None or a.capability in info.capabilities
+                ),
+                desired_fields=sorted(n for n, f in self.fields.items() if f.capability in info.capabilities),
             )
-        body = BridgeDevices(vendor=self.topics.vendor, devices=entries)
-        self._send(self.topics.bridge_devices, dumps(body.model_dump(mode="json")), retain=True)
+            entry_size = len(dumps(entry.model_dump(mode="json"))) + 1
+            if pages[-1] and size + entry_size > self.page_bytes - _PAGE_ENVELOPE:
+                pages.append([])
+                size = 0
+            pages[-1].append(entry)
+            size += entry_size
+        before = int(self.store.meta(_PAGES_KEY) or 1)
+        with self.store.transaction():  # the count is durable before the pages it describes are out
+            self.store.set_meta(_PAGES_KEY, str(len(pages)))
+            for number, entries in enumerate(pages):
+                body = BridgeDevices(vendor=self.topics.vendor, devices=entries, page=number, pages=len(pages))
+                self._send(self.topics.bridge_devices_page(number), dumps(body.model_dump(mode="json")), retain=True)
+            for number in range(len(pages), before):
+                self._send(self.topics.bridge_devices_page(number), b"", retain=True)  # an empty retained deletes
 
     def republish_all(self) -> None:
         """After (re)connecting: every retained topic from the store and the answers not delivered yet.

@@ -19,6 +19,14 @@ locktwin touches; :func:`paho_of` fails loudly if a release renames it) and coun
 
 Messages reach the wire in the order they were sent, so a later retained state wins.
 
+The broker's limits from its CONNACK (MQTT 5) are obeyed, because brokers enforce them by closing
+the connection, and a bridge that reconnects and republishes the same message loops forever:
+
+- its Receive Maximum caps the window (mosquitto advertises its ``max_inflight_messages``, 20
+  unless set, EMQX its ``max_inflight``; paho itself does not look at it);
+- a message larger than its Maximum Packet Size (``max_packet_size`` in mosquitto, 1 MB by default
+  in EMQX) is not sent: it is logged and counted in ``locktwin_publish_too_large_total``.
+
 A large batch (republishing a fleet's retained topics after connecting) is :meth:`feed` as steps
 that each send a few messages; a step runs only when the outbox is empty and the window has room.
 So the process holds a window's worth of those messages instead of all 200,000 of a 100,000-device
@@ -40,8 +48,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from twin import puback
+from twin.metrics import PUBLISH_TOO_LARGE
 
-__all__ = ["Publisher", "paho_of"]
+__all__ = ["Publisher", "packet_size", "paho_of"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,19 @@ class Outgoing:
     retain: bool
     props: Properties | None
     on_sent: Callable[[], None] | None
+
+
+def _varint_size(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def packet_size(topic: str, payload: bytes, correlation: bytes | None, *, v5: bool = True) -> int:
+    """Bytes of the QoS 1 PUBLISH packet that carries this message (MQTT 5 counts the whole packet)."""
+    props = 0 if correlation is None else 3 + len(correlation)
+    rest = 2 + len(topic.encode()) + 2 + len(payload)
+    if v5:
+        rest += _varint_size(props) + props
+    return 1 + _varint_size(rest) + rest
 
 
 def paho_of(client: aiomqtt.Client) -> paho.Client:
@@ -72,6 +94,10 @@ class Publisher:
         self._idle: anyio.Event | None = None
         self._feed: Iterator[Callable[[], None]] | None = None
         self._pumping = False
+        #: the broker's limits on this connection (CONNACK properties); None: it set none
+        self.receive_maximum: int | None = None
+        self.maximum_packet_size: int | None = None
+        self._room = window
 
     @property
     def connected(self) -> bool:
@@ -117,8 +143,19 @@ class Publisher:
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
         """Before connecting: paho's own in-flight limit becomes the window (set only before connecting),
         and PUBACKs are decoded the cheap way (:mod:`twin.puback`)."""
-        paho_of(client).max_inflight_messages = max(self.window, 1)
+        inner = paho_of(client)
+        inner.max_inflight_messages = max(self.window, 1)
         puback.install()
+        forward: Any = inner.on_connect  # aiomqtt's
+
+        def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+            if c is inner:
+                self.receive_maximum = getattr(props, "ReceiveMaximum", None)
+                self.maximum_packet_size = getattr(props, "MaximumPacketSize", None)
+            if forward is not None:
+                forward(c, userdata, flags, reason, props)
+
+        inner.on_connect = on_connect
         return client
 
     def attach(self, client: aiomqtt.Client) -> None:
@@ -133,6 +170,7 @@ class Publisher:
 
         inner.on_publish = on_publish
         self._paho = inner
+        self._room = max(1, min(self.window, self.receive_maximum or self.window))
         self._pump()
 
     def detach(self) -> None:
@@ -167,12 +205,14 @@ class Publisher:
         self._pumping = True
         try:
             inner = self._paho
-            while inner is not None and len(self._in_flight) < self.window:
+            while inner is not None and len(self._in_flight) < self._room:
                 if not self.outbox:
                     if not self._next_step():
                         break
                     continue
                 item = self.outbox.popleft()
+                if self.maximum_packet_size is not None and self._too_large(item, self.maximum_packet_size):
+                    continue
                 info = inner.publish(item.topic, item.payload, qos=1, retain=item.retain, properties=item.props)
                 if info.rc != paho.MQTT_ERR_SUCCESS:
                     # The socket is gone and aiomqtt is about to raise: keep it for the next connection.
@@ -183,6 +223,21 @@ class Publisher:
             self._pumping = False
         if self._idle is not None and not self.pending:
             self._idle.set()
+
+    @staticmethod
+    def _too_large(item: Outgoing, limit: int) -> bool:
+        correlation = None if item.props is None else getattr(item.props, "CorrelationData", None)
+        size = packet_size(item.topic, item.payload, correlation)
+        if size <= limit:
+            return False
+        PUBLISH_TOO_LARGE.inc()
+        log.error(
+            "not sent to %s: %d bytes, and the broker takes packets of at most %d (its Maximum Packet Size)",
+            item.topic,
+            size,
+            limit,
+        )
+        return True
 
     def _next_step(self) -> bool:
         if self._feed is None:

@@ -37,7 +37,7 @@ from twin.engine import EngineOptions, TwinEngine
 from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from twin.intake import best_effort_transaction
 from twin.metrics import RECONNECTS
-from twin.outbound import ReplyTo
+from twin.outbound import DEVICES_PAGE_BYTES, ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
 from twin.shard import Shard
@@ -210,6 +210,10 @@ class BridgeRuntime:
             await client.subscribe([(t, 1) for t in self._routes])
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.publisher.attach(client)
+        limit = self.publisher.maximum_packet_size  # room for the topic and the packet's header
+        self.engine.out.page_bytes = (
+            DEVICES_PAGE_BYTES if limit is None else max(1024, min(DEVICES_PAGE_BYTES, limit - 512))
+        )
         self.engine.out.republish_all()
         self._announce()
         self.connected.set()

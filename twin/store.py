@@ -265,6 +265,17 @@ class Store:
             except Exception:  # one failing publish must not keep the others back
                 log.exception("after a commit")
 
+    # -- meta ----------------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
     # -- twins ---------------------------------------------------------------------------------
     def load_twins(self) -> dict[str, TwinRecord]:
         rows = self.conn.execute("SELECT device, version, desired, reported, metadata, command_id, present FROM twins")
