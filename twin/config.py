@@ -96,6 +96,11 @@ class BridgeOptions(BaseModel):
         le=5,
         description="seconds a device's retained twin/state may wait to be published with its next changes",
     )
+    journal_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="days the audit journal keeps its entries (0: forever); commands are kept, for replays",
+    )
 
 
 class LocktwinSettings(BaseSettings):

@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import aiomqtt
 import anyio
+import anyio.lowlevel
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -74,6 +76,10 @@ OUTBOX_LIMIT = 100_000
 #: seconds between copies of the store's write-ahead log into its file, and the longest a deferred
 #: write waits for its commit (see twin.store)
 CHECKPOINT_INTERVAL = 1.0
+#: journal entries past ``journal_days`` deleted per batch (~1 ms); up to PRUNE_BATCHES batches a
+#: round, commands running in between, keep up with ~10,000 new entries a second
+PRUNE_BATCH = 500
+PRUNE_BATCHES = 20
 
 
 class BridgeRuntime:
@@ -277,6 +283,18 @@ class BridgeRuntime:
             await anyio.sleep(CHECKPOINT_INTERVAL)
             try:
                 self.store.flush()  # deferred writes are at most this old when the process dies
+                await self._prune_journal()
                 await anyio.to_thread.run_sync(self.store.checkpoint)
             except sqlite3.Error as exc:  # busy or full disk: the next round tries again
                 log.warning("store checkpoint failed: %s", exc)
+
+    async def _prune_journal(self) -> None:
+        """Keep the journal to ``journal_days``: state changes of a moving fleet are most of a store's
+        growth (every reported change of battery or position is an entry)."""
+        if not self.options.journal_days:
+            return
+        before = time.time() - self.options.journal_days * 86_400
+        for _ in range(PRUNE_BATCHES):
+            if self.store.prune_journal(before=before, limit=PRUNE_BATCH) < PRUNE_BATCH:
+                return
+            await anyio.lowlevel.checkpoint()

@@ -426,6 +426,22 @@ class Store:
             (time.time(), device, transaction, command_id, entry, source, dumps_text(data)),
         )
 
+    def prune_journal(self, *, before: float, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest journal entries written before ``before`` (epoch s).
+
+        The oldest entries come first by ``seq`` (the rowid, so no index is needed), and an entry
+        is written at ``time.time()``, so the deletion stops at the first entry that is young enough.
+        """
+        oldest = self.conn.execute("SELECT at FROM journal ORDER BY seq LIMIT 1").fetchone()
+        if oldest is None or oldest[0] >= before:
+            return 0  # the usual case, and no write transaction for it
+        with self.transaction():
+            cur = self.conn.execute(
+                "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal ORDER BY seq LIMIT ?) AND at < ?",
+                (limit, before),
+            )
+        return cur.rowcount
+
     def journal_entries(self, device: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT seq, at, device, txn, command_id, entry, source, data FROM journal"
         params: tuple[Any, ...] = ()

@@ -1,0 +1,76 @@
+"""The audit journal keeps ``journal_days`` (twin.store.prune_journal, run by the runtime each second):
+old entries go in bounded batches, young ones and the commands table stay, so a replayed transaction
+is still answered from the store and never sent to the vendor again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.fake_adapter import FakeAdapter
+from twin.config import BridgeOptions
+from twin.store import Store
+from twin.testing import BridgeHarness
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(path=tmp_path / "twins.sqlite")
+    s.open()
+    yield s
+    s.close()
+
+
+def _entries(store: Store, count: int, *, at: float) -> None:
+    with store.transaction():
+        for i in range(count):
+            store.journal(entry="state", device=f"d{i % 3}", source="poll", data={"i": i})
+        store.conn.execute("UPDATE journal SET at=? WHERE at > ?", (at, at))
+
+
+def test_prune_deletes_the_oldest_in_batches_and_stops_at_young_entries(store: Store) -> None:
+    now = time.time()
+    _entries(store, 1200, at=now - 40 * 86_400)
+    old_seq = store.conn.execute("SELECT max(seq) FROM journal").fetchone()[0]
+    with store.transaction():
+        for i in range(30):
+            store.journal(entry="state", device="d1", source="push", data={"young": i})
+    before = now - 30 * 86_400
+
+    assert store.prune_journal(before=before, limit=500) == 500
+    assert store.prune_journal(before=before, limit=500) == 500
+    assert store.prune_journal(before=before, limit=500) == 200  # the rest of the old ones, not the young
+    assert store.prune_journal(before=before, limit=500) == 0
+    left = store.journal_entries()
+    assert len(left) == 30 and all(e["seq"] > old_seq for e in left)
+    assert [e["data"] for e in left] == [{"young": i} for i in range(30)]
+
+
+def test_prune_of_a_young_journal_writes_nothing(store: Store) -> None:
+    _entries(store, 10, at=time.time())
+    changes = store.conn.total_changes
+    assert store.prune_journal(before=time.time() - 86_400, limit=500) == 0
+    assert store.conn.total_changes == changes
+
+
+@pytest.mark.anyio
+async def test_a_bridge_prunes_its_journal_and_still_refuses_a_replay(mqtt_broker: str, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    options = BridgeOptions(journal_days=1 / 86_400)  # a second
+    async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path, options=options) as h:
+        first = await h.set("d1", {"lock": "UNLOCKED", "transaction": "kept"})
+        assert first["status"] == "succeeded"
+        assert h.runtime is not None
+        store = h.runtime.store
+        assert any(e["transaction"] == "kept" for e in store.journal_entries())
+        with anyio.fail_after(20):  # the runtime prunes once a second
+            while any(e["transaction"] == "kept" for e in store.journal_entries()):
+                await anyio.sleep(0.1)
+        assert store.command_by_transaction("d1", "kept") is not None  # commands are kept
+        await h.publish(h.topic("d1", "set"), {"lock": "UNLOCKED", "transaction": "kept"})
+        await h.wait_for(lambda: len([r for r in h.responses("d1") if r["transaction"] == "kept"]) == 4)
+        assert adapter.calls == [("d1", "unlock")]
