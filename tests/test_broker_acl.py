@@ -421,17 +421,23 @@ async def test_dashboard_receives_retained_states_and_cannot_overwrite_them(brok
         assert retained[f"{BASE}/bridge/fake/state"] == b"online"
 
 
-async def test_large_fleet_devices_document_reaches_the_dashboard(broker: Broker, tmp_path: Path) -> None:
-    devices = [f"vehicle-{i:05d}" for i in range(2000)]
+async def test_large_fleet_device_list_reaches_the_dashboard_in_pages(broker: Broker, tmp_path: Path) -> None:
+    devices = [f"vehicle-{i:05d}" for i in range(2000)]  # ~300 KB of list
     adapter = FakeAdapter(settings=FakeSettings(devices=devices))
     async with bridge(broker, tmp_path, adapter) as h:
         topic = f"{BASE}/bridge/fake/devices"
-        document = await h.wait_for(lambda: h.retained.get(topic), timeout=60)
-        assert len(document) > 128 * 1024
+        first = await h.wait_for(lambda: h.retained.get(topic), timeout=60)
+        pages = json.loads(first)["pages"]
+        assert pages > 1
         async with connect(broker, "dashboard") as dashboard:
-            await dashboard.subscribe(topic, qos=1)
-            message = await until(dashboard, lambda m: m.topic.value == topic)
-            assert len(doc(message)["devices"]) == 2000
+            await dashboard.subscribe(f"{topic}/#", qos=1)  # page 0 and the others
+            got: dict[int, Any] = {}
+            while len(got) < pages:
+                message = await until(dashboard, lambda m: m.topic.value.startswith(topic))
+                assert isinstance(message.payload, bytes) and len(message.payload) <= 64 * 1024
+                body = doc(message)
+                got[body["page"]] = body
+            assert [d["id"] for n in range(pages) for d in got[n]["devices"]] == devices
 
 
 async def test_payload_over_the_bridge_limit_is_answered_invalid(broker: Broker, tmp_path: Path) -> None:
