@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from twin.store import Store
 from twin.testing import broker_from_environment
 
 
@@ -22,3 +24,12 @@ def mqtt_broker() -> Iterator[str]:
         yield url
     finally:
         cleanup()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An open twin store in a fresh SQLite file."""
+    s = Store(path=tmp_path / "twins.sqlite")
+    s.open()
+    yield s
+    s.close()

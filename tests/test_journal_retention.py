@@ -5,7 +5,6 @@ is still answered from the store and never sent to the vendor again."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -15,14 +14,6 @@ from tests.fake_adapter import FakeAdapter
 from twin.config import BridgeOptions
 from twin.store import Store
 from twin.testing import BridgeHarness
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(path=tmp_path / "twins.sqlite")
-    s.open()
-    yield s
-    s.close()
 
 
 def _entries(store: Store, count: int, *, at: float) -> None:

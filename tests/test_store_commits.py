@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,14 +40,6 @@ def _durable(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(path=tmp_path / "twins.sqlite")
-    s.open()
-    yield s
-    s.close()
 
 
 def test_nested_transactions_commit_once_and_release_after_the_outermost(store: Store) -> None:

@@ -142,7 +142,8 @@ class Publisher:
 
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
         """Before connecting: paho's own in-flight limit becomes the window (set only before connecting),
-        and PUBACKs are decoded the cheap way (:mod:`twin.puback`)."""
+        PUBACKs are decoded the cheap way (:mod:`twin.puback`), and the broker's limits are read from
+        its CONNACK."""
         inner = paho_of(client)
         inner.max_inflight_messages = max(self.window, 1)
         puback.install()

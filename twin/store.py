@@ -427,11 +427,9 @@ class Store:
         )
 
     def prune_journal(self, *, before: float, limit: int) -> int:
-        """Delete up to ``limit`` of the oldest journal entries written before ``before`` (epoch s).
-
-        The oldest entries come first by ``seq`` (the rowid, so no index is needed), and an entry
-        is written at ``time.time()``, so the deletion stops at the first entry that is young enough.
-        """
+        """Delete those of the ``limit`` oldest journal entries written before ``before`` (epoch s);
+        how many went. Oldest by ``seq``, the rowid, so no index is needed: entries are written in
+        time order, and fewer than ``limit`` deleted means the old ones are gone."""
         oldest = self.conn.execute("SELECT at FROM journal ORDER BY seq LIMIT 1").fetchone()
         if oldest is None or oldest[0] >= before:
             return 0  # the usual case, and no write transaction for it
