@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     VENDOR_UNAVAILABLE = "VENDOR_UNAVAILABLE"
     VENDOR_ERROR = "VENDOR_ERROR"
     NOT_CONFIRMED = "NOT_CONFIRMED"
+    #: the transaction already names another command of this device (another value, action or
+    #: arguments): only the same command again is a replay
+    TRANSACTION_REUSED = "TRANSACTION_REUSED"
 
 
 #: Codes that are worth another attempt (with backoff, until the command expires).

@@ -33,6 +33,12 @@ MODELS: dict[str, type[BaseModel]] = {
     "BridgeDevices": BridgeDevices,
 }
 AVAILABILITY = {"type": "string", "enum": ["online", "offline"]}
+SESSION_MARKER = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{32}$",
+    "description": "a random id the bridge publishes to itself after connecting; what arrives before it "
+    "may have waited in the bridge's persistent session (see README: commands of unknown age)",
+}
 PARAMS = {
     "vendor": {"description": "adapter name, e.g. segway, okai, tuya, smartcar"},
     "device": {"description": "the vendor's device id, matching ^[A-Za-z0-9_.:-]{1,128}$"},
@@ -59,6 +65,12 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
         "the further pages of a device list larger than one page (see pages)",
         True,
     ),
+    "bridgeSession": (
+        "bridge/{vendor}/session",
+        "SessionMarker",
+        "the bridge's own end-of-backlog marker, read by the bridge only",
+        False,
+    ),
 }
 # operation id -> (action, channel, reply channel)
 OPERATIONS: dict[str, tuple[str, str, str | None]] = {
@@ -72,6 +84,7 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishBridgeState": ("send", "bridgeState", None),
     "publishBridgeDevices": ("send", "bridgeDevices", None),
     "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
+    "markSessionBacklog": ("send", "bridgeSession", None),
 }
 
 
@@ -89,6 +102,7 @@ def asyncapi(base: str = "locktwin") -> dict[str, Any]:
     )
     schemas: dict[str, Any] = dict(defs["$defs"])
     schemas["Availability"] = AVAILABILITY
+    schemas["SessionMarker"] = SESSION_MARKER
     channels: dict[str, Any] = {}
     for cid, (address, message, description, retained) in CHANNELS.items():
         params = {p: {"$ref": f"#/components/parameters/{p}"} for p in PARAMS if "{" + p + "}" in address}

@@ -65,6 +65,12 @@ class Topics:
     def bridge_devices(self) -> str:
         return f"{self._bridge}/devices"
 
+    @property
+    def bridge_session_marker(self) -> str:
+        """Where the bridge marks the end of its session's backlog after connecting (twin.session);
+        only the bridge subscribes to it."""
+        return f"{self._bridge}/session"
+
     def bridge_devices_page(self, page: int) -> str:
         """Where page ``page`` of the device list is retained (page 0: :attr:`bridge_devices`)."""
         return self.bridge_devices if page == 0 else f"{self._bridge}/devices/{page}"

@@ -4,6 +4,7 @@ and a second start that finds its twins again."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -46,6 +47,7 @@ class Demo:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -66,8 +68,11 @@ class Demo:
         raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines))
 
     def stop(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=30)
+        """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        code = self.proc.wait(timeout=30)
+        self._reader.join(timeout=5)
+        return code
 
 
 class Watcher:
@@ -134,9 +139,25 @@ def test_demo_runs_every_vendor_and_keeps_twins(tmp_path: Path) -> None:
                 assert answer["status"] == "succeeded", (vendor, answer)
         finally:
             watcher.close()
+        # a second demo on the same data folder is refused while this one runs
+        second = subprocess.run(
+            [sys.executable, "-m", "twin.cli", "demo", "--no-live", "--data", str(data), "--port", str(free_port())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "is in use by pid" in second.stderr and "locktwin demo is already running" in second.stderr
     finally:
         assert demo.stop() == 0, "\n".join(demo.lines)
-    assert any("demo stopped" in line for line in demo.lines)
+    output = "\n".join(demo.lines)
+    assert "demo stopped" in output
+    assert "Traceback" not in output and "never retrieved" not in output, output
+    # the commands to try are printed again on exit (the live table wiped them off the screen)
+    after = output[output.index("demo stopped") :]
+    assert "mosquitto_sub" in after and "locktwin" in after
     # The broker's own retained messages are gone: whatever comes back comes from the stores.
     shutil.rmtree(data / "broker")
     again = Demo(data, port)
@@ -152,3 +173,21 @@ def test_demo_runs_every_vendor_and_keeps_twins(tmp_path: Path) -> None:
             watcher.close()
     finally:
         assert again.stop() == 0
+
+
+def test_demo_port_is_stable() -> None:
+    from twin.demo import choose_port
+
+    assert choose_port(None, is_free=lambda port: True) == 1883
+    assert choose_port(None, is_free=lambda port: port != 1883) == 1884
+    assert choose_port(2000, is_free=lambda port: False) == 2000
+
+
+def test_banner_lines_run_from_a_fresh_shell() -> None:
+    from twin.demo import banner_lines, locktwin_command
+
+    cli = locktwin_command()
+    assert cli == "locktwin" or Path(cli.split()[0]).exists() or cli.startswith(sys.executable)
+    lines = banner_lines(1884, {"okai": "863795050000001"})
+    assert any("mosquitto_pub -p 1884 -t locktwin/okai/863795050000001/set -m UNLOCK" in line for line in lines)
+    assert any(f"LOCKTWIN_MQTT__URL=mqtt://127.0.0.1:1884 {cli} unlock okai/863795050000001" in line for line in lines)

@@ -81,3 +81,18 @@ async def test_gone_device_is_removed(mqtt_broker: str, tmp_path: Path) -> None:
 
             await h.wait_for(lambda: listed() == ["d1"])
             await h.stop_bridge()
+
+
+async def test_every_via_device_is_an_announced_device(mqtt_broker: str, tmp_path: Path) -> None:
+    """Home Assistant makes an empty placeholder for a ``via_device`` nobody announced."""
+    async with BridgeHarness(adapter=FakeAdapter(), broker_url=mqtt_broker, data_dir=tmp_path) as h:
+        bridge_topic = f"{h.base}/homeassistant/binary_sensor/locktwin_bridge_fake/connectivity/config"
+        bridge = json.loads(await h.wait_for(lambda: h.retained.get(bridge_topic)))
+        assert bridge["state_topic"] == f"{h.base}/bridge/fake/state"
+        assert (bridge["payload_on"], bridge["payload_off"]) == ("online", "offline")
+        await h.wait_for(lambda: h.retained.get(config_topic(h, "lock", "d1")))
+        configs = [json.loads(p) for t, p in h.retained.items() if t.endswith("/config") and p]
+        announced = {i for c in configs for i in c["device"]["identifiers"]}
+        via = {c["device"]["via_device"] for c in configs if "via_device" in c["device"]}
+        assert via == {"locktwin_bridge_fake"}
+        assert via <= announced

@@ -99,6 +99,7 @@ class Seen:
     retain: bool
     response_topic: str | None
     correlation: bytes | None
+    message_expiry: int | None = None
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -131,6 +132,7 @@ class Observer:
                     retain=bool(msg.retain),
                     response_topic=getattr(props, "ResponseTopic", None),
                     correlation=getattr(props, "CorrelationData", None),
+                    message_expiry=getattr(props, "MessageExpiryInterval", None),
                 )
             )
 
@@ -261,6 +263,10 @@ def test_node_red_flow_shows_locks_and_sends_commands(mqtt_broker: str, tmp_path
                 published = flow.poll("no /set for d1", lambda: observer.on(set_d1) or None)
                 assert published[0].json()["transaction"] == tx1
                 assert published[0].json()["lock"] == "UNLOCKED"
+                # when it was issued and how long it may wait: in the payload and as MQTT 5 message expiry
+                assert published[0].json()["issued_at"].endswith("Z")
+                assert published[0].json()["expires_in"] == 30
+                assert published[0].message_expiry is not None and 0 < published[0].message_expiry <= 30
                 assert published[0].response_topic is None
                 assert not published[0].retain
 

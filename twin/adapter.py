@@ -260,6 +260,8 @@ class Adapter(ABC, Generic[SettingsT]):
     confirm_max_interval: ClassVar[float] = 10.0
     #: reported keys that must never reach a retained topic or the store
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    #: ``locktwin <vendor> <command>``: the vendor's own commands (see :meth:`cli`), for ``--help``
+    cli_commands: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, *, settings: SettingsT) -> None:
         self.settings: SettingsT = settings

@@ -47,8 +47,10 @@ class MosquittoBroker:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n" + self.extra_config
         )
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground process group, and
+        # the broker must outlive the bridges' goodbyes (its owner stops it last).
         self._proc = subprocess.Popen(  # noqa: S603
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack, ExitStack, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ import anyio
 from pydantic import ValidationError
 
 from twin.adapter import Adapter
-from twin.config import LocktwinSettings, load_settings, load_vendor_settings
+from twin.config import ConfigError, LocktwinSettings, is_secret_key, load_settings, load_vendor_settings
+from twin.datalock import DataDirLocked
 from twin.operator_cli import EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
@@ -59,6 +60,13 @@ def build_runtime(
 
 
 async def run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, int] | None = None) -> None:
+    with ExitStack() as locks:
+        for runtime in runtimes:  # before anything starts: a second process on a store stops here
+            locks.enter_context(runtime.data_lock)
+        await _run_bridges(runtimes, metrics=metrics)
+
+
+async def _run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, int] | None) -> None:
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         if metrics is not None:
             from prometheus_client import make_asgi_app
@@ -116,11 +124,8 @@ def _operator(args: argparse.Namespace) -> OperatorClient:
 def _cmd_lock(args: argparse.Namespace) -> int:
     vendor, device = parse_target(args.target)
     body: dict[str, object] = {"lock": "LOCKED" if args.command == "lock" else "UNLOCKED"}
-    if args.expires_in is not None:
-        body["expires_in"] = args.expires_in
-    return anyio.run(
-        partial(_operator(args).command, vendor, device, "set", body, wait=args.wait, timeout=args.timeout)
-    )
+    send = partial(_operator(args).command, wait=args.wait, timeout=args.timeout, expires_in=args.expires_in)
+    return anyio.run(partial(send, vendor, device, "set", body))
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
@@ -132,7 +137,10 @@ def _cmd_request(args: argparse.Namespace) -> int:
     vendor, device = parse_target(args.target)
     body = parse_arguments(args.arguments)
     leaf = f"request/{args.action}"
-    return anyio.run(partial(_operator(args).command, vendor, device, leaf, body, wait=True, timeout=args.timeout))
+    client = _operator(args)
+    return anyio.run(
+        partial(client.command, vendor, device, leaf, body, wait=True, timeout=args.timeout, expires_in=args.expires_in)
+    )
 
 
 def _cmd_twin(args: argparse.Namespace) -> int:
@@ -160,7 +168,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with serve_asgi(kit.app, host=args.host, port=args.port) as served:
-            print(f"{cls.vendor} simulator on {served.url} with {len(kit.device_ids)} devices", file=sys.stderr)
+            print(f"{cls.vendor} simulator on {served.url} with {len(kit.device_ids)} devices:", flush=True)
+            print(f"  {', '.join(kit.device_ids)}", flush=True)
+            print(simulator_settings(cls.vendor, cls.settings_model, kit.settings(served.url)), flush=True)
             await anyio.sleep_forever()
 
     with suppress(KeyboardInterrupt):
@@ -168,10 +178,36 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def simulator_settings(vendor: str, model: type[Any], table: dict[str, Any]) -> str:
+    """How to point a bridge at a simulator: its settings table as TOML, and its (demo-only) secrets
+    as the environment variables they must be set in (the TOML file refuses secrets)."""
+    prefix = str(getattr(model, "model_config", {}).get("env_prefix") or f"LOCKTWIN_{vendor.upper()}_")
+    plain = {k: v for k, v in table.items() if not is_secret_key(k)}
+    secret = {k: v for k, v in table.items() if is_secret_key(k)}
+    lines = ["Point a bridge at it (these credentials are the simulator's own, for demos and tests):", ""]
+    lines.append(f"[vendors.{vendor}]")
+    lines += [f"{key} = {json.dumps(value)}" for key, value in plain.items()]
+    if secret:
+        lines += ["", "and in the environment:"]
+        lines += [f"{prefix}{key.upper()}={value}" for key, value in secret.items()]
+    return "\n".join(lines)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from twin.demo import run_demo
 
     return run_demo(data_dir=args.data, devices=args.devices, port=args.port, live=not args.no_live, broker=args.broker)
+
+
+def _vendor_help(vendor: str) -> str:
+    try:
+        commands = load_adapter_class(vendor).cli_commands
+    except Exception:  # a vendor that cannot be imported must not break --help
+        commands = {}
+    if not commands:
+        return f"{vendor}'s own commands (locktwin {vendor} --help)"
+    listed = "; ".join(f"{vendor} {name}: {text}" for name, text in commands.items())
+    return f"{listed} (locktwin {vendor} --help)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -191,7 +227,9 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("target")
         cmd.add_argument("--wait", action="store_true", help="wait for the final answer (exit 0 only if succeeded)")
         cmd.add_argument("--timeout", type=float, default=60.0)
-        cmd.add_argument("--expires-in", type=float, default=None, help="seconds the command may take")
+        cmd.add_argument(
+            "--expires-in", type=float, default=None, help="seconds the command may take (default 30; never run later)"
+        )
         cmd.set_defaults(func=_cmd_lock)
     get = sub.add_parser("get", help="refresh a device's twin from its vendor now")
     get.add_argument("target")
@@ -202,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("action")
     req.add_argument("arguments", nargs="*")
     req.add_argument("--timeout", type=float, default=60.0)
+    req.add_argument("--expires-in", type=float, default=None, help="seconds the action may take (default 30)")
     req.set_defaults(func=_cmd_request)
     twin = sub.add_parser("twin", help="print a device's twin document")
     twin.add_argument("target")
@@ -213,6 +252,9 @@ def parser() -> argparse.ArgumentParser:
     watch.set_defaults(func=_cmd_watch)
     for cmd in (*[sub.choices[n] for n in ("lock", "unlock", "get", "request", "twin", "watch")],):
         cmd.add_argument("--config", type=Path, help="TOML file (LOCKTWIN_* variables override it)")
+    for vendor in sorted(ADAPTERS):
+        # dispatched by main() before parsing; listed here so that --help shows them
+        sub.add_parser(vendor, help=_vendor_help(vendor), add_help=False)
     sim = sub.add_parser("simulate", help="serve a vendor's cloud simulator")
     sim.add_argument("vendor")
     sim.add_argument("--host", default="127.0.0.1")
@@ -238,6 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result: int = args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"locktwin: configuration: {problem}", file=sys.stderr)
+        return 2
+    except DataDirLocked as exc:
+        print(f"locktwin: {exc}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         # pydantic's own message repeats the input, which may hold a secret: names and reasons only
         for err in exc.errors(include_input=False, include_url=False):

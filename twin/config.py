@@ -28,12 +28,20 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from twin.homeassistant import HomeAssistantSettings
 
-__all__ = ["BridgeOptions", "LocktwinSettings", "MqttSettings", "load_settings", "load_vendor_settings"]
+__all__ = [
+    "BridgeOptions",
+    "ConfigError",
+    "LocktwinSettings",
+    "MqttSettings",
+    "is_secret_key",
+    "load_settings",
+    "load_vendor_settings",
+]
 
 SECRET_KEYS = ("password", "secret", "token", "sign_key", "signkey", "private_key", "api_key")
 
@@ -133,12 +141,42 @@ class LocktwinSettings(BaseSettings):
         return self.bridges.get(vendor, BridgeOptions())
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot be used: one problem a line, each naming the TOML key and the
+    environment variable that set it, never the value (it may be a secret)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _explain(exc: ValidationError, *, toml: str, env: str, nested: str | None) -> ConfigError:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join([toml, *loc] if toml else loc)
+        reason = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+        if nested is not None:
+            variable = env + nested.join(loc).upper()
+        elif len(loc) == 1:
+            variable = env + loc[0].upper()
+        else:  # a key inside a table: set in the environment as the table's JSON
+            variable = env + loc[0].upper()
+        problems.append(f"{key or 'configuration'} (TOML) or {variable} (environment): {reason}")
+    return ConfigError(problems)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting of this name is a secret (read from the environment or a ``*_file`` only)."""
+    lowered = key.lower()
+    return any(s in lowered for s in SECRET_KEYS) and not lowered.endswith("_file")
+
+
 def _refuse_secrets(doc: Any, path: str = "") -> None:
     if isinstance(doc, dict):
         for key, value in doc.items():
             where = f"{path}.{key}" if path else str(key)
-            lowered = str(key).lower()
-            if any(s in lowered for s in SECRET_KEYS) and not lowered.endswith("_file") and value not in ("", None):
+            if is_secret_key(str(key)) and value not in ("", None):
                 raise ValueError(
                     f"{where}: secrets are not read from the configuration file; set it in the environment "
                     f"or point {key}_file at a file"
@@ -147,13 +185,28 @@ def _refuse_secrets(doc: Any, path: str = "") -> None:
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> LocktwinSettings:
+    """The settings of a run: ``config`` (a TOML file) under the ``LOCKTWIN_*`` environment; raises
+    :class:`ConfigError` naming what is wrong."""
     doc: dict[str, Any] = {}
     if config is not None:
-        with config.open("rb") as fh:
-            doc = tomllib.load(fh)
-        _refuse_secrets(doc)
+        try:
+            with config.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError([f"{config}: no such configuration file"]) from None
+        except OSError as exc:
+            raise ConfigError([f"{config}: cannot be read ({exc.strerror})"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{config}: not valid TOML ({exc})"]) from None
+        try:
+            _refuse_secrets(doc)
+        except ValueError as exc:
+            raise ConfigError([str(exc)]) from None
     doc.update(overrides)
-    return LocktwinSettings(**doc)
+    try:
+        return LocktwinSettings(**doc)
+    except ValidationError as exc:
+        raise _explain(exc, toml="", env="LOCKTWIN_", nested="__") from None
 
 
 def load_vendor_settings(model: type[BaseModel], table: dict[str, Any]) -> BaseModel:
@@ -172,6 +225,14 @@ def load_vendor_settings(model: type[BaseModel], table: dict[str, Any]) -> BaseM
             ) -> tuple[PydanticBaseSettingsSource, ...]:
                 return env_settings, init_settings, file_secret_settings
 
-        _EnvFirst.__name__ = model.__name__
-        return _EnvFirst(**table)
-    return model.model_validate(table)
+        _EnvFirst.__name__ = _EnvFirst.__qualname__ = model.__name__
+        prefix = str(model.model_config.get("env_prefix") or "")
+        vendor = prefix.removeprefix("LOCKTWIN_").strip("_").lower() or model.__name__
+        try:
+            return _EnvFirst(**table)
+        except ValidationError as exc:
+            raise _explain(exc, toml=f"vendors.{vendor}", env=prefix, nested=None) from None
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        raise _explain(exc, toml="vendors", env="LOCKTWIN_VENDORS__", nested="__") from None

@@ -9,10 +9,13 @@ messages live under the data folder). Ctrl-C stops everything cleanly.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +25,18 @@ from twin.adapter import Adapter
 from twin.asgi import serve_asgi
 from twin.broker import MosquittoBroker, free_port
 from twin.config import LocktwinSettings, MqttSettings, load_vendor_settings
+from twin.datalock import DataDirLock
 from twin.operator_cli import OperatorClient
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
 
-__all__ = ["run_demo"]
+__all__ = ["banner_lines", "choose_port", "run_demo"]
 
 log = logging.getLogger("locktwin.demo")
+
+#: the demo's broker port: MQTT's own, else this fixed fallback
+DEFAULT_PORT = 1883
+FALLBACK_PORT = 1884
 
 
 def _port_free(port: int) -> bool:
@@ -42,10 +50,12 @@ def _port_free(port: int) -> bool:
 
 def run_demo(*, data_dir: Path, devices: int, port: int | None, live: bool, broker: str = "auto") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with suppress(KeyboardInterrupt):
-        anyio.run(_demo, data_dir, devices, port, live, broker)
+    banner: list[str] = []
+    with DataDirLock(data_dir, what="locktwin demo"), suppress(KeyboardInterrupt):
+        anyio.run(_demo, data_dir, devices, port, live, broker, banner)
     print("\nlocktwin demo stopped; twins are kept in", data_dir)
+    if banner:  # the live table wiped the first banner off the screen
+        print("Next time, the same lines work again:\n" + "\n".join(banner))
     return 0
 
 
@@ -91,24 +101,54 @@ async def _start_vendor(
     return runtime, list(kit.device_ids)
 
 
-def _banner(port: int, examples: dict[str, str]) -> None:
-    pub = f"mosquitto_pub -p {port}"
-    print("\nTry, in another terminal:")
-    print(f"  mosquitto_sub -p {port} -v -t 'locktwin/#'")
+def choose_port(requested: int | None, *, is_free: Callable[[int], bool] = _port_free) -> int:
+    """MQTT's own port, else a fixed fallback, so that the lines the demo prints stay right from one
+    start to the next; a random free port only when both are taken (said so)."""
+    if requested:
+        return requested
+    for port in (DEFAULT_PORT, FALLBACK_PORT):
+        if is_free(port):
+            return port
+    port = free_port()
+    print(f"ports {DEFAULT_PORT} and {FALLBACK_PORT} are taken: the broker takes {port} this time")
+    return port
+
+
+def locktwin_command() -> str:
+    """How to run this ``locktwin`` from a fresh shell: its name when it is on the PATH, else its path."""
+    here = Path(sys.executable).with_name("locktwin")
+    found = shutil.which("locktwin")
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return "locktwin"
+    if here.exists():
+        try:
+            relative = here.absolute().relative_to(Path.cwd())
+        except ValueError:
+            return str(here.absolute())
+        return str(relative) if "/" in str(relative) else f"./{relative}"
+    return f"{sys.executable} -m twin.cli"
+
+
+def banner_lines(port: int, examples: dict[str, str]) -> list[str]:
+    """The commands to try against this demo, as they run in another terminal."""
+    cli = locktwin_command()
+    pub = "mosquitto_pub" if port == DEFAULT_PORT else f"mosquitto_pub -p {port}"
+    sub = "mosquitto_sub" if port == DEFAULT_PORT else f"mosquitto_sub -p {port}"
+    env = "" if port == DEFAULT_PORT else f"LOCKTWIN_MQTT__URL=mqtt://127.0.0.1:{port} "
+    lines = [f"broker on 127.0.0.1:{port}; try, in another terminal:", f"  {sub} -v -t 'locktwin/#'"]
     for vendor, device in examples.items():
-        print(f"  {pub} -t locktwin/{vendor}/{device}/set -m UNLOCK")
-        print(f'  {pub} -t locktwin/{vendor}/{device}/set -m \'{{"lock":"LOCKED","transaction":"t-1"}}\'')
-    env = f"LOCKTWIN_MQTT__URL=mqtt://127.0.0.1:{port}"
+        lines.append(f"  {pub} -t locktwin/{vendor}/{device}/set -m UNLOCK")
     if examples:
         vendor, device = next(iter(examples.items()))
-        print(f"  {env} locktwin unlock {vendor}/{device} --wait")
-        print(f"  {env} locktwin twin {vendor}/{device}")
-    print(f"  {env} locktwin watch")
-    print("Ctrl-C stops everything.\n")
+        lines.append(f'  {pub} -t locktwin/{vendor}/{device}/set -m \'{{"lock":"LOCKED","transaction":"t-1"}}\'')
+        lines.append(f"  {env}{cli} unlock {vendor}/{device} --wait")
+        lines.append(f"  {env}{cli} twin {vendor}/{device}")
+    lines.append(f"  {env}{cli} watch")
+    return lines
 
 
-async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, broker: str) -> None:
-    port = port or (1883 if _port_free(1883) else free_port())
+async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, broker: str, banner: list[str]) -> None:
+    port = choose_port(port)
     async with AsyncExitStack() as stack:
         mqtt = await _start_broker(stack, data_dir, port, broker)
         runtimes: list[BridgeRuntime] = []
@@ -125,7 +165,8 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
         if not runtimes:
             print("no vendor has a simulator yet", file=sys.stderr)
             return
-        _banner(port, examples)
+        banner[:] = banner_lines(port, examples)
+        print("\n" + "\n".join(banner) + "\nCtrl-C stops everything.\n", flush=True)
         async with anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:
@@ -142,4 +183,4 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
             print(f"{len(runtimes)} bridges online")
             if live:
                 watcher = OperatorClient(settings=LocktwinSettings(mqtt=mqtt), client_id="locktwin-demo-watch")
-                tg.start_soon(watcher.watch, "+/+")
+                tg.start_soon(partial(watcher.watch, "+/+", header=[*banner, ""]))

@@ -31,7 +31,17 @@ from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.backoff import VendorBackoff
 from twin.document import iso
-from twin.intake import Rejected, best_effort_transaction, expiry, parse_action, parse_get, parse_set
+from twin.intake import (
+    Arrival,
+    ParsedAction,
+    ParsedSet,
+    Rejected,
+    best_effort_transaction,
+    expiry,
+    parse_action,
+    parse_get,
+    parse_set,
+)
 from twin.metrics import COMMANDS, IN_FLIGHT, VENDOR_CALL_SECONDS
 from twin.outbound import Outbound, ReplyTo
 from twin.plans import PlanRunner
@@ -53,6 +63,14 @@ class EngineOptions:
     retry_cap: float = 30.0
     #: see twin.outbound: None publishes every change of a twin at once
     publish_coalesce: float | None = None
+
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _plain_json(value: Any) -> Any:
+    """A validated desired value as JSON data (enums as their values, models dumped)."""
+    return _ANY.dump_python(value, mode="json")
 
 
 def _unanswered(then: str) -> ErrorInfo:
@@ -160,10 +178,22 @@ class TwinEngine:
                 self._kick(cmd.device)
 
     # -- inbound -----------------------------------------------------------------------------------
-    async def handle(self, inbound: InboundTopic, payload: bytes, *, retained: bool, reply: ReplyTo | None) -> None:
-        """Answer one inbound message; never raises for bad input."""
+    async def handle(
+        self,
+        inbound: InboundTopic,
+        payload: bytes,
+        *,
+        retained: bool,
+        reply: ReplyTo | None,
+        arrival: Arrival | None = None,
+    ) -> None:
+        """Answer one inbound message; never raises for bad input. ``arrival``: what the broker's
+        delivery tells of the message's age (see :func:`twin.intake.expiry`)."""
+        arrival = arrival or Arrival()
         if not self.owns(inbound.device):
             return  # another shard's device: that shard answers
+        if retained and not payload:
+            return  # an empty retained payload clears a retained command from the broker: no command
         suffix = inbound.response_suffix
         try:
             if retained:
@@ -179,27 +209,41 @@ class TwinEngine:
                     transaction=best_effort_transaction(payload),
                 )
             if inbound.kind == "set":
-                await self._intake_set(inbound.device, payload, reply)
+                await self._intake_set(inbound.device, payload, reply, arrival)
             elif inbound.kind == "get":
                 await self._intake_get(inbound.device, payload, reply)
             else:
-                await self._intake_action(inbound.device, inbound.action or "", payload, reply)
+                await self._intake_action(inbound.device, inbound.action or "", payload, reply, arrival)
         except Rejected as rej:
-            self.out.rejected(inbound.device, suffix, rej.transaction, rej.error, reply)
+            transaction = rej.transaction
+            if transaction is not None and self.store.command_by_transaction(inbound.device, transaction):
+                # A refused payload is not the answer of the stored command that has this transaction
+                # (a client keyed by transaction would take it for its command's outcome).
+                transaction = None
+            self.out.rejected(inbound.device, suffix, transaction, rej.error, reply)
 
-    def _replay(self, cmd: CommandRecord, suffix: str, reply: ReplyTo | None) -> None:
-        """Idempotency: the same transaction gets the same answers, and no second vendor call."""
+    def _replay(self, cmd: CommandRecord, fingerprint: str, suffix: str, reply: ReplyTo | None) -> None:
+        """Idempotency: the same transaction gets the same answers, and no second vendor call; a
+        transaction reused for another command is refused."""
+        if cmd.fingerprint is not None and cmd.fingerprint != fingerprint:
+            raise Rejected(
+                ErrorCode.TRANSACTION_REUSED,
+                f"transaction {cmd.transaction!r} already names another command of this device "
+                f"({cmd.kind} {cmd.name}, {cmd.status.value}); use a new transaction for a new command",
+                transaction=cmd.transaction,
+            )
         self.out.answer(cmd, suffix, reply, status=CommandStatus.ACCEPTED)
         if cmd.status.is_final:
             self.out.answer(cmd, suffix, reply)
 
-    async def _intake_set(self, device: str, payload: bytes, reply: ReplyTo | None) -> None:
+    async def _intake_set(self, device: str, payload: bytes, reply: ReplyTo | None, arrival: Arrival) -> None:
         req = parse_set(payload, self.fields)
         spec = self.fields[req.name]
+        fingerprint = self.store.fingerprint("set", req.name, _plain_json(req.value))
         if req.transaction is not None:
             known = self.store.command_by_transaction(device, req.transaction)
             if known is not None:
-                self._replay(known, "set", reply)
+                self._replay(known, fingerprint, "set", reply)
                 return
         if spec.capability not in self.devices[device].info.capabilities:
             raise Rejected(ErrorCode.UNSUPPORTED, f"{device} cannot {spec.name}", transaction=req.transaction)
@@ -210,18 +254,7 @@ class TwinEngine:
                 f"twin is at version {twin.version}, not {req.if_version}",
                 transaction=req.transaction,
             )
-        now = time.time()
-        try:
-            expires_at = expiry(
-                expires_in=req.expires_in,
-                issued_at=req.issued_at,
-                default=self._default_expiry,
-                maximum=self._max_expiry,
-                now=now,
-            )
-        except Rejected as rej:
-            rej.transaction = req.transaction
-            raise
+        expires_at = self._expiry(device, req, fingerprint, arrival)
         self._accept(
             device,
             kind="set",
@@ -233,9 +266,12 @@ class TwinEngine:
             idempotent=spec.idempotent,
             sensitive=False,
             reply=reply,
+            fingerprint=fingerprint,
         )
 
-    async def _intake_action(self, device: str, action: str, payload: bytes, reply: ReplyTo | None) -> None:
+    async def _intake_action(
+        self, device: str, action: str, payload: bytes, reply: ReplyTo | None, arrival: Arrival
+    ) -> None:
         spec = self.actions.get(action)
         if spec is None:
             raise Rejected(
@@ -244,36 +280,60 @@ class TwinEngine:
                 transaction=best_effort_transaction(payload),
             )
         req = parse_action(payload, spec)
+        arguments = req.arguments.model_dump(mode="json")
+        fingerprint = self.store.fingerprint("action", action, arguments)
         if req.transaction is not None:
             known = self.store.command_by_transaction(device, req.transaction)
             if known is not None:
-                self._replay(known, action, reply)
+                self._replay(known, fingerprint, action, reply)
                 return
         if spec.capability and spec.capability not in self.devices[device].info.capabilities:
             raise Rejected(ErrorCode.UNSUPPORTED, f"{device} cannot {action}", transaction=req.transaction)
-        try:
-            expires_at = expiry(
-                expires_in=req.expires_in,
-                issued_at=req.issued_at,
-                default=self._default_expiry,
-                maximum=self._max_expiry,
-                now=time.time(),
-            )
-        except Rejected as rej:
-            rej.transaction = req.transaction
-            raise
+        expires_at = self._expiry(device, req, fingerprint, arrival)
         self._accept(
             device,
             kind="action",
             name=action,
-            value=req.arguments.model_dump(mode="json"),
+            value=arguments,
             transaction=req.transaction,
             expires_at=expires_at,
             source="mqtt",
             idempotent=spec.idempotent,
             sensitive=spec.sensitive,
             reply=reply,
+            fingerprint=fingerprint,
         )
+
+    def _expiry(self, device: str, req: ParsedSet | ParsedAction, fingerprint: str, arrival: Arrival) -> float:
+        """When an incoming command expires, or Rejected. A command refused for its age is remembered:
+        the same command sent again (a client re-sending it) gets the same answer, never a run."""
+        if req.transaction is not None:
+            refused = self.store.refusal(device, req.transaction, fingerprint)
+            if refused is not None:
+                raise Rejected.of(ErrorInfo.model_validate(refused), transaction=req.transaction)
+        try:
+            return expiry(
+                expires_in=req.expires_in,
+                issued_at=req.issued_at,
+                default=self._default_expiry,
+                maximum=self._max_expiry,
+                now=time.time(),
+                queued_since=arrival.queued_since,
+                expiry_left=arrival.expiry_left,
+            )
+        except Rejected as rej:
+            rej.transaction = req.transaction
+            if req.transaction is not None and rej.error.code == ErrorCode.EXPIRED:
+                with self.store.transaction():
+                    self.store.refuse(device, req.transaction, fingerprint, rej.error.model_dump())
+                    self.store.journal(
+                        entry="refused",
+                        device=device,
+                        source="mqtt",
+                        transaction=req.transaction,
+                        data={"error": rej.error.model_dump()},
+                    )
+            raise
 
     async def _intake_get(self, device: str, payload: bytes, reply: ReplyTo | None) -> None:
         transaction = parse_get(payload)
@@ -303,6 +363,7 @@ class TwinEngine:
         idempotent: bool,
         sensitive: bool,
         reply: ReplyTo | None,
+        fingerprint: str | None = None,
     ) -> CommandRecord:
         now = time.time()
         cmd = CommandRecord(
@@ -321,6 +382,7 @@ class TwinEngine:
             sensitive=sensitive,
             reply_topic=None if reply is None else reply.topic,
             correlation=None if reply is None else reply.correlation,
+            fingerprint=fingerprint,
         )
         twin = self.twins[device]
         rt = self.devices[device]

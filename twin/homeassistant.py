@@ -3,7 +3,8 @@
 Per locktwin device, one Home Assistant device with: a ``lock`` entity (the contract's ``/set`` and
 ``state`` topics with HA's default payloads), a battery ``sensor`` when the device reports a battery,
 a ``device_tracker`` when it reports a position, and a connectivity ``binary_sensor``. Availability
-is the list of the bridge's and the device's topics with mode ``all``. Configurations are retained,
+is the list of the bridge's and the device's topics with mode ``all``. The bridge itself is announced
+as a device too (its connectivity), since every device names it in ``via_device``. Configurations are retained,
 announced again when ``homeassistant/status`` turns ``online``, re-announced when a device gains an
 entity (its first battery reading), and removed with an empty retained payload when a device is gone.
 """
@@ -48,6 +49,33 @@ class HomeAssistantDiscovery:
         safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in device)
         return f"locktwin_{self.topics.vendor}_{safe}"
 
+    @property
+    def bridge_node(self) -> str:
+        """The bridge's own Home Assistant device, which every device names in ``via_device``."""
+        shard = "" if self.topics.shard is None else "_" + self.topics.shard.replace("-", "_")
+        return f"locktwin_bridge_{self.topics.vendor}{shard}"
+
+    def bridge_config(self) -> tuple[str, dict[str, Any]]:
+        """The bridge as a device with one entity, its connectivity (its ``bridge/.../state`` topic)."""
+        node = self.bridge_node
+        shard = "" if self.topics.shard is None else f" (shard {self.topics.shard})"
+        topic = f"{self.settings.prefix}/binary_sensor/{node}/connectivity/config"
+        return topic, {
+            "name": "Connectivity",
+            "unique_id": f"{node}_connectivity",
+            "state_topic": self.topics.bridge_state,
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "device": {
+                "identifiers": [node],
+                "name": f"locktwin {self.topics.vendor} bridge{shard}",
+                "manufacturer": "locktwin",
+                "model": "bridge",
+            },
+        }
+
     def _config_topic(self, component: str, device: str) -> str:
         return f"{self.settings.prefix}/{component}/{self._node(device)}/{component}/config"
 
@@ -69,7 +97,7 @@ class HomeAssistantDiscovery:
             "name": info.name or f"{self.topics.vendor} {info.id}",
             "manufacturer": self.topics.vendor,
             "model": info.model or self.topics.vendor,
-            "via_device": f"locktwin_bridge_{self.topics.vendor}",
+            "via_device": self.bridge_node,
         }
         availability = {
             "availability": [
@@ -145,6 +173,8 @@ class HomeAssistantDiscovery:
         self._announced[info.id] = self.kinds(info, twin)
 
     def announce_all(self, devices: list[DeviceInfo], twins: dict[str, TwinRecord], publish: Publish) -> None:
+        topic, config = self.bridge_config()
+        publish(topic, json.dumps(config, separators=(",", ":")).encode())
         listed = {d.id for d in devices}
         for info in devices:
             self.announce(info, twins[info.id], publish)

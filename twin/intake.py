@@ -19,7 +19,7 @@ from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import TRANSACTION_PATTERN, ActionRequest, DesiredLock, SetRequest
 from twin.adapter import ActionSpec, DesiredField
 
-__all__ = ["MAX_PAYLOAD_BYTES", "ParsedAction", "ParsedSet", "Rejected", "parse_action", "parse_set"]
+__all__ = ["MAX_PAYLOAD_BYTES", "Arrival", "ParsedAction", "ParsedSet", "Rejected", "parse_action", "parse_set"]
 
 #: Larger inbound payloads are refused without being parsed.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -35,6 +35,23 @@ class Rejected(Exception):
         super().__init__(message)
         self.error = ErrorInfo.of(code, message)
         self.transaction = transaction
+
+    @classmethod
+    def of(cls, error: ErrorInfo, *, transaction: str | None = None) -> Rejected:
+        rejected = cls(error.code, error.message, transaction=transaction)
+        rejected.error = error
+        return rejected
+
+
+@dataclass(frozen=True, kw_only=True)
+class Arrival:
+    """What the broker's delivery of a command tells of its age, beside its payload."""
+
+    #: it may have waited in the bridge's persistent session since then (epoch seconds; -inf: since
+    #: an unknown time): it was delivered from the session's backlog after a reconnect
+    queued_since: float | None = None
+    #: what is left of the sender's MQTT 5 Message Expiry Interval (seconds), as the broker forwarded it
+    expiry_left: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,15 +192,59 @@ def parse_get(payload: bytes) -> str | None:
 
 
 def expiry(
-    *, expires_in: float | None, issued_at: datetime | None, default: float, maximum: float, now: float
+    *,
+    expires_in: float | None,
+    issued_at: datetime | None,
+    default: float,
+    maximum: float,
+    now: float,
+    queued_since: float | None = None,
+    expiry_left: float | None = None,
 ) -> float:
-    """When a command expires (epoch seconds), or Rejected when it already has or cannot be trusted."""
+    """When a command expires (epoch seconds), or Rejected when it already has or cannot be trusted.
+
+    The command's lifetime is ``expires_in`` (else ``default``), at most ``maximum``, counted from:
+
+    - ``issued_at`` when the sender gave one (refused more than :data:`MAX_CLOCK_SKEW` ahead of our
+      clock); a sender's clock running ahead never makes a command live longer than its lifetime
+      after it arrived;
+    - else ``queued_since`` when the message may have waited in the broker for us: it was delivered
+      from our persistent session's backlog, which may hold it since the bridge was last seen live.
+      Its age is unknown, so it is counted from the earliest moment it could have been published;
+    - else its arrival (``now``): it was delivered live.
+
+    ``expiry_left`` (an MQTT 5 Message Expiry Interval, as the broker forwarded it: what is left of
+    it) shortens the lifetime further: the sender said the message is void after that.
+    """
     lifetime = min(expires_in if expires_in is not None else default, maximum)
-    if issued_at is None:
-        return now + lifetime
-    issued = issued_at.astimezone(UTC).timestamp()
-    if issued > now + MAX_CLOCK_SKEW:
-        raise Rejected(ErrorCode.INVALID_PAYLOAD, "issued_at is in the future")
-    if issued + lifetime <= now:
-        raise Rejected(ErrorCode.EXPIRED, "the command expired before it arrived")
-    return issued + lifetime
+    if issued_at is not None:
+        try:
+            issued = issued_at.astimezone(UTC).timestamp()
+        except (OverflowError, ValueError, OSError):
+            raise Rejected(ErrorCode.INVALID_PAYLOAD, "issued_at is out of range") from None
+        if issued > now + MAX_CLOCK_SKEW:
+            raise Rejected(ErrorCode.INVALID_PAYLOAD, "issued_at is in the future")
+        if issued + lifetime <= now:
+            raise Rejected(ErrorCode.EXPIRED, "the command expired before it arrived")
+        expires_at = min(issued, now) + lifetime
+    elif queued_since is not None:
+        waited = now - queued_since
+        if queued_since + lifetime <= now:
+            raise Rejected(
+                ErrorCode.EXPIRED,
+                f"its age is unknown (no issued_at): it waited in the broker while the bridge was away, "
+                f"for up to {_seconds(waited)}, longer than its expiry of {_seconds(lifetime)}; "
+                "send issued_at with commands",
+            )
+        expires_at = queued_since + lifetime
+    else:
+        expires_at = now + lifetime
+    if expiry_left is not None:
+        if expiry_left <= 0:
+            raise Rejected(ErrorCode.EXPIRED, "its MQTT message expiry interval had run out")
+        expires_at = min(expires_at, now + expiry_left)
+    return expires_at
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value < 1e9 else "an unknown time"

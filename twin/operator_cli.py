@@ -11,12 +11,16 @@ Exit codes follow the outcome so shell scripts can rely on them::
 from __future__ import annotations
 
 import json
+import math
 import sys
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
 import anyio
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from twin.config import LocktwinSettings
 
@@ -24,6 +28,8 @@ __all__ = ["EXIT_CODES", "OperatorClient", "parse_arguments", "parse_target"]
 
 EXIT_CODES = {"succeeded": 0, "accepted": 0, "failed": 1, "rejected": 3, "expired": 4, "superseded": 5}
 EXIT_TIMEOUT = 6
+#: seconds a command sent by the CLI may take, unless --expires-in says otherwise
+DEFAULT_EXPIRES_IN = 30.0
 FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
 
 
@@ -78,14 +84,34 @@ class OperatorClient:
         return f"{self.settings.base_topic}/{vendor}/{device}/{leaf}"
 
     async def command(
-        self, vendor: str, device: str, leaf: str, body: dict[str, Any], *, wait: bool, timeout: float
+        self,
+        vendor: str,
+        device: str,
+        leaf: str,
+        body: dict[str, Any],
+        *,
+        wait: bool,
+        timeout: float,
+        expires_in: float | None = None,
     ) -> int:
-        """Send one command and print its answers; returns the exit code."""
+        """Send one command and print its answers; returns the exit code.
+
+        A command (not a ``get``) says when it was issued and how long it may take, in its payload
+        and as its MQTT 5 Message Expiry Interval: one that waits in the broker for a bridge that is
+        away (its persistent session) is refused ``EXPIRED`` or dropped by the broker, never run late.
+        """
         body = {"transaction": f"cli-{uuid.uuid4().hex[:12]}", **body}
+        props = None
+        if leaf != "get":
+            lifetime = DEFAULT_EXPIRES_IN if expires_in is None else expires_in
+            body["issued_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+            body["expires_in"] = lifetime
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = max(1, math.ceil(lifetime))
         suffix = leaf.rsplit("/", 1)[-1]
         async with self._client() as client:
             await client.subscribe(self.topic(vendor, device, f"response/{suffix}"), qos=1)
-            await client.publish(self.topic(vendor, device, leaf), json.dumps(body), qos=1)
+            await client.publish(self.topic(vendor, device, leaf), json.dumps(body), qos=1, properties=props)
             with anyio.move_on_after(timeout):
                 async for message in client.messages:
                     answer = json.loads(bytes(message.payload))
@@ -107,31 +133,44 @@ class OperatorClient:
                     return message.payload if isinstance(message.payload, bytes) else None
         return None
 
-    async def watch(self, pattern: str, *, once: bool = False) -> int:
-        """A live table of devices, redrawn in place (or printed once with ``once``)."""
+    async def watch(self, pattern: str, *, once: bool = False, header: list[str] | None = None) -> int:
+        """A live table of devices, redrawn in place when something changed (at most 5 times a
+        second), or printed once with ``once`` after the retained states came in. ``header``: lines
+        shown above the table (the demo keeps its commands there)."""
         rows: dict[str, dict[str, Any]] = {}
         base = self.settings.base_topic
+        clear = sys.stdout.isatty() and not once
         async with self._client() as client:
             await client.subscribe(f"{base}/{pattern}/state", qos=1)
             await client.subscribe(f"{base}/{pattern}/twin", qos=1)
-            redraw = anyio.Event()
+            changed = anyio.Event()
 
             async def painter() -> None:
+                nonlocal changed
                 while True:
-                    await redraw.wait()
-                    await anyio.sleep(0.2)
-                    _paint(rows, clear=sys.stdout.isatty())
-                    if once:
-                        return
+                    await changed.wait()
+                    changed = anyio.Event()
+                    _paint(rows, clear=clear, header=header)
+                    await anyio.sleep(0.2)  # changes meanwhile are drawn together
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(painter)
+                if not once:
+                    tg.start_soon(painter)
+                # --once: the retained messages come at once after subscribing; the table is
+                # complete when nothing new came for a moment (or after 2 s at most)
                 with anyio.move_on_after(2 if once else float("inf")):
-                    async for message in client.messages:
+                    messages = client.messages.__aiter__()
+                    while True:
+                        with anyio.move_on_after(0.3 if once and rows else float("inf")) as quiet:
+                            message = await messages.__anext__()
+                        if quiet.cancelled_caught:
+                            break
                         _, vendor, device, leaf = message.topic.value.rsplit("/", 3)
                         try:
                             doc = json.loads(bytes(message.payload))
                         except ValueError:
+                            continue
+                        if not isinstance(doc, dict):
                             continue
                         row = rows.setdefault(f"{vendor}/{device}", {})
                         if leaf == "state":
@@ -139,16 +178,16 @@ class OperatorClient:
                         elif isinstance(doc.get("command"), dict):
                             cmd = doc["command"]
                             row.update(command=f"{cmd.get('name')}={cmd.get('value')}", status=cmd.get("status"))
-                        redraw.set()
-                if once:
-                    _paint(rows, clear=False)
+                        changed.set()
                 tg.cancel_scope.cancel()
+        if once:
+            _paint(rows, clear=False, header=header)
         return 0
 
 
-def _paint(rows: dict[str, dict[str, Any]], *, clear: bool) -> None:
-    header = f"{'DEVICE':<34} {'LOCK':<10} {'ONLINE':<7} {'BATTERY':>7}  {'LAST COMMAND':<22} STATUS"
-    lines = [header, "-" * len(header)]
+def _paint(rows: dict[str, dict[str, Any]], *, clear: bool, header: list[str] | None = None) -> None:
+    title = f"{'DEVICE':<34} {'LOCK':<10} {'ONLINE':<7} {'BATTERY':>7}  {'LAST COMMAND':<22} STATUS"
+    lines = [*(header or []), title, "-" * len(title)]
     for name in sorted(rows):
         r = rows[name]
         battery = "" if r.get("battery") is None else f"{r['battery']:.0f}%"

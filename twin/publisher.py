@@ -15,7 +15,9 @@ locktwin touches; :func:`paho_of` fails loudly if a release renames it) and coun
 - while disconnected the outbox keeps the newest ``limit`` messages; on disconnect, messages that
   were in flight go back to the front of the outbox, except retained ones and those with an
   ``on_sent`` (the runtime republishes retained topics and unanswered final answers from the store
-  on reconnect, newer than anything in flight).
+  on reconnect, newer than anything in flight); on connect, queued messages with an ``on_sent`` are
+  dropped for the same reason (a final answer made while the bridge was not connected, such as a
+  command that expired while it was down, would otherwise be sent twice).
 
 Messages reach the wire in the order they were sent, so a later retained state wins.
 
@@ -97,6 +99,8 @@ class Publisher:
         #: the broker's limits on this connection (CONNACK properties); None: it set none
         self.receive_maximum: int | None = None
         self.maximum_packet_size: int | None = None
+        #: whether the broker resumed a session it kept for us (CONNACK), so messages may have waited
+        self.session_present = False
         self._room = window
 
     @property
@@ -142,8 +146,8 @@ class Publisher:
 
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
         """Before connecting: paho's own in-flight limit becomes the window (set only before connecting),
-        PUBACKs are decoded the cheap way (:mod:`twin.puback`), and the broker's limits are read from
-        its CONNACK."""
+        PUBACKs are decoded the cheap way (:mod:`twin.puback`), and the broker's limits and whether it
+        kept our session are read from its CONNACK."""
         inner = paho_of(client)
         inner.max_inflight_messages = max(self.window, 1)
         puback.install()
@@ -151,6 +155,7 @@ class Publisher:
 
         def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
             if c is inner:
+                self.session_present = bool(getattr(flags, "session_present", False))
                 self.receive_maximum = getattr(props, "ReceiveMaximum", None)
                 self.maximum_packet_size = getattr(props, "MaximumPacketSize", None)
             if forward is not None:
@@ -170,6 +175,10 @@ class Publisher:
             self._acknowledged(inner, mid, reason)
 
         inner.on_publish = on_publish
+        # Messages with an on_sent (final answers) are the owner's to send again from its store once
+        # connected (they are still unanswered there); a queued copy would arrive twice.
+        if any(m.on_sent is not None for m in self.outbox):
+            self.outbox = deque(m for m in self.outbox if m.on_sent is None)
         self._paho = inner
         self._room = max(1, min(self.window, self.receive_maximum or self.window))
         self._pump()

@@ -13,13 +13,14 @@ published while we are connected, and TCP_NODELAY on the socket (QoS 1 round tri
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,15 @@ from contracts.messages import EventType
 from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings
+from twin.datalock import DataDirLock
 from twin.engine import EngineOptions, TwinEngine
 from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
-from twin.intake import best_effort_transaction
+from twin.intake import Arrival, best_effort_transaction
 from twin.metrics import RECONNECTS
 from twin.outbound import DEVICES_PAGE_BYTES, ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
+from twin.session import SessionClock
 from twin.shard import Shard
 from twin.store import Store
 
@@ -82,6 +85,24 @@ PRUNE_BATCH = 500
 PRUNE_BATCHES = 20
 
 
+@asynccontextmanager
+async def _disconnect_shielded(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """``async with client``, whose goodbye (DISCONNECT, and waiting for the broker to close) runs even
+    when the bridge is being cancelled: aiomqtt's exit awaits it, and a cancelled wait left the
+    disconnection's outcome to a future nobody read ("Future exception was never retrieved")."""
+    await client.__aenter__()
+    try:
+        yield client
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            await client.__aexit__(None, None, None)
+        # A connection the broker dropped while we were stopping (it stopped first: ``docker compose
+        # down``, Ctrl-C in a terminal) leaves its error in aiomqtt's future, which nobody else reads.
+        lost = getattr(client, "_disconnected", None)
+        if isinstance(lost, asyncio.Future) and lost.done() and not lost.cancelled():
+            lost.exception()
+
+
 class BridgeRuntime:
     """Runs one adapter until cancelled. Construct, then ``await run()`` (or use ``started``)."""
 
@@ -105,11 +126,16 @@ class BridgeRuntime:
         self.vendor_dir = data_dir / (f"{adapter.vendor}-{self.shard.label}" if sharded else adapter.vendor)
         self.topics = Topics(base=base_topic, vendor=adapter.vendor, shard=self.shard.label if sharded else None)
         self.options = options or BridgeOptions()
+        #: one process per store (held while running; see twin.datalock)
+        self.data_lock = DataDirLock(self.vendor_dir, what=f"{adapter.vendor} bridge")
         self.store = Store(
             path=self.vendor_dir / "twins.sqlite",
             synchronous="FULL" if store_synchronous == "FULL" else "NORMAL",
         )
-        default_id = f"locktwin-{adapter.vendor}" + (f"-{self.shard.label}" if sharded else "")
+        # one client id per bridge on a broker: bridges of two base topics (two fleets) must not take
+        # each other's session; the default tree keeps the id it always had
+        prefix = "locktwin" if base_topic == "locktwin" else base_topic.replace("/", "-")
+        default_id = f"{prefix}-{adapter.vendor}" + (f"-{self.shard.label}" if sharded else "")
         self.client_id = client_id or mqtt.client_id or default_id
         self.engine = TwinEngine(
             adapter=adapter,
@@ -128,6 +154,7 @@ class BridgeRuntime:
         self.connected = anyio.Event()
         self.ready = anyio.Event()
         self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
+        self.session = SessionClock(store=self.store, marker_topic=self.topics.bridge_session_marker)
         self.engine.out.sender = self.publisher.send
         self.engine.out.feeder = self.publisher.feed
         ha = homeassistant or HomeAssistantSettings()
@@ -140,6 +167,8 @@ class BridgeRuntime:
 
     async def run(self) -> None:
         async with AsyncExitStack() as stack:
+            if not self.data_lock.held:
+                stack.enter_context(self.data_lock)
             self.store.open()
             stack.callback(self.store.close)
             await self.adapter.start(_Sink(self.engine, self.vendor_dir))
@@ -181,7 +210,7 @@ class BridgeRuntime:
         while True:
             lost = False
             try:
-                async with self._client() as client:
+                async with _disconnect_shielded(self._client()) as client:
                     delay = 0.5
                     await self._on_connect(client)
                     try:
@@ -196,11 +225,13 @@ class BridgeRuntime:
                             # ourselves (the broker's will covers a crash).
                             with anyio.move_on_after(2, shield=True):
                                 await self.publisher.drained()
+                                self.session.heartbeat()
                                 await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
             except aiomqtt.MqttError as exc:
                 RECONNECTS.labels(self.adapter.vendor).inc()
                 log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
             finally:
+                self.session.disconnected()
                 self.publisher.detach()
                 self.connected = anyio.Event()
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
@@ -212,8 +243,12 @@ class BridgeRuntime:
             await client.subscribe([(t, options) for t in self.topics.subscriptions])
         else:
             await client.subscribe([(t, 1) for t in self.topics.subscriptions])
-        if self._routes:
-            await client.subscribe([(t, 1) for t in self._routes])
+        await client.subscribe([(t, 1) for t in (*self._routes, self.session.marker_topic)])
+        marker = self.session.connected(session_present=self.publisher.session_present)
+        if marker is not None:
+            # Queued behind whatever the broker kept for our session: what arrives before it may
+            # have waited there since we were last live (twin.session).
+            await client.publish(self.session.marker_topic, marker, qos=1)
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.publisher.attach(client)
         limit = self.publisher.maximum_packet_size  # room for the topic and the packet's header
@@ -241,6 +276,9 @@ class BridgeRuntime:
 
     async def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        if message.topic.value == self.session.marker_topic:
+            self.session.on_marker(payload)
+            return
         route = self._routes.get(message.topic.value)
         if route is not None:
             route(payload)
@@ -264,8 +302,10 @@ class BridgeRuntime:
                 )
                 return
             reply = ReplyTo(topic=response_topic, correlation=getattr(props, "CorrelationData", None))
+        expiry_left = getattr(props, "MessageExpiryInterval", None) if props is not None else None
+        arrival = Arrival(queued_since=self.session.queued_since, expiry_left=expiry_left)
         try:
-            await self.engine.handle(inbound, payload, retained=bool(message.retain), reply=reply)
+            await self.engine.handle(inbound, payload, retained=bool(message.retain), reply=reply, arrival=arrival)
         except Exception:
             # Input must never take the process down; the engine answers what it can.
             log.exception("failed to handle a message on %s", message.topic.value)
@@ -283,6 +323,7 @@ class BridgeRuntime:
             await anyio.sleep(CHECKPOINT_INTERVAL)
             try:
                 self.store.flush()  # deferred writes are at most this old when the process dies
+                self.session.heartbeat()
                 await self._prune_journal()
                 await anyio.to_thread.run_sync(self.store.checkpoint)
             except sqlite3.Error as exc:  # busy or full disk: the next round tries again

@@ -3,7 +3,10 @@
 Tables:
 - ``twins``: one row per device (version, desired, reported, metadata, last command, hold);
 - ``commands``: every accepted command with its lifecycle, reply address and final answer;
-- ``journal``: append-only audit of requests, vendor calls, outcomes and state changes.
+- ``journal``: append-only audit of requests, vendor calls, outcomes and state changes;
+- ``refusals``: commands refused because they were too old when they arrived (a copy sent again
+  gets the same answer);
+- ``meta``: schema version, page counts, when the bridge was last live (twin.session).
 
 sqlite-utils creates and migrates the schema (and its CLI is how operators inspect a store); the
 hot path uses prepared statements on the same connection, because sqlite-utils' row helpers are
@@ -26,8 +29,11 @@ bridge's p99 latency). A long-running owner calls :meth:`checkpoint_elsewhere` a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +50,7 @@ __all__ = ["CommandRecord", "Store", "TwinRecord"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(kw_only=True)
@@ -83,11 +89,13 @@ class CommandRecord:
     acked_at: float | None = None
     #: the command this one is a planned operation of (e.g. one card issued for a ``cards`` /set)
     parent: str | None = None
+    #: what was asked (:meth:`Store.fingerprint`): a transaction reused for another command is refused
+    fingerprint: str | None = None
 
 
 _COMMAND_COLUMNS = (
     "id, seq, device, txn, kind, name, value, status, source, accepted_at, expires_at, updated_at, "
-    "attempts, idempotent, sensitive, error, result, reply_topic, correlation, answered, acked_at, parent"
+    "attempts, idempotent, sensitive, error, result, reply_topic, correlation, answered, acked_at, parent, fingerprint"
 )
 
 
@@ -107,6 +115,7 @@ class Store:
         self._after: list[Callable[[], None]] = []
         #: answered marks not written yet (see the module doc)
         self._later_answered: list[str] = []
+        self._fingerprint_key = b""
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -203,12 +212,29 @@ class Store:
             if_not_exists=True,
         )
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)  # type: ignore[union-attr]
+        # commands refused as expired by when they arrived, so that a copy of the same command that
+        # arrives later (a client re-sending it) gets the same answer instead of running
+        db["refusals"].create(  # type: ignore[union-attr]
+            {"device": str, "txn": str, "fingerprint": str, "at": float, "error": str},
+            pk=("device", "txn"),
+            if_not_exists=True,
+        )
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS commands_txn ON commands(device, txn)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS commands_device ON commands(device, status)")
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS commands_seq ON commands(seq)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS commands_unanswered ON commands(answered)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS journal_device ON journal(device, seq)")
-        self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if "fingerprint" not in db["commands"].columns_dict:  # schema 1 -> 2
+            db["commands"].add_column("fingerprint", str)  # type: ignore[union-attr]
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('fingerprint_key', ?)", (secrets.token_hex(32),)
+        )
+        self._fingerprint_key = bytes.fromhex(self.meta("fingerprint_key") or "")
 
     # -- transactions --------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
@@ -276,6 +302,13 @@ class Store:
             (key, value),
         )
 
+    def fingerprint(self, kind: str, name: str, value: Any) -> str:
+        """What a command asks for, to tell a replay (the same command again) from a transaction
+        reused for another one. Keyed with this store's own random key, so that the fingerprint of a
+        sensitive argument (a key, a card number) cannot be found by trying values without the store."""
+        canonical = json.dumps([kind, name, value], sort_keys=True, separators=(",", ":"), default=str)
+        return hmac.new(self._fingerprint_key, canonical.encode(), hashlib.sha256).hexdigest()[:32]
+
     # -- twins ---------------------------------------------------------------------------------
     def load_twins(self) -> dict[str, TwinRecord]:
         rows = self.conn.execute("SELECT device, version, desired, reported, metadata, command_id, present FROM twins")
@@ -314,8 +347,9 @@ class Store:
         cur = self.conn.execute(
             "INSERT INTO commands(id, seq, device, txn, kind, name, value, status, source, accepted_at, "
             "expires_at, updated_at, attempts, idempotent, sensitive, error, result, reply_topic, "
-            "correlation, answered, acked_at, parent) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM commands), "
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            "correlation, answered, acked_at, parent, fingerprint) VALUES (?, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM commands), "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (
                 cmd.id,
                 cmd.device,
@@ -338,6 +372,7 @@ class Store:
                 int(cmd.answered),
                 cmd.acked_at,
                 cmd.parent,
+                cmd.fingerprint,
             ),
         )
         cmd.seq = int(cur.fetchone()[0])  # acceptance order (MAX over the seq index is a lookup)
@@ -389,6 +424,7 @@ class Store:
                 answered=bool(row[19]),
                 acked_at=row[20],
                 parent=row[21],
+                fingerprint=row[22],
             )
 
     def command(self, command_id: str) -> CommandRecord | None:
@@ -409,6 +445,19 @@ class Store:
         marks = ",".join("?" * len(final))
         taken = set(self._later_answered)  # the broker has them; only the mark is not written yet
         return [c for c in self._select(f"answered=0 AND status IN ({marks}) ORDER BY seq", final) if c.id not in taken]
+
+    def refuse(self, device: str, transaction: str, fingerprint: str, error: dict[str, Any]) -> None:
+        """Remember that this command was refused for its age (:meth:`refusal` answers copies of it)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO refusals(device, txn, fingerprint, at, error) VALUES (?, ?, ?, ?, ?)",
+            (device, transaction, fingerprint, time.time(), dumps_text(error)),
+        )
+
+    def refusal(self, device: str, transaction: str, fingerprint: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT error FROM refusals WHERE device=? AND txn=? AND fingerprint=?", (device, transaction, fingerprint)
+        ).fetchone()
+        return None if row is None else dict(_loads(row[0]))
 
     # -- journal -------------------------------------------------------------------------------
     def journal(

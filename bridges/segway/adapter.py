@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 from pydantic import BaseModel
@@ -57,6 +57,10 @@ FIND_CONTROL_TYPE = 2
 
 class SegwayAdapter(Adapter[SegwaySettings]):
     vendor = "segway"
+    cli_commands: ClassVar[Mapping[str, str]] = {
+        "check": "prove credentials, region and vehicles",
+        "sign": "the push signature of key=value fields",
+    }
     settings_model = SegwaySettings
     default_expiry = 30.0
     max_expiry = 300.0

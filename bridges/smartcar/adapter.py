@@ -75,6 +75,10 @@ Reader = Callable[[str, str], Awaitable[tuple[dict[str, Any], Answer[Any]]]]
 
 class SmartcarAdapter(Adapter[SmartcarSettings]):
     vendor: ClassVar[str] = "smartcar"
+    cli_commands: ClassVar[Mapping[str, str]] = {
+        "connect": "link a Smartcar account (OAuth2 Connect)",
+        "accounts": "list linked accounts",
+    }
     settings_model: ClassVar[type[BaseModel]] = SmartcarSettings
     default_expiry: ClassVar[float] = 60.0
     max_expiry: ClassVar[float] = 600.0

@@ -201,6 +201,8 @@ class Client:
         self.answers: dict[str, Answers] = defaultdict(Answers)
         self.retained: dict[str, bytes] = {}
         self.bridge_states: list[bytes] = []
+        #: every answer in arrival order: (topic, body), with or without a transaction
+        self.responses: list[tuple[str, dict[str, Any]]] = []
         self.connections = 0
         self.resends = 0
         self.resending = True
@@ -245,6 +247,7 @@ class Client:
                 body = json.loads(payload)
             except ValueError:
                 body = {}
+            self.responses.append((topic, body))
             txn = body.get("transaction")
             if isinstance(txn, str):
                 self.answers[txn].statuses.append(str(body.get("status")))

@@ -88,7 +88,10 @@ async def test_cli_settings_missing_never_prints_secret(tmp_path: Path) -> None:
     env["LOCKTWIN_SMARTCAR_CLIENT_SECRET"] = CLIENT_SECRET
     process = await anyio.run_process([sys.executable, "-c", code, "accounts"], env=env, cwd=ROOT, check=False)
     assert process.returncode == 2
-    assert b"client_id: Field required" in process.stderr
+    assert (
+        b"vendors.smartcar.client_id (TOML) or LOCKTWIN_SMARTCAR_CLIENT_ID (environment): Field required"
+        in process.stderr
+    )
     assert CLIENT_SECRET.encode() not in process.stderr + process.stdout
 
 
