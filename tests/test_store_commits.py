@@ -112,10 +112,20 @@ def test_answered_marks_join_the_next_commit_and_close_flushes_them(tmp_path: Pa
 
 def test_outbound_announces_nothing_before_its_commit(store: Store) -> None:
     sent: list[str] = []
+
+    class Recorder:
+        maximum_packet_size = None
+
+        def send(self, topic: str, payload: bytes, **kw: object) -> None:
+            sent.append(topic)
+
+        def feed(self, steps: object) -> None:
+            raise AssertionError("nothing is fed here")
+
     out = Outbound(
-        topics=Topics(base="locktwin", vendor="fake"), store=store, hold=frozenset(), current_of=lambda d: None
+        topics=Topics(base="locktwin", vendor="fake"), store=store, held=lambda d: False, current_of=lambda d: None
     )
-    out.sender = lambda topic, payload, **kw: sent.append(topic)
+    out.use(Recorder())
     with store.transaction():
         out.event("d1", EventType.DRIFT, {"field": "lock"})
         assert sent == []

@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import DesiredLock, EventType, LockState
+
+if TYPE_CHECKING:
+    from twin.extensions import Extension
 
 __all__ = [
     "LOCK_FIELD",
@@ -208,11 +211,17 @@ class DesiredField:
     confirmed: Callable[[Any, Mapping[str, Any]], bool] = field(
         default=lambda value, reported: reported.get("lock") == value
     )
+    #: why a reported state proves the value will not be reached (the command then fails), or None
+    refuted: Callable[[Any, Mapping[str, Any]], str | None] = field(default=lambda value, reported: None)
     plan: Planner | None = None
     redact: Callable[[Any], Any] = _unchanged
 
 
-LOCK_FIELD = DesiredField(name="lock", type=DesiredLock, capability="lock")
+def _jammed(value: Any, reported: Mapping[str, Any]) -> str | None:
+    return "the lock is jammed" if reported.get("lock") == LockState.JAMMED else None
+
+
+LOCK_FIELD = DesiredField(name="lock", type=DesiredLock, capability="lock", refuted=_jammed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,6 +313,11 @@ class Adapter(ABC, Generic[SettingsT]):
 
     def desired_fields(self) -> Mapping[str, DesiredField]:
         return {"lock": LOCK_FIELD}
+
+    def extensions(self) -> Sequence[Extension]:
+        """Capabilities of this vendor beside the command path (a push intake), started after
+        :meth:`start` with the bridge's context (:mod:`twin.extensions`)."""
+        return ()
 
     def actions(self) -> Mapping[str, ActionSpec]:
         return {}

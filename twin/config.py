@@ -109,6 +109,8 @@ class BridgeOptions(BaseModel):
         ge=0,
         description="days the audit journal keeps its entries (0: forever); commands are kept, for replays",
     )
+    retry_base: float = Field(default=0.5, gt=0, description="first delay before a retryable command is sent again")
+    retry_cap: float = Field(default=30.0, gt=0, description="longest delay between two attempts of a command")
 
 
 class LocktwinSettings(BaseSettings):

@@ -12,16 +12,17 @@ entity (its first battery reading), and removed with an empty retained payload w
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.topics import Topics
 from twin.adapter import DeviceInfo
+from twin.extensions import BridgeContext, Connected, Extension, Message, TwinChanged
 from twin.store import TwinRecord
 
-__all__ = ["HomeAssistantDiscovery", "HomeAssistantSettings"]
+__all__ = ["HomeAssistantDiscovery", "HomeAssistantExtension", "HomeAssistantSettings"]
 
 Publish = Callable[[str, bytes], None]
 
@@ -172,15 +173,21 @@ class HomeAssistantDiscovery:
             publish(self._config_topic(component, info.id), json.dumps(config, separators=(",", ":")).encode())
         self._announced[info.id] = self.kinds(info, twin)
 
-    def announce_all(self, devices: list[DeviceInfo], twins: dict[str, TwinRecord], publish: Publish) -> None:
+    def announce_all(
+        self,
+        devices: Sequence[DeviceInfo],
+        twins: Mapping[str, TwinRecord],
+        publish: Publish,
+        *,
+        gone: Iterable[str] = (),
+    ) -> None:
+        """The bridge and every device in ``devices``; the configurations of ``gone`` devices removed."""
         topic, config = self.bridge_config()
         publish(topic, json.dumps(config, separators=(",", ":")).encode())
-        listed = {d.id for d in devices}
         for info in devices:
             self.announce(info, twins[info.id], publish)
-        for device, twin in twins.items():
-            if device not in listed and not twin.present:
-                self.remove(device, publish)
+        for device in gone:
+            self.remove(device, publish)
 
     def changed(self, info: DeviceInfo, twin: TwinRecord, publish: Publish) -> None:
         """Re-announce a device whose set of entities changed (e.g. its first battery reading)."""
@@ -191,3 +198,38 @@ class HomeAssistantDiscovery:
         for component in ("lock", "sensor", "device_tracker", "binary_sensor"):
             publish(self._config_topic(component, device), b"")
         self._announced.pop(device, None)
+
+
+class HomeAssistantExtension(Extension):
+    """Discovery as an extension of the bridge: announces every device when the bridge connects and
+    when Home Assistant comes back (``{prefix}/status`` turns ``online``: it forgets non-retained
+    state), and re-announces a device whose entities changed."""
+
+    def __init__(self, *, settings: HomeAssistantSettings, topics: Topics) -> None:
+        self.discovery = HomeAssistantDiscovery(settings=settings, topics=topics)
+        self.topics = (self.discovery.status_topic,)
+        self._bridge: BridgeContext | None = None
+
+    async def start(self, bridge: BridgeContext) -> None:
+        self._bridge = bridge
+        bridge.bus.subscribe(Connected, lambda event: self._announce())
+        bridge.bus.subscribe(Message, self._on_status)
+        bridge.bus.subscribe(TwinChanged, self._on_changed)
+
+    def _announce(self) -> None:
+        bridge = self._bridge
+        assert bridge is not None
+        devices = bridge.fleet.devices()
+        twins = {d.id: t for d in devices if (t := bridge.fleet.twin(d.id)) is not None}
+        self.discovery.announce_all(devices, twins, bridge.publish_retained, gone=bridge.fleet.gone())
+
+    def _on_status(self, event: Message) -> None:
+        if event.topic == self.discovery.status_topic and event.payload.strip() == b"online":
+            self._announce()
+
+    def _on_changed(self, event: TwinChanged) -> None:
+        bridge = self._bridge
+        assert bridge is not None
+        info, twin = bridge.fleet.info(event.device), bridge.fleet.twin(event.device)
+        if info is not None and twin is not None:
+            self.discovery.changed(info, twin, bridge.publish_retained)

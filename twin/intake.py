@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -19,7 +19,21 @@ from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import TRANSACTION_PATTERN, ActionRequest, DesiredLock, SetRequest
 from twin.adapter import ActionSpec, DesiredField
 
-__all__ = ["MAX_PAYLOAD_BYTES", "Arrival", "ParsedAction", "ParsedSet", "Rejected", "parse_action", "parse_set"]
+__all__ = [
+    "MAX_CLOCK_SKEW",
+    "MAX_PAYLOAD_BYTES",
+    "Arrival",
+    "CommandRequest",
+    "ParsedAction",
+    "ParsedSet",
+    "Rejected",
+    "best_effort_transaction",
+    "expiry",
+    "parse_action",
+    "parse_command",
+    "parse_get",
+    "parse_set",
+]
 
 #: Larger inbound payloads are refused without being parsed.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -177,6 +191,69 @@ def parse_action(payload: bytes, spec: ActionSpec) -> ParsedAction:
         transaction=envelope.transaction,
         expires_in=envelope.expires_in,
         issued_at=envelope.issued_at,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandRequest(_Envelope):
+    """A validated command, a ``/set`` or a ``/request/{action}``, ready to be accepted."""
+
+    kind: Literal["set", "action"]
+    name: str
+    #: the desired value (the field's type) or the action's arguments (as JSON)
+    value: Any
+    if_version: int | None
+    #: the device capability it needs (None: any device of the vendor)
+    capability: str | None
+    idempotent: bool
+    #: its arguments are a secret (a key): answered once, never stored after it ended
+    sensitive: bool
+
+
+def parse_command(
+    kind: Literal["set", "action"],
+    name: str,
+    payload: bytes,
+    *,
+    fields: Mapping[str, DesiredField],
+    actions: Mapping[str, ActionSpec],
+    vendor: str,
+) -> CommandRequest:
+    """A ``/set`` (``name`` unused) or the action ``name``'s payload, validated, or Rejected."""
+    if kind == "set":
+        req = parse_set(payload, fields)
+        field = fields[req.name]
+        return CommandRequest(
+            kind="set",
+            name=req.name,
+            value=req.value,
+            transaction=req.transaction,
+            expires_in=req.expires_in,
+            issued_at=req.issued_at,
+            if_version=req.if_version,
+            capability=field.capability,
+            idempotent=field.idempotent,
+            sensitive=False,
+        )
+    spec = actions.get(name)
+    if spec is None:
+        raise Rejected(
+            ErrorCode.UNSUPPORTED,
+            f"{vendor} has no action {name[:64]!r}",
+            transaction=best_effort_transaction(payload),
+        )
+    action = parse_action(payload, spec)
+    return CommandRequest(
+        kind="action",
+        name=name,
+        value=action.arguments.model_dump(mode="json"),
+        transaction=action.transaction,
+        expires_in=action.expires_in,
+        issued_at=action.issued_at,
+        if_version=None,
+        capability=spec.capability,
+        idempotent=spec.idempotent,
+        sensitive=spec.sensitive,
     )
 
 

@@ -1,8 +1,9 @@
 """Everything the engine publishes, rendered from the store's records.
 
-Publishing never blocks the engine: ``sender`` (set by the runtime) queues the message with the
-MQTT client. Retained topics are republished from the store on reconnect, and final answers stay
-marked unanswered until the broker took them.
+Publishing never blocks the engine: the :class:`Transport` (the runtime's publisher, given once
+with :meth:`Outbound.use`) queues each message for the MQTT client. Retained topics are
+republished from the store on reconnect, and final answers stay marked unanswered until the broker
+took them.
 
 A device's retained ``twin`` and ``state`` are coalesced: a change marks the device, and the
 documents are rendered and published once per ``coalesce`` window (while :meth:`run` runs), and
@@ -39,7 +40,7 @@ from twin.document import render_event, render_state, render_twin, response_for
 from twin.jsonenc import dumps
 from twin.store import CommandRecord, Store, TwinRecord
 
-__all__ = ["Outbound", "ReplyTo", "Sender"]
+__all__ = ["DEVICES_PAGE_BYTES", "Outbound", "ReplyTo", "Transport"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ class ReplyTo:
     correlation: bytes | None = None
 
 
-class Sender(Protocol):
-    def __call__(
+class Transport(Protocol):
+    """Where messages go (:class:`twin.publisher.Publisher` is one)."""
+
+    def send(
         self,
         topic: str,
         payload: bytes,
@@ -63,10 +66,20 @@ class Sender(Protocol):
         on_sent: Callable[[], None] | None = None,
     ) -> None: ...
 
+    def feed(self, steps: Iterator[Callable[[], None]]) -> None:
+        """Run a large batch of sending steps as there is room (the fleet's republish)."""
+        ...
 
-#: a page of the device list holds this much JSON at most, unless the broker takes less (the runtime
-#: lowers :attr:`Outbound.page_bytes` to fit its Maximum Packet Size)
+    @property
+    def maximum_packet_size(self) -> int | None:
+        """The broker's limit on one message, None: it set none."""
+        ...
+
+
+#: a page of the device list holds this much JSON at most, unless the broker takes less (its Maximum
+#: Packet Size, less room for the topic and the packet's header)
 DEVICES_PAGE_BYTES = 64 * 1024
+_PACKET_ROOM = 512
 _PAGE_ENVELOPE = 128  # {"vendor": ..., "devices": [], "page": ..., "pages": ...} around the entries
 _PAGES_KEY = "devices_pages"
 
@@ -77,25 +90,22 @@ class Outbound:
         *,
         topics: Topics,
         store: Store,
-        hold: frozenset[str],
+        held: Callable[[str], bool],
         current_of: Callable[[str], CommandRecord | None],
         latest_of: Callable[[str], CommandRecord | None] = lambda device: None,
+        on_published: Callable[[str], None] | None = None,
     ) -> None:
         self.topics = topics
         self.store = store
-        self.hold = hold
+        #: whether the device is held (its twin shows ``hold``)
+        self.held = held
         #: the command in flight on a device (its state shows LOCKING/UNLOCKING)
         self.current_of = current_of
         #: the device's latest command when still in memory (else it is read from the store)
         self.latest_of = latest_of
-        self.sender: Sender | None = None
-        #: the most JSON on one page of the retained device list
-        self.page_bytes = DEVICES_PAGE_BYTES
-        #: runs a large batch of sending steps as the publisher has room (the fleet's republish);
-        #: without one they run at once
-        self.feeder: Callable[[Iterator[Callable[[], None]]], None] | None = None
-        #: called with a device id after its twin changed (extensions such as HA discovery)
-        self.listeners: list[Callable[[str], None]] = []
+        #: called with a device id after its documents were published (twin.extensions.TwinChanged)
+        self.on_published = on_published
+        self._transport: Transport | None = None
         self.twins: dict[str, TwinRecord] = {}
         self.devices: list[DeviceInfo] = []
         self.fields: Mapping[str, DesiredField] = {}
@@ -106,6 +116,16 @@ class Outbound:
         #: by the device id the twins already hold, so a fleet pays two small ints per device
         self._published: dict[str, tuple[int, int]] = {}
         self._wake: anyio.Event | None = None
+
+    def use(self, transport: Transport) -> None:
+        """Where messages go from now on (messages before it are dropped: nothing is connected)."""
+        self._transport = transport
+
+    @property
+    def page_bytes(self) -> int:
+        """The most JSON on one page of the retained device list."""
+        limit = None if self._transport is None else self._transport.maximum_packet_size
+        return DEVICES_PAGE_BYTES if limit is None else max(1024, min(DEVICES_PAGE_BYTES, limit - _PACKET_ROOM))
 
     def attach(
         self,
@@ -129,8 +149,8 @@ class Outbound:
             self.store.after_commit(
                 functools.partial(self._send, topic, payload, retain=retain, correlation=correlation, on_sent=on_sent)
             )
-        elif self.sender is not None:
-            self.sender(topic, payload, retain=retain, correlation=correlation, on_sent=on_sent)
+        elif self._transport is not None:
+            self._transport.send(topic, payload, retain=retain, correlation=correlation, on_sent=on_sent)
 
     # -- answers ---------------------------------------------------------------------------------
     def _reply(
@@ -210,15 +230,12 @@ class Outbound:
         )
 
     # -- retained --------------------------------------------------------------------------------
-    def command(self, command_id: str) -> CommandRecord | None:
-        return self.store.command(command_id)
-
     def twin_doc(self, device: str) -> dict[str, Any]:
         twin = self.twins[device]
         last = self.latest_of(device)
         if last is None or last.id != twin.command_id:
             last = self.store.command(twin.command_id) if twin.command_id else None
-        return render_twin(twin, last, hold=device in self.hold, redact=self._redactor(last))
+        return render_twin(twin, last, hold=self.held(device), redact=self._redactor(last))
 
     def _redactor(self, cmd: CommandRecord | None) -> Callable[[Any], Any]:
         if cmd is not None and cmd.kind == "set" and cmd.name in self.fields:
@@ -271,11 +288,8 @@ class Outbound:
             self._send(self.topics.twin(device), twin_bytes, retain=True)
         if last[1] != digests[1]:
             self._send(self.topics.state(device), state_bytes, retain=True)
-        for listener in self.listeners:
-            try:
-                listener(device)
-            except Exception:  # one failing listener must not break the others
-                log.exception("listener failed for %s", device)
+        if self.on_published is not None:
+            self.on_published(device)
 
     def send_retained(self, topic: str, payload: bytes) -> None:
         self._send(topic, payload, retain=True)
@@ -331,11 +345,8 @@ class Outbound:
                 self._republish_device(cmd.device)
             self.command_final(cmd, data=None)
         steps = (functools.partial(self._republish_device, d.id) for d in self.devices if d.id not in ahead)
-        if self.feeder is not None:
-            self.feeder(steps)
-        else:
-            for step in steps:
-                step()
+        if self._transport is not None:
+            self._transport.feed(steps)
 
     def _republish_device(self, device: str) -> None:
         self._publish_documents(device)

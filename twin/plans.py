@@ -2,9 +2,10 @@
 
 The parent ``/set`` command owns the lifecycle users see (accepted, then one final answer); each
 planned operation is stored as a child command (``parent`` set, no transaction of its own), with
-``sent`` -> ``succeeded``/``failed`` transitions on the device's event topic and in the journal.
-Children are never resumed after a crash: the parent asks for a new plan against the vendor's state
-of that moment, which is what makes a plan safe to run again.
+``sent`` -> ``succeeded``/``failed`` transitions on the device's event topic and in the journal
+(through :class:`~twin.lifecycle.Lifecycle`, like every command). Children are never resumed after
+a crash: the parent asks for a new plan against the vendor's state of that moment, which is what
+makes a plan safe to run again.
 """
 
 from __future__ import annotations
@@ -17,18 +18,15 @@ from dataclasses import replace
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import CommandStatus
 from twin.adapter import CommandContext, ExecuteResult, PlannedOperation, VendorError
-from twin.metrics import COMMANDS
-from twin.outbound import Outbound
-from twin.store import CommandRecord, Store
+from twin.lifecycle import Lifecycle
+from twin.store import CommandRecord
 
 __all__ = ["PlanRunner"]
 
 
 class PlanRunner:
-    def __init__(self, *, store: Store, out: Outbound, vendor: str) -> None:
-        self.store = store
-        self.out = out
-        self.vendor = vendor
+    def __init__(self, *, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
 
     async def run(self, parent: CommandRecord, ops: Sequence[PlannedOperation], ctx: CommandContext) -> ExecuteResult:
         results: list[dict[str, object]] = []
@@ -37,13 +35,13 @@ class PlanRunner:
             try:
                 await op.run(replace(ctx, command_id=child.id, name=child.name))
             except VendorError as exc:
-                self.end(child, CommandStatus.FAILED, exc.info)
+                self.lifecycle.finish(child, CommandStatus.FAILED, exc.info)
                 raise
             except Exception as exc:
                 info = ErrorInfo.of(ErrorCode.VENDOR_ERROR, f"adapter error: {type(exc).__name__}", retryable=False)
-                self.end(child, CommandStatus.FAILED, info)
+                self.lifecycle.finish(child, CommandStatus.FAILED, info)
                 raise VendorError(info.code, info.message, retryable=False) from exc
-            self.end(child, CommandStatus.SUCCEEDED, None)
+            self.lifecycle.finish(child, CommandStatus.SUCCEEDED, None)
             results.append({"operation": op.name, "target": op.label, "command_id": child.id, "status": "succeeded"})
         return ExecuteResult(data={"operations": results})
 
@@ -66,31 +64,5 @@ class PlanRunner:
             answered=True,  # children are answered through their parent
             parent=parent.id,
         )
-        with self.store.transaction():
-            self.store.insert_command(child)
-            self.store.journal(
-                entry="command.sent",
-                device=child.device,
-                source=child.source,
-                command_id=child.id,
-                transaction=parent.transaction,
-                data={"parent": parent.id, **child.value},
-            )
-        self.out.command_event(child, None)
+        self.lifecycle.begin_child(child, transaction=parent.transaction)
         return child
-
-    def end(self, child: CommandRecord, status: CommandStatus, error: ErrorInfo | None) -> None:
-        before = child.status
-        child.status = status
-        child.error = None if error is None else error.model_dump()
-        with self.store.transaction():
-            self.store.update_command(child)
-            self.store.journal(
-                entry="outcome",
-                device=child.device,
-                source=child.source,
-                command_id=child.id,
-                data={"parent": child.parent, "status": status.value, "error": child.error},
-            )
-        COMMANDS.labels(self.vendor, child.name, status.value).inc()
-        self.out.command_event(child, before)

@@ -5,10 +5,11 @@ a failing vendor.
   anyway); each device's next read is due an interval (jittered 0.9-1.1x) after its last one
   started, so a late read is not caught up on, and the first reads of a fleet are spread over its
   first seconds.
-- Reads hold at most half of the adapter's cap of vendor calls (at least one), so a command finds
-  a slot within one read's time. The loop waits for a free read slot before it starts the next
-  read: a fleet whose reads outrun the vendor falls behind (``locktwin_poll_lag_seconds``) instead
-  of queueing a task per due device in front of the commands.
+- Reads hold at most half of the adapter's cap of vendor calls (at least one: the gate's
+  ``read_slots``, :mod:`twin.gate`), so a command finds a slot within one read's time. The loop
+  waits for a free read slot before it starts the next read: a fleet whose reads outrun the vendor
+  falls behind (``locktwin_poll_lag_seconds``) instead of queueing a task per due device in front
+  of the commands.
 - While the vendor fails as a whole (:mod:`twin.backoff`), no read starts. Commands still go
   through, bounded by their own backoff and expiry: an operator's unlock does not wait for the
   poller's caution, and the first command that succeeds ends the pause.
@@ -21,7 +22,7 @@ import random
 
 import anyio
 
-from twin.engine import TwinEngine
+from twin.extensions import BridgeContext, Extension
 from twin.metrics import POLL_BACKOFF, POLL_LAG
 
 __all__ = ["Poller"]
@@ -32,20 +33,27 @@ FIRST_SPREAD = 5.0
 PAUSE_CHECK = 1.0
 
 
-class Poller:
-    def __init__(self, engine: TwinEngine) -> None:
-        self.engine = engine
-        self.slots = anyio.Semaphore(max(1, int(engine.limiter.total_tokens) // 2))
+class Poller(Extension):
+    """Reads each device with a ``poll_interval`` on that interval (an extension of the bridge)."""
+
+    def __init__(self) -> None:
         self._busy: set[str] = set()
-        self._backoff_gauge = POLL_BACKOFF.labels(engine.adapter.vendor)
-        self._lag_gauge = POLL_LAG.labels(engine.adapter.vendor)
+        self._bridge: BridgeContext | None = None
+
+    async def start(self, bridge: BridgeContext) -> None:
+        self._bridge = bridge
+        bridge.task_group.start_soon(self.run)
 
     async def run(self) -> None:
+        bridge = self._bridge
+        assert bridge is not None
+        gate, fleet = bridge.gate, bridge.fleet
+        backoff_gauge, lag_gauge = POLL_BACKOFF.labels(bridge.vendor), POLL_LAG.labels(bridge.vendor)
         now = anyio.current_time()
         due: list[tuple[float, str]] = []
-        for device_id, rt in self.engine.devices.items():
-            if rt.info.poll_interval:
-                due.append((now + random.uniform(0, min(rt.info.poll_interval, FIRST_SPREAD)), device_id))
+        for info in fleet.devices():
+            if info.poll_interval:
+                due.append((now + random.uniform(0, min(info.poll_interval, FIRST_SPREAD)), info.id))
         heapq.heapify(due)
         if not due:
             return
@@ -53,32 +61,32 @@ class Poller:
             while True:
                 at, device_id = due[0]
                 await anyio.sleep(max(0.0, at - anyio.current_time()))
-                pause = self.engine.backoff.remaining()
-                self._backoff_gauge.set(pause)
+                pause = gate.backoff.remaining()
+                backoff_gauge.set(pause)
                 if pause > 0:
                     await anyio.sleep(min(pause, PAUSE_CHECK))
                     continue
-                await self.slots.acquire()
-                if self.engine.backoff.remaining() > 0:  # a read that ended while we waited started a pause
-                    self.slots.release()
+                await gate.read_slots.acquire()
+                if gate.backoff.remaining() > 0:  # a read that ended while we waited started a pause
+                    gate.read_slots.release()
                     continue
                 heapq.heappop(due)
-                rt = self.engine.devices[device_id]
-                interval = rt.info.poll_interval or 60.0
+                known = fleet.info(device_id)
+                interval = (known.poll_interval if known is not None else None) or 60.0
                 started = anyio.current_time()
                 heapq.heappush(due, (started + interval * random.uniform(0.9, 1.1), device_id))
-                if device_id in self._busy or rt.current is not None:
-                    self.slots.release()
+                if device_id in self._busy or fleet.busy(device_id):
+                    gate.read_slots.release()
                     continue
-                self._lag_gauge.set(max(0.0, started - at))
+                lag_gauge.set(max(0.0, started - at))
                 self._busy.add(device_id)
-                tg.start_soon(self._read, device_id)
+                tg.start_soon(self._read, bridge, device_id)
 
-    async def _read(self, device_id: str) -> None:
+    async def _read(self, bridge: BridgeContext, device_id: str) -> None:
         try:
-            patch = await self.engine.call_read(device_id)
+            patch = await bridge.read(device_id)
             if patch is not None:
-                await self.engine.report(device_id, patch, source="poll")
+                await bridge.sink.report(device_id, patch, source="poll")
         finally:
             self._busy.discard(device_id)
-            self.slots.release()
+            bridge.gate.read_slots.release()

@@ -18,15 +18,13 @@ import logging
 import random
 import socket
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import anyio
-import anyio.lowlevel
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -37,13 +35,15 @@ from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings
 from twin.datalock import DataDirLock
-from twin.engine import EngineOptions, TwinEngine
-from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
+from twin.engine import TwinEngine
+from twin.extensions import BridgeContext, Connected, EventBus, Extension, Message, TwinChanged
+from twin.homeassistant import HomeAssistantExtension, HomeAssistantSettings
 from twin.intake import Arrival, best_effort_transaction
 from twin.metrics import RECONNECTS
-from twin.outbound import DEVICES_PAGE_BYTES, ReplyTo
+from twin.outbound import ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
+from twin.retention import JournalRetention
 from twin.session import SessionClock
 from twin.shard import Shard
 from twin.store import Store
@@ -79,10 +79,6 @@ OUTBOX_LIMIT = 100_000
 #: seconds between copies of the store's write-ahead log into its file, and the longest a deferred
 #: write waits for its commit (see twin.store)
 CHECKPOINT_INTERVAL = 1.0
-#: journal entries past ``journal_days`` deleted per batch (~1 ms); up to PRUNE_BATCHES batches a
-#: round, commands running in between, keep up with ~10,000 new entries a second
-PRUNE_BATCH = 500
-PRUNE_BATCHES = 20
 
 
 @asynccontextmanager
@@ -137,33 +133,24 @@ class BridgeRuntime:
         prefix = "locktwin" if base_topic == "locktwin" else base_topic.replace("/", "-")
         default_id = f"{prefix}-{adapter.vendor}" + (f"-{self.shard.label}" if sharded else "")
         self.client_id = client_id or mqtt.client_id or default_id
+        self.bus = EventBus()
         self.engine = TwinEngine(
             adapter=adapter,
             store=self.store,
             topics=self.topics,
-            options=EngineOptions(
-                hold=frozenset(self.options.hold),
-                default_expiry=self.options.default_expiry,
-                max_expiry=self.options.max_expiry,
-                max_in_flight=self.options.max_in_flight,
-                call_timeout=self.options.call_timeout,
-                publish_coalesce=self.options.publish_coalesce,
-            ),
+            options=self.options,
             owns=self.shard.owns,
+            on_published=lambda device: self.bus.emit(TwinChanged(device)),
         )
         self.connected = anyio.Event()
         self.ready = anyio.Event()
         self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
+        self.engine.out.use(self.publisher)
         self.session = SessionClock(store=self.store, marker_topic=self.topics.bridge_session_marker)
-        self.engine.out.sender = self.publisher.send
-        self.engine.out.feeder = self.publisher.feed
-        ha = homeassistant or HomeAssistantSettings()
-        self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
-        # Exact topics served besides the contract's command topics (routing by table).
-        self._routes: dict[str, Callable[[bytes], None]] = {}
-        if self.discovery is not None:
-            self._routes[self.discovery.status_topic] = self._on_homeassistant_status
-            self.engine.out.listeners.append(self._on_twin_changed)
+        self.homeassistant = homeassistant or HomeAssistantSettings()
+        self.extensions: list[Extension] = [Poller(), JournalRetention(days=self.options.journal_days)]
+        if self.homeassistant.enabled:
+            self.extensions.append(HomeAssistantExtension(settings=self.homeassistant, topics=self.topics))
 
     async def run(self) -> None:
         async with AsyncExitStack() as stack:
@@ -171,16 +158,41 @@ class BridgeRuntime:
                 stack.enter_context(self.data_lock)
             self.store.open()
             stack.callback(self.store.close)
-            await self.adapter.start(_Sink(self.engine, self.vendor_dir))
+            sink = _Sink(self.engine, self.vendor_dir)
+            await self.adapter.start(sink)
             stack.push_async_callback(self.adapter.stop)
             devices = [d for d in await self.adapter.list_devices() if self.shard.owns(d.id)]
+            extensions = [*self.extensions, *self.adapter.extensions()]
+            # exact topics an extension reads (routing by table)
+            routes = {topic for ext in extensions for topic in ext.topics}
             async with anyio.create_task_group() as tg:
                 await self.engine.start(tg, devices)
-                tg.start_soon(Poller(self.engine).run)
-                self.store.checkpoint_elsewhere()
-                tg.start_soon(self._checkpoint_loop)
-                self.ready.set()
-                await self._mqtt_loop()
+                context = BridgeContext(
+                    vendor=self.adapter.vendor,
+                    topics=self.topics,
+                    options=self.options,
+                    store=self.store,
+                    fleet=self.engine.fleet,
+                    gate=self.engine.gate,
+                    bus=self.bus,
+                    sink=sink,
+                    read=self.engine.reads.read,
+                    publish_retained=self.engine.out.send_retained,
+                    task_group=tg,
+                )
+                started: list[Extension] = []
+                try:
+                    for ext in extensions:
+                        await ext.start(context)
+                        started.append(ext)
+                    self.store.checkpoint_elsewhere()
+                    tg.start_soon(self._housekeeping)
+                    self.ready.set()
+                    await self._mqtt_loop(routes)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        for ext in reversed(started):
+                            await ext.stop()
 
     # -- MQTT --------------------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -205,17 +217,17 @@ class BridgeRuntime:
         )
         return self.publisher.prepare(client)
 
-    async def _mqtt_loop(self) -> None:
+    async def _mqtt_loop(self, routes: set[str]) -> None:
         delay = 0.5
         while True:
             lost = False
             try:
                 async with _disconnect_shielded(self._client()) as client:
                     delay = 0.5
-                    await self._on_connect(client)
+                    await self._on_connect(client, routes)
                     try:
                         async for message in client.messages:
-                            await self._on_message(message)
+                            await self._on_message(message, routes)
                     except aiomqtt.MqttError:
                         lost = True
                         raise
@@ -237,13 +249,13 @@ class BridgeRuntime:
             await anyio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.mqtt.reconnect_max)
 
-    async def _on_connect(self, client: aiomqtt.Client) -> None:
+    async def _on_connect(self, client: aiomqtt.Client, routes: set[str]) -> None:
         if self.mqtt.protocol == "5":
             options = SubscribeOptions(qos=1, retainAsPublished=True)
             await client.subscribe([(t, options) for t in self.topics.subscriptions])
         else:
             await client.subscribe([(t, 1) for t in self.topics.subscriptions])
-        await client.subscribe([(t, 1) for t in (*self._routes, self.session.marker_topic)])
+        await client.subscribe([(t, 1) for t in (*sorted(routes), self.session.marker_topic)])
         marker = self.session.connected(session_present=self.publisher.session_present)
         if marker is not None:
             # Queued behind whatever the broker kept for our session: what arrives before it may
@@ -251,39 +263,21 @@ class BridgeRuntime:
             await client.publish(self.session.marker_topic, marker, qos=1)
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.publisher.attach(client)
-        limit = self.publisher.maximum_packet_size  # room for the topic and the packet's header
-        self.engine.out.page_bytes = (
-            DEVICES_PAGE_BYTES if limit is None else max(1024, min(DEVICES_PAGE_BYTES, limit - 512))
-        )
         self.engine.out.republish_all()
-        self._announce()
+        self.bus.emit(Connected())
         self.connected.set()
         log.info("%s bridge connected to %s as %s", self.adapter.vendor, self.mqtt.url, self.client_id)
 
-    # -- Home Assistant discovery -----------------------------------------------------------------
-    def _announce(self) -> None:
-        if self.discovery is not None:
-            self.discovery.announce_all(self.engine.out.devices, self.engine.twins, self.engine.out.send_retained)
-
-    def _on_homeassistant_status(self, payload: bytes) -> None:
-        if payload.strip() == b"online":  # HA restarted: it forgets non-retained state, announce again
-            self._announce()
-
-    def _on_twin_changed(self, device: str) -> None:
-        if self.discovery is not None and device in self.engine.devices:
-            info = self.engine.devices[device].info
-            self.discovery.changed(info, self.engine.twins[device], self.engine.out.send_retained)
-
-    async def _on_message(self, message: aiomqtt.Message) -> None:
+    async def _on_message(self, message: aiomqtt.Message, routes: set[str]) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
-        if message.topic.value == self.session.marker_topic:
+        topic = message.topic.value
+        if topic == self.session.marker_topic:
             self.session.on_marker(payload)
             return
-        route = self._routes.get(message.topic.value)
-        if route is not None:
-            route(payload)
+        if topic in routes:
+            self.bus.emit(Message(topic, payload))
             return
-        inbound = self.topics.parse(message.topic.value)
+        inbound = self.topics.parse(topic)
         if inbound is None:
             return
         reply = None
@@ -297,9 +291,7 @@ class BridgeRuntime:
                     ErrorCode.INVALID_PAYLOAD,
                     f"response topic not allowed under {self.topics.base}/ or the discovery prefix",
                 )
-                self.engine.out.rejected(
-                    inbound.device, inbound.response_suffix, best_effort_transaction(payload), error, None
-                )
+                self.engine.refuse(inbound, payload, error, transaction=best_effort_transaction(payload))
                 return
             reply = ReplyTo(topic=response_topic, correlation=getattr(props, "CorrelationData", None))
         expiry_left = getattr(props, "MessageExpiryInterval", None) if props is not None else None
@@ -308,34 +300,21 @@ class BridgeRuntime:
             await self.engine.handle(inbound, payload, retained=bool(message.retain), reply=reply, arrival=arrival)
         except Exception:
             # Input must never take the process down; the engine answers what it can.
-            log.exception("failed to handle a message on %s", message.topic.value)
+            log.exception("failed to handle a message on %s", topic)
 
     def _reply_allowed(self, topic: str) -> bool:
-        reserved = [self.topics.base]
-        if self.discovery is not None:
-            reserved.append(self.discovery.settings.prefix)
+        # the discovery prefix whether discovery is on or off: it is Home Assistant's tree either way
+        reserved = [self.topics.base, self.homeassistant.prefix]
         if "+" in topic or "#" in topic or topic.startswith("$"):
             return False
         return not any(topic == r or topic.startswith(r + "/") for r in reserved)
 
-    async def _checkpoint_loop(self) -> None:
+    async def _housekeeping(self) -> None:
         while True:
             await anyio.sleep(CHECKPOINT_INTERVAL)
             try:
                 self.store.flush()  # deferred writes are at most this old when the process dies
                 self.session.heartbeat()
-                await self._prune_journal()
                 await anyio.to_thread.run_sync(self.store.checkpoint)
             except sqlite3.Error as exc:  # busy or full disk: the next round tries again
                 log.warning("store checkpoint failed: %s", exc)
-
-    async def _prune_journal(self) -> None:
-        """Keep the journal to ``journal_days``: state changes of a moving fleet are most of a store's
-        growth (every reported change of battery or position is an entry)."""
-        if not self.options.journal_days:
-            return
-        before = time.time() - self.options.journal_days * 86_400
-        for _ in range(PRUNE_BATCHES):
-            if self.store.prune_journal(before=before, limit=PRUNE_BATCH) < PRUNE_BATCH:
-                return
-            await anyio.lowlevel.checkpoint()
