@@ -8,14 +8,16 @@ store; the broker holds the last will (``offline``) while we are gone. Reconnect
 MQTT v5 with a persistent session (``clean_start`` false, a session expiry), QoS 1 subscriptions
 with *retain as published* so that a retained command is recognised and refused even when it is
 published while we are connected, and TCP_NODELAY on the socket (QoS 1 round trips otherwise wait
-~40-90 ms on Nagle meeting delayed ACKs).
+~40-90 ms on Nagle meeting delayed ACKs); the client, TLS included, comes from twin.mqtt. A
+connection that fails is logged in one line saying why (a refused certificate, a wrong CA, a name
+that does not match) and retried with the same backoff. Names the broker cannot carry in a topic
+(``mqtt.dots_in_topics``) stop the bridge at start, before anything is published.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -26,19 +28,18 @@ from typing import Any
 import aiomqtt
 import anyio
 import anyio.lowlevel
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import EventType
 from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
-from twin.config import BridgeOptions, MqttSettings
+from twin.config import BridgeOptions, MqttSettings, TlsSettingsError
 from twin.engine import EngineOptions, TwinEngine
 from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from twin.intake import best_effort_transaction
 from twin.metrics import RECONNECTS
+from twin.mqtt import check_topic_levels, describe_error, mqtt_client
 from twin.outbound import DEVICES_PAGE_BYTES, ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
@@ -145,6 +146,7 @@ class BridgeRuntime:
             await self.adapter.start(_Sink(self.engine, self.vendor_dir))
             stack.push_async_callback(self.adapter.stop)
             devices = [d for d in await self.adapter.list_devices() if self.shard.owns(d.id)]
+            self._check_topics([d.id for d in devices])
             async with anyio.create_task_group() as tg:
                 await self.engine.start(tg, devices)
                 tg.start_soon(Poller(self.engine).run)
@@ -154,35 +156,31 @@ class BridgeRuntime:
                 await self._mqtt_loop()
 
     # -- MQTT --------------------------------------------------------------------------------------
+    def _check_topics(self, devices: list[str]) -> None:
+        names = {
+            "base topic": self.topics.base.split("/"),
+            "vendor": [self.adapter.vendor],
+            "device ids": devices,
+            "actions": list(self.adapter.actions()),
+        }
+        if self.discovery is not None:
+            names["Home Assistant prefix"] = self.discovery.settings.prefix.split("/")
+        check_topic_levels(self.mqtt, names)
+
     def _client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(self.topics.bridge_state, b"offline", qos=1, retain=True)
-        session: dict[str, Any]
-        if self.mqtt.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.mqtt.session_expiry
-            session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": props}
-        else:
-            session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-        client = aiomqtt.Client(
-            self.mqtt.host,
-            self.mqtt.port,
-            username=self.mqtt.username,
-            password=self.mqtt.secret(),
-            identifier=self.client_id,
-            will=will,
-            keepalive=self.mqtt.keepalive,
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            **session,
-        )
+        client = mqtt_client(self.mqtt, identifier=self.client_id, will=will, persistent_session=True)
         return self.publisher.prepare(client)
 
     async def _mqtt_loop(self) -> None:
         delay = 0.5
         while True:
             lost = False
+            connected = False
             try:
                 async with self._client() as client:
                     delay = 0.5
+                    connected = True
                     await self._on_connect(client)
                     try:
                         async for message in client.messages:
@@ -197,9 +195,11 @@ class BridgeRuntime:
                             with anyio.move_on_after(2, shield=True):
                                 await self.publisher.drained()
                                 await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, TlsSettingsError) as exc:
+                # One line saying why (a refused certificate, a wrong CA...), never a traceback or a key.
                 RECONNECTS.labels(self.adapter.vendor).inc()
-                log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
+                what = "connection lost" if connected else "cannot connect"
+                log.warning("%s; %s, retrying in %.1fs", describe_error(exc, self.mqtt), what, delay)
             finally:
                 self.publisher.detach()
                 self.connected = anyio.Event()
