@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from twin.homeassistant import HomeAssistantSettings
+from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_ca, load_certificate
 
 __all__ = [
     "BridgeOptions",
@@ -55,13 +56,6 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 #: settings that only mean something over TLS
 TLS_FIELDS = ("ca_file", "cert_file", "key_file", "key_password", "key_password_file", "tls_insecure")
-
-
-class TlsSettingsError(ValueError):
-    """A TLS file named by the MQTT settings cannot be used (missing, not PEM, wrong passphrase).
-
-    Its message is one line naming the setting and the file; never the key or its passphrase.
-    """
 
 
 class MqttSettings(BaseModel):
@@ -168,58 +162,21 @@ class MqttSettings(BaseModel):
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.ca_file is not None:
-            try:
-                context.load_verify_locations(cafile=self.ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise TlsSettingsError(f"mqtt.ca_file {self.ca_file}: {_file_problem(exc, 'CA certificate')}") from None
+            load_ca(context, self.ca_file, "mqtt.ca_file")
         if self.cert_file is not None:
-            self._load_client_certificate(context)
+            files = CertificateFiles(
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                passphrase=self.key_secret(),
+                cert_setting="mqtt.cert_file",
+                key_setting="mqtt.key_file",
+                unlock_hint="LOCKTWIN_MQTT__KEY_PASSWORD or mqtt.key_password_file",
+            )
+            load_certificate(context, files)
         if self.tls_insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
-
-    def _load_client_certificate(self, context: ssl.SSLContext) -> None:
-        passphrase = self.key_secret()
-        key_name = "mqtt.key_file" if self.key_file is not None else "mqtt.cert_file"
-        key_path = self.key_file or self.cert_file
-
-        def ask() -> str:
-            # Without it OpenSSL would prompt on the terminal and a bridge would hang there.
-            if passphrase is None:
-                raise TlsSettingsError(
-                    f"{key_name} {key_path} is encrypted: set LOCKTWIN_MQTT__KEY_PASSWORD or mqtt.key_password_file"
-                )
-            return passphrase
-
-        for name, path in (("mqtt.cert_file", self.cert_file), (key_name, key_path)):
-            if path is not None and not path.is_file():
-                raise TlsSettingsError(f"{name} {path}: no such file")
-        try:
-            context.load_cert_chain(certfile=str(self.cert_file), keyfile=self.key_file, password=ask)
-        except TlsSettingsError:
-            raise
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "reason", None)
-            if reason == "KEY_VALUES_MISMATCH":
-                problem = f"{key_name} {key_path} is not the key of mqtt.cert_file {self.cert_file}"
-            elif passphrase is not None and reason in (None, "BAD_DECRYPT", "PEM_LIB"):
-                problem = f"{key_name} {key_path}: wrong passphrase, or not a PEM key"
-            elif self.key_file is None:
-                problem = (
-                    f"mqtt.cert_file {self.cert_file}: no PEM certificate and private key in it (or set mqtt.key_file)"
-                )
-            else:
-                problem = (
-                    f"mqtt.cert_file {self.cert_file} and {key_name} {key_path}: not a PEM certificate and its key"
-                )
-            raise TlsSettingsError(problem) from None
-
-
-def _file_problem(exc: OSError, expected: str) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return f"no {expected} in PEM in it ({exc.reason or exc.strerror})"
-    return str(exc.strerror or exc)
 
 
 class BridgeOptions(BaseModel):
