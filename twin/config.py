@@ -152,17 +152,21 @@ class MqttSettings(BaseModel):
     def ssl_context(self) -> ssl.SSLContext | None:
         """A new TLS context for one connection (None for mqtt:// URLs).
 
-        Verifies the broker's certificate against ``ca_file`` (or the system's trust store) and its
+        Verifies the broker's certificate against ``ca_file`` alone (or the system's trust store) and its
         name against the URL's host, TLS 1.2 at least, and presents ``cert_file``/``key_file`` when
         set. Files are read anew each call, so a renewed certificate is used from the next
         connection on. Raises :class:`TlsSettingsError` with one line naming what is wrong.
         """
         if not self.tls:
             return None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        # certificate and name checked; only ca_file is trusted when it is given (a private CA
+        # must not be topped up with every public one), else the system's store
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.ca_file is not None:
             load_ca(context, self.ca_file, "mqtt.ca_file")
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if self.cert_file is not None:
             files = CertificateFiles(
                 cert_file=self.cert_file,
