@@ -102,6 +102,7 @@ def tls_broker(pki: Pki) -> Iterator[TlsBroker]:
         yield TlsBroker(broker=broker, tls=tls, expired=expired, other_host=other_host, mutual=mutual)
     finally:
         broker.stop()
+        shutil.rmtree(broker.workdir, ignore_errors=True)
 
 
 class LogLines(logging.Handler):

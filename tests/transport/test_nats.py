@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ def nats() -> Iterator[NatsBroker]:
         yield broker
     finally:
         broker.stop()
+        shutil.rmtree(broker.workdir, ignore_errors=True)
 
 
 def on_nats(broker: NatsBroker) -> MqttSettings:
@@ -196,3 +198,4 @@ async def test_tls_on_the_mqtt_listener(pki: Pki, tmp_path: Path) -> None:
             assert (await h.set("d1", {"lock": "UNLOCKED"}))["status"] == "succeeded"
     finally:
         broker.stop()
+        shutil.rmtree(broker.workdir, ignore_errors=True)

@@ -13,6 +13,7 @@ reach no subscription with a wildcard (a dashboard on ``locktwin/#`` gets no sna
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ def rabbit() -> Iterator[RabbitMqBroker]:
         yield broker
     finally:
         broker.stop()
+        shutil.rmtree(broker.workdir, ignore_errors=True)
 
 
 def on_rabbit(broker: RabbitMqBroker) -> MqttSettings:
