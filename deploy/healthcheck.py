@@ -2,8 +2,9 @@
 
     python /usr/local/lib/locktwin/healthcheck.py <vendor> [--config FILE]
 
-Reads the broker address, credentials and base topic the way the bridge does (the TOML file plus
-``LOCKTWIN_*`` variables), connects with a client id of its own, and exits 0 when the bridge's
+Reads the broker address, credentials, TLS settings and base topic the way the bridge does (the
+TOML file plus ``LOCKTWIN_*`` variables), connects with a client id of its own through the same
+client factory (``twin.mqtt.mqtt_client``), and exits 0 when the bridge's
 state is ``online``, 1 otherwise (``offline``, never announced, or no broker). The bridge's last
 will turns the state ``offline`` when its connection dies, so this checks the bridge end to end.
 
@@ -17,62 +18,48 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import uuid
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+import aiomqtt
+import anyio
 
-from twin.config import load_settings
+from twin.config import TlsSettingsError, load_settings
+from twin.mqtt import describe_error, mqtt_client
 
 TIMEOUT = 10.0
 
 
-def check(vendor: str, config: Path | None) -> bool:
+async def state_of(vendor: str, config: Path | None) -> bytes | None:
+    """The bridge's retained state, or None when there is none; raises aiomqtt.MqttError."""
     settings = load_settings(config)
     state_topic = f"{settings.base_topic}/bridge/{vendor}/state"
     user = settings.mqtt.username or "anonymous"
     probe_topic = f"locktwin-replies/{user}/health-{uuid.uuid4().hex}"
-    done = threading.Event()
-    result: dict[str, bytes | None] = {"state": None}
+    identifier = f"locktwin-health-{vendor}-{uuid.uuid4().hex[:8]}"
+    state: bytes | None = None
+    async with mqtt_client(settings.mqtt, identifier=identifier) as client:
+        await client.subscribe(state_topic, qos=1)
+        await client.subscribe(probe_topic, qos=1)
+        await client.publish(probe_topic, b"probe", qos=1)
+        with anyio.move_on_after(TIMEOUT):
+            async for message in client.messages:
+                if message.topic.matches(state_topic):
+                    state = message.payload if isinstance(message.payload, bytes) else None
+                elif message.topic.matches(probe_topic):
+                    break
+    return state
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"locktwin-health-{vendor}-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
-    )
-    if settings.mqtt.username:
-        client.username_pw_set(settings.mqtt.username, settings.mqtt.secret())
 
-    def on_connect(c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        if getattr(rc, "is_failure", False):
-            done.set()
-            return
-        c.subscribe(state_topic, qos=1)
-        c.subscribe(probe_topic, qos=1)
-        c.publish(probe_topic, b"probe", qos=1)
-
-    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == state_topic:
-            result["state"] = bytes(msg.payload)
-        elif msg.topic == probe_topic:
-            done.set()
-
-    client.on_connect = on_connect
-    client.on_message = on_message
+def check(vendor: str, config: Path | None) -> bool:
     try:
-        client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)
-    except OSError as exc:
-        sys.stderr.write(f"healthcheck: {settings.mqtt.url}: {exc}\n")
+        state = anyio.run(state_of, vendor, config)
+    except (aiomqtt.MqttError, TlsSettingsError) as exc:
+        sys.stderr.write(f"healthcheck: {describe_error(exc, load_settings(config).mqtt)}\n")
         return False
-    client.loop_start()
-    try:
-        done.wait(TIMEOUT)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    state = result["state"]
     if state != b"online":
-        sys.stderr.write(f"healthcheck: {state_topic} is {state!r}\n")
+        settings = load_settings(config)
+        sys.stderr.write(f"healthcheck: {settings.base_topic}/bridge/{vendor}/state is {state!r}\n")
         return False
     return True
 

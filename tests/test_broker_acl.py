@@ -1,8 +1,9 @@
 """The production broker setup (``mosquitto/``) against a real mosquitto and a real bridge.
 
-Each test starts mosquitto with exactly ``mosquitto/mosquitto.conf`` (only the listener port, the
-paths and the log destination are rewritten, see :func:`for_test`), ``mosquitto/acl`` and a password
-file made by ``mosquitto/make-passwords``, then drives a bridge (``BridgeHarness`` with the fake
+Each test starts mosquitto with exactly ``mosquitto/mosquitto.conf`` (only the listeners' ports, the
+paths and the log destination are rewritten, see :func:`for_test`), ``mosquitto/acl``, a password
+file made by ``mosquitto/make-passwords`` and certificates made by ``mosquitto/make-certs`` (its TLS
+listeners are tested in tests/transport/test_production_tls.py), then drives a bridge (``BridgeHarness`` with the fake
 adapter on base topic ``locktwin``, connected as ``bridge``) with clients of the other roles.
 
 A publish the ACL denies is dropped by the broker (a v5 publisher gets PUBACK "not authorized").
@@ -24,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "mosquitto" / "mosquitto.conf"
 ACL = REPO / "mosquitto" / "acl"
 MAKE_PASSWORDS = REPO / "mosquitto" / "make-passwords"
+MAKE_CERTS = REPO / "mosquitto" / "make-certs"
 HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
 ROLES = ("bridge", "operator", "homeassistant", "dashboard")
 BASE = "locktwin"
@@ -55,14 +57,19 @@ pytestmark = [
     pytest.mark.skipif(bool(_missing), reason=f"{' and '.join(_missing)} not installed (apt-get install mosquitto)"),
 ]
 
-#: The only directives the test changes, with the production value each must have in the file.
+#: The only directives the test changes, with the production values each has in the file, in order.
 PRODUCTION = {
-    "listener": "listener 1883",
-    "password_file": "password_file /mosquitto/config/passwd",
-    "acl_file": "acl_file /mosquitto/config/acl",
-    "persistence_location": "persistence_location /mosquitto/data/",
-    "log_dest": "log_dest stdout",
+    "listener": ["listener 1883 127.0.0.1", "listener 8883", "listener 8884"],
+    "cafile": ["cafile /mosquitto/config/certs/ca.crt"] * 2,
+    "certfile": ["certfile /mosquitto/config/certs/server.crt"] * 2,
+    "keyfile": ["keyfile /mosquitto/config/certs/server.key"] * 2,
+    "password_file": ["password_file /mosquitto/config/passwd"],
+    "acl_file": ["acl_file /mosquitto/config/acl"],
+    "persistence_location": ["persistence_location /mosquitto/data/"],
+    "log_dest": ["log_dest stdout"],
 }
+#: production port of each listener
+PLAIN, TLS, MUTUAL_TLS = 1883, 8883, 8884
 
 
 def _directive(line: str) -> str | None:
@@ -70,19 +77,25 @@ def _directive(line: str) -> str | None:
     return stripped.split()[0] if stripped and not stripped.startswith("#") else None
 
 
-def for_test(conf: str, *, port: int, workdir: Path) -> str:
-    """The production configuration with only the listener, the paths and the log destination changed."""
-    replacements = {
-        "listener": f"listener {port} 127.0.0.1",
-        "password_file": f"password_file {workdir}/passwd",
-        "acl_file": f"acl_file {workdir}/acl",
-        "persistence_location": f"persistence_location {workdir}/data/",
-        "log_dest": f"log_dest file {workdir}/mosquitto.log",
-    }
-    return "".join(
-        replacements[key] + "\n" if (key := _directive(line)) in replacements else line
-        for line in conf.splitlines(keepends=True)
-    )
+def for_test(conf: str, *, ports: dict[int, int], workdir: Path) -> str:
+    """The production configuration with only the listeners' ports (production port -> test port),
+    the paths and the log destination changed."""
+
+    def rewrite(line: str) -> str:
+        key = _directive(line)
+        if key == "listener":
+            return f"listener {ports[int(line.split()[1])]} 127.0.0.1\n"
+        if key in ("cafile", "certfile", "keyfile"):
+            return f"{key} {workdir}/certs/{Path(line.split()[1]).name}\n"
+        replacements = {
+            "password_file": f"password_file {workdir}/passwd",
+            "acl_file": f"acl_file {workdir}/acl",
+            "persistence_location": f"persistence_location {workdir}/data/",
+            "log_dest": f"log_dest file {workdir}/mosquitto.log",
+        }
+        return replacements[key] + "\n" if key in replacements else line
+
+    return "".join(rewrite(line) for line in conf.splitlines(keepends=True))
 
 
 def make_passwords(directory: Path, **env: str) -> dict[str, str]:
@@ -97,12 +110,24 @@ def make_passwords(directory: Path, **env: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines())
 
 
+def make_certs(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run make-certs (openssl) into ``directory``/certs."""
+    return subprocess.run([str(MAKE_CERTS), "--dir", str(directory), *args], capture_output=True, text=True, check=True)
+
+
 @dataclass
 class Broker:
     port: int
     workdir: Path
     passwords: dict[str, str]
     process: subprocess.Popen[bytes]
+    #: test ports of the TLS listeners (8883: password, 8884: client certificate)
+    tls_port: int = 0
+    mtls_port: int = 0
+
+    @property
+    def certs(self) -> Path:
+        return self.workdir / "certs"
 
     @property
     def url(self) -> str:
@@ -115,7 +140,8 @@ class Broker:
 
 def _give_to_broker_user(workdir: Path) -> None:
     """Started as root, mosquitto 2.0 drops to its own user before reading passwd and acl (the
-    eclipse-mosquitto image chowns /mosquitto for the same reason)."""
+    eclipse-mosquitto image chowns /mosquitto for the same reason), and so before reading its
+    certificates and key."""
     if os.geteuid() != 0:
         return
     for name in ("mosquitto", "nobody"):
@@ -126,30 +152,59 @@ def _give_to_broker_user(workdir: Path) -> None:
             continue
     else:
         return
+    certs = workdir / "certs"
+    broker_files = [certs, certs / "ca.crt", certs / "server.crt", certs / "server.key"]
     for path in (workdir, workdir / "data", workdir / "passwd", workdir / "acl", workdir / "mosquitto.conf"):
         os.chown(path, user.pw_uid, user.pw_gid)
+    for path in broker_files:
+        if path.exists():
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+
+@pytest.fixture(scope="session")
+def production_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The certificates make-certs writes, once per session (each broker gets a copy)."""
+    directory = tmp_path_factory.mktemp("make-certs")
+    make_certs(directory)
+    return directory / "certs"
 
 
 @pytest.fixture
-def broker() -> Iterator[Broker]:
+def broker(production_certs: Path) -> Iterator[Broker]:
+    with production_broker(production_certs) as started:
+        yield started
+
+
+@contextmanager
+def production_broker(certs: Path) -> Iterator[Broker]:
+    """mosquitto with the production files, on free ports of 127.0.0.1."""
     assert MOSQUITTO is not None
     # not under tmp_path: its parents are private to us, and a root-started mosquitto runs as its own user
     workdir = Path(tempfile.mkdtemp(prefix="locktwin-broker-"))
     (workdir / "data").mkdir()
+    shutil.copytree(certs, workdir / "certs")
     passwords = make_passwords(workdir, LOCKTWIN_OPERATOR_PASSWORD="operator-from-env")
     assert set(passwords) == {"bridge", "homeassistant", "dashboard"}  # operator's came from the environment
     passwords["operator"] = "operator-from-env"
     assert (workdir / "secrets" / "bridge.password").read_text().strip() == passwords["bridge"]
     shutil.copy(ACL, workdir / "acl")
-    port = free_port()
-    (workdir / "mosquitto.conf").write_text(for_test(CONF.read_text(), port=port, workdir=workdir))
+    ports = {PLAIN: free_port(), TLS: free_port(), MUTUAL_TLS: free_port()}
+    (workdir / "mosquitto.conf").write_text(for_test(CONF.read_text(), ports=ports, workdir=workdir))
     _give_to_broker_user(workdir)
     proc = subprocess.Popen([MOSQUITTO, "-c", str(workdir / "mosquitto.conf")], stderr=subprocess.PIPE)
-    started = Broker(port=port, workdir=workdir, passwords=passwords, process=proc)
+    started = Broker(
+        port=ports[PLAIN],
+        workdir=workdir,
+        passwords=passwords,
+        process=proc,
+        tls_port=ports[TLS],
+        mtls_port=ports[MUTUAL_TLS],
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            for port in ports.values():
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -220,16 +275,20 @@ def final_of(transaction: str) -> Any:
 
 def test_test_configuration_differs_only_in_port_paths_and_log(tmp_path: Path) -> None:
     original = CONF.read_text().splitlines()
-    rewritten = for_test(CONF.read_text(), port=12345, workdir=tmp_path).splitlines()
+    ports = {PLAIN: 12345, TLS: 12346, MUTUAL_TLS: 12347}
+    rewritten = for_test(CONF.read_text(), ports=ports, workdir=tmp_path).splitlines()
     assert len(rewritten) == len(original)
     changed = {_directive(a) for a, b in zip(original, rewritten, strict=True) if a != b}
     assert changed == set(PRODUCTION)
     for key, production in PRODUCTION.items():
-        assert [line for line in original if _directive(line) == key] == [production], key
+        assert [line.strip() for line in original if _directive(line) == key] == production, key
     for a, b in zip(original, rewritten, strict=True):
         if _directive(a) not in PRODUCTION:
             assert a == b
-    assert "listener 12345 127.0.0.1" in rewritten
+    assert [line for line in rewritten if _directive(line) == "listener"] == [
+        f"listener {port} 127.0.0.1" for port in ports.values()
+    ]
+    assert f"certfile {tmp_path}/certs/server.crt" in rewritten
 
 
 def test_production_settings_are_on() -> None:
@@ -240,6 +299,10 @@ def test_production_settings_are_on() -> None:
         "set_tcp_nodelay true",
         "max_queued_messages 1000000",
         "message_size_limit 16777216",
+        "listener 1883 127.0.0.1",  # in clear on the loopback only
+        "tls_version tlsv1.2",
+        "require_certificate true",
+        "use_identity_as_username true",
     ):
         assert expected in directives
 

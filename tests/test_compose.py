@@ -1,9 +1,12 @@
 """compose.yaml, compose.sim.yaml, the Dockerfile and deploy/ checked without Docker.
 
 What can be known from the files: every locktwin command is one the CLI accepts for a registered
-vendor, every host path mounted exists (or is written by make-passwords and ignored by git), every
-named volume and secret is declared, every service has a healthcheck, the image's entrypoint is
-``locktwin``, and the simulator override gives each bridge its simulator kit's settings.
+vendor, every host path mounted exists (or is written by make-passwords or make-certs and ignored by
+git), every named volume and secret is declared, every service has a healthcheck, the bridges reach
+the broker over TLS on a listener the broker's configuration has, with the CA the broker's
+certificate comes from, the image's entrypoint is ``locktwin``, and the simulator override gives
+each bridge its simulator kit's settings. tests/transport/test_make_certs.py checks that make-certs'
+server certificate is valid for the name the bridges use.
 """
 
 from __future__ import annotations
@@ -26,9 +29,17 @@ VENDORS = ("segway", "okai", "tuya", "smartcar")
 IMAGE = "locktwin:latest"
 CONFIG_IN_CONTAINER = "/etc/locktwin/locktwin.toml"
 BRIDGE_SECRET = "/run/secrets/mqtt_bridge_password"
+CA_SECRET = "/run/secrets/mqtt_ca"
+BRIDGE_URL = "mqtts://mosquitto:8883"
 HEALTHCHECK_IN_IMAGE = "/usr/local/lib/locktwin/healthcheck.py"
-#: host files make-passwords writes (never in the repository)
-GENERATED = {"mosquitto/passwd", "mosquitto/secrets/bridge.password"}
+#: host files make-passwords and make-certs write (never in the repository), by the script
+GENERATED = {
+    "mosquitto/passwd": "make-passwords",
+    "mosquitto/secrets/bridge.password": "make-passwords",
+    "mosquitto/certs/ca.crt": "make-certs",
+    "mosquitto/certs/server.crt": "make-certs",
+    "mosquitto/certs/server.key": "make-certs",
+}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -107,11 +118,13 @@ def test_every_command_parses() -> None:
 def test_bridge_environment_and_secret(vendor: str) -> None:
     service = SERVICES[vendor]
     env = service["environment"]
-    assert env["LOCKTWIN_MQTT__URL"] == "mqtt://mosquitto:1883"
+    assert env["LOCKTWIN_MQTT__URL"] == BRIDGE_URL
+    assert env["LOCKTWIN_MQTT__CA_FILE"] == CA_SECRET
     assert env["LOCKTWIN_MQTT__USERNAME"] == "bridge"
     assert env["LOCKTWIN_MQTT__PASSWORD_FILE"] == BRIDGE_SECRET
     assert "LOCKTWIN_MQTT__PASSWORD" not in env
-    assert service["secrets"] == [Path(BRIDGE_SECRET).name]
+    assert "LOCKTWIN_MQTT__TLS_INSECURE" not in env
+    assert service["secrets"] == [Path(BRIDGE_SECRET).name, Path(CA_SECRET).name]
     assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     assert ("./deploy/locktwin.toml", CONFIG_IN_CONTAINER, "ro") in mounts(service)
     data = [(s, t) for s, t, _ in mounts(service) if t == "/var/lib/locktwin"]
@@ -120,11 +133,18 @@ def test_bridge_environment_and_secret(vendor: str) -> None:
         assert env_file == {"path": f"./deploy/{vendor}.env", "required": False}
 
 
+def test_the_example_configuration_alone_reaches_the_broker_over_tls() -> None:
+    mqtt = load_settings(REPO / "deploy" / "locktwin.toml").mqtt
+    assert mqtt.url == BRIDGE_URL and mqtt.ca_file == Path(CA_SECRET)
+
+
 def test_the_bridges_settings_load_as_compose_gives_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key, value in SERVICES["segway"]["environment"].items():
         monkeypatch.setenv(key, value)
     settings = load_settings(REPO / "deploy" / "locktwin.toml")
-    assert settings.mqtt.url == "mqtt://mosquitto:1883" and settings.mqtt.username == "bridge"
+    assert settings.mqtt.url == BRIDGE_URL and settings.mqtt.username == "bridge"
+    assert settings.mqtt.tls and (settings.mqtt.host, settings.mqtt.port) == ("mosquitto", 8883)
+    assert settings.mqtt.ca_file == Path(CA_SECRET) and not settings.mqtt.tls_insecure
     assert settings.mqtt.password_file == Path(BRIDGE_SECRET)
     assert settings.data_dir == Path("/var/lib/locktwin")
     assert set(settings.vendors) == set(VENDORS)
@@ -152,18 +172,19 @@ def test_mounted_host_paths_exist_and_named_volumes_are_declared(name: str) -> N
             assert source in declared, f"{name}: volume {source} is not declared"
 
 
-def test_secrets_are_declared_and_generated_by_make_passwords() -> None:
+def test_secrets_are_declared_and_generated_by_make_passwords_or_make_certs() -> None:
     declared = COMPOSE["secrets"]
     used = {s for svc in SERVICES.values() for s in svc.get("secrets", [])}
     assert used == set(declared)
     ignored = (REPO / "mosquitto" / ".gitignore").read_text().split()
-    script = (REPO / "mosquitto" / "make-passwords").read_text()
     for secret in declared.values():
         path = secret["file"].removeprefix("./")
         assert path in GENERATED
+        script = (REPO / "mosquitto" / GENERATED[path]).read_text()
         relative = path.removeprefix("mosquitto/")
         assert relative in ignored or f"{relative.split('/')[0]}/" in ignored
-        assert relative in script  # the script writes exactly that file
+        folder, _, name = relative.rpartition("/")
+        assert relative in script or (folder in script and name.split(".")[0] in script), path
 
 
 def test_every_declared_volume_is_used() -> None:
@@ -206,13 +227,63 @@ def test_mosquitto_mounts_the_configuration_the_conf_names() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert conf["persistence_location"].rstrip("/") in by_target
-    # passwd and acl are copied into place for the broker's user by the command
+    # passwd, acl, the CA and the broker's certificate and key are copied into place for the
+    # broker's user by the command: to exactly the paths its TLS listeners name
     command = " ".join(service["command"])
     assert f"cp /run/secrets/mosquitto_passwd {conf['password_file']}" in command
     assert f"cp /run/locktwin/acl {conf['acl_file']}" in command
+    assert f"cp /run/secrets/mqtt_ca {conf['cafile']}" in command
+    assert f"cp /run/secrets/mosquitto_server_cert {conf['certfile']}" in command
+    assert f"cp /run/secrets/mosquitto_server_key {conf['keyfile']}" in command
     assert "exec /usr/sbin/mosquitto -c /mosquitto/config/mosquitto.conf" in command
-    assert service["secrets"] == ["mosquitto_passwd"]
-    assert service["ports"] == ["127.0.0.1:1883:1883"]
+    assert service["secrets"] == ["mosquitto_passwd", "mqtt_ca", "mosquitto_server_cert", "mosquitto_server_key"]
+
+
+def _listeners() -> dict[int, list[str]]:
+    """The broker's listeners by port, with the directives that follow each."""
+    listeners: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in (REPO / "mosquitto" / "mosquitto.conf").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("listener "):
+            current = listeners.setdefault(int(line.split()[1]), [line])
+        elif current is not None and line.split()[0] in (
+            "cafile",
+            "certfile",
+            "keyfile",
+            "tls_version",
+            "require_certificate",
+            "use_identity_as_username",
+        ):
+            current.append(line)
+    return listeners
+
+
+def test_the_broker_is_published_only_on_its_tls_listeners() -> None:
+    listeners = _listeners()
+    published = [entry.split(":") for entry in SERVICES["mosquitto"]["ports"]]
+    assert published == [["8883", "8883"], ["8884", "8884"]]
+    for _, port in published:
+        assert "cafile /mosquitto/config/certs/ca.crt" in listeners[int(port)]
+        assert "tls_version tlsv1.2" in listeners[int(port)]
+    assert listeners[1883] == ["listener 1883 127.0.0.1"]  # in clear only inside the container
+    assert "require_certificate true" in listeners[8884] and "use_identity_as_username true" in listeners[8884]
+
+
+def test_the_bridges_use_a_tls_listener_of_the_broker() -> None:
+    listeners = _listeners()
+    port = int(BRIDGE_URL.rsplit(":", 1)[1])
+    assert any(line.startswith("certfile ") for line in listeners[port])
+    # the CA the bridges trust is the file the broker's certificate comes from
+    assert {s["file"] for name, s in COMPOSE["secrets"].items() if name == Path(CA_SECRET).name} == {
+        "./mosquitto/certs/ca.crt"
+    }
+
+
+def test_the_broker_healthcheck_speaks_tls() -> None:
+    test = " ".join(SERVICES["mosquitto"]["healthcheck"]["test"])
+    assert "-p 8883" in test and "--cafile /mosquitto/config/certs/ca.crt" in test and "-h localhost" in test
 
 
 # -- the image ----------------------------------------------------------------------------------

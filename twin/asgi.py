@@ -2,12 +2,15 @@
 
 Used by the push intake of adapters and by the vendor simulators, so tests and the demo talk to
 them over real HTTP. Uvicorn is the server; binding to port 0 picks a free port, read back from the
-bound socket.
+bound socket. With a ``certificate`` it serves HTTPS (TLS 1.2 at least); the files are checked
+before the server starts, so a wrong path or passphrase is one line (:class:`TlsSettingsError`)
+and never a prompt on the terminal.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,24 +20,45 @@ import anyio.lowlevel
 import uvicorn
 from starlette.types import ASGIApp
 
-__all__ = ["ServedApp", "serve_asgi"]
+from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_certificate
+
+__all__ = ["CertificateFiles", "ServedApp", "TlsSettingsError", "serve_asgi"]
 
 
 @dataclass(frozen=True)
 class ServedApp:
     host: str
     port: int
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def _tls_options(certificate: CertificateFiles | None) -> dict[str, object]:
+    if certificate is None:
+        return {}
+    # uvicorn would hand an encrypted key without passphrase to OpenSSL's terminal prompt
+    load_certificate(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH), certificate)
+    return {
+        "ssl_certfile": str(certificate.cert_file),
+        "ssl_keyfile": None if certificate.key_file is None else str(certificate.key_file),
+        "ssl_keyfile_password": certificate.passphrase,
+    }
 
 
 @asynccontextmanager
 async def serve_asgi(
-    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, limit_concurrency: int | None = None
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limit_concurrency: int | None = None,
+    certificate: CertificateFiles | None = None,
 ) -> AsyncIterator[ServedApp]:
-    """Run ``app`` until the block exits; yields where it listens."""
+    """Run ``app`` until the block exits (HTTPS with ``certificate``); yields where it listens."""
+    tls = _tls_options(certificate)
     # IPPROTO_TCP explicitly: asyncio turns Nagle off on accepted connections only when the listening
     # socket says it is TCP; without it every request stalls ~40 ms on delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -49,6 +73,7 @@ async def serve_asgi(
         lifespan="off",
         limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=2,
+        **tls,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     bound_port = sock.getsockname()[1]
@@ -59,7 +84,7 @@ async def serve_asgi(
                 raise RuntimeError(f"HTTP server on {host}:{bound_port} failed to start")
             await anyio.sleep(0.01)
         try:
-            yield ServedApp(host=host, port=bound_port)
+            yield ServedApp(host=host, port=bound_port, scheme="https" if tls else "http")
         finally:
             server.should_exit = True
     # uvicorn closed the listening socket on its way out; give queued accept callbacks a turn to see

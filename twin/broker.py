@@ -1,16 +1,27 @@
-"""Brokers the project starts itself: a private mosquitto (tests, the demo) or amqtt (the demo
-on a machine without mosquitto)."""
+"""Brokers the project starts itself: a private mosquitto (tests, the demo), a private NATS server
+or RabbitMQ node with its MQTT listener (the broker matrix's tests), or amqtt (the demo on a
+machine without mosquitto, in twin.demo).
+
+Each process is started like the tests' mosquitto always was: a configuration written into a
+folder of its own, a free port on 127.0.0.1, ``start()`` returns once the MQTT port accepts
+connections, ``restart()`` keeps the folder (persistence, retained messages, sessions). None of
+them touches a broker already running on the machine: other ports, other data, another node name.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-__all__ = ["MosquittoBroker", "free_port"]
+__all__ = ["MosquittoBroker", "NatsBroker", "RabbitMqBroker", "free_port"]
 
 
 def free_port() -> int:
@@ -19,25 +30,102 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class MosquittoBroker:
-    """A private mosquitto process with a configuration of the test's choosing."""
+def _binary(name: str) -> str | None:
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
 
-    def __init__(self, *, port: int | None = None, extra_config: str = "", workdir: Path | None = None) -> None:
+
+class _BrokerProcess:
+    """A broker process listening on ``port``; subclasses write its configuration."""
+
+    name = "broker"
+    #: seconds start() waits for the MQTT port
+    start_timeout = 10.0
+    #: the process starts children of its own (stopped with it, as a process group)
+    process_group = False
+    #: a session of its own: Ctrl-C in a terminal signals the whole foreground process group, and a
+    #: broker must outlive the bridges' goodbyes (its owner stops it last)
+    own_session = True
+
+    def __init__(self, *, port: int | None, workdir: Path | None) -> None:
         self.port = port or free_port()
-        self.extra_config = extra_config
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="mosquitto-"))
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _environment(self) -> dict[str, str] | None:
+        return None
 
     def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self._proc = subprocess.Popen(  # noqa: S603
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self._environment(),
+            start_new_session=self.process_group or self.own_session,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self._proc.poll() is not None:
+                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
+                    raise RuntimeError(f"{self.name} exited: {err}") from None
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def _signal(self, signum: int) -> None:
+        assert self._proc is not None
+        if self.process_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signum)
+        else:
+            self._proc.send_signal(signum)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=15 if self.process_group else 5)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self._proc.wait()
+            if self._proc.stderr is not None:
+                self._proc.stderr.close()
+            self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class MosquittoBroker(_BrokerProcess):
+    """A private mosquitto process with a configuration of the test's choosing.
+
+    ``extra_config`` is appended as it is: further listeners (a TLS one: ``listener``, ``cafile``,
+    ``certfile``, ``keyfile``, ``require_certificate``), limits. mosquitto started as root drops to
+    its own user before it reads certificate and key files, so they must be readable by that user.
+    """
+
+    name = "mosquitto"
+
+    def __init__(self, *, port: int | None = None, extra_config: str = "", workdir: Path | None = None) -> None:
+        super().__init__(port=port, workdir=workdir)
+        self.extra_config = extra_config
+
+    @staticmethod
+    def available() -> bool:
+        return _binary("mosquitto") is not None
+
+    def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -47,33 +135,84 @@ class MosquittoBroker:
             "persistence true\n"
             f"persistence_location {self.workdir}/\n" + self.extra_config
         )
-        # A session of its own: Ctrl-C in a terminal signals the whole foreground process group, and
-        # the broker must outlive the bridges' goodbyes (its owner stops it last).
-        self._proc = subprocess.Popen(  # noqa: S603
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        return [_binary("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]
+
+
+class NatsBroker(_BrokerProcess):
+    """A private ``nats-server`` with JetStream and its MQTT listener on ``port``.
+
+    NATS's MQTT listener needs JetStream (sessions and retained messages live in streams) and a
+    ``server_name``. It speaks MQTT 3.1.1 only, refuses QoS 2, and (2.9.10, Debian's) refuses topics
+    containing ``.`` or a space: see the broker matrix in README.md. ``mqtt_extra`` goes inside the
+    ``mqtt { }`` block (a ``tls { }`` block, ``max_ack_pending``); the NATS client port is free too.
+    """
+
+    name = "nats-server"
+
+    def __init__(self, *, port: int | None = None, mqtt_extra: str = "", workdir: Path | None = None) -> None:
+        super().__init__(port=port, workdir=workdir)
+        self.client_port = free_port()
+        self.mqtt_extra = mqtt_extra
+        self.server_name = f"locktwin-{uuid.uuid4().hex[:8]}"
+
+    @staticmethod
+    def available() -> bool:
+        return _binary("nats-server") is not None
+
+    def _command(self) -> list[str]:
+        conf = self.workdir / "nats.conf"
+        conf.write_text(
+            f"server_name: {self.server_name}\n"
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f'jetstream {{\n  store_dir: "{self.workdir}/jetstream"\n  max_memory_store: 64MB\n'
+            "  max_file_store: 256MB\n}\n"
+            f"mqtt {{\n  listen: 127.0.0.1:{self.port}\n{self.mqtt_extra}\n}}\n"
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self._proc.poll() is not None:
-                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                    raise RuntimeError(f"mosquitto exited: {err}") from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+        return [_binary("nats-server") or "/usr/sbin/nats-server", "-c", str(conf)]
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+class RabbitMqBroker(_BrokerProcess):
+    """A private RabbitMQ node with its MQTT plugin listening on ``port``.
+
+    A node of its own (name ``locktwin-<hex>@localhost``, its own Erlang cookie, data, logs and
+    configuration under ``workdir``, no AMQP listener, the distribution port free too) beside any
+    RabbitMQ already running: it shares only the machine's epmd, as every node on a host does.
+    Starting takes ~10 s on two cores. RabbitMQ 3.10's MQTT plugin speaks 3.1.1 only, sends
+    retained messages only to subscriptions without wildcards, and turns a ``.`` in a topic into
+    ``/`` for subscribers: see the broker matrix in README.md.
+    """
+
+    name = "rabbitmq"
+    start_timeout = 90.0
+    process_group = True
+    SCRIPT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+    def __init__(self, *, port: int | None = None, workdir: Path | None = None) -> None:
+        super().__init__(port=port, workdir=workdir)
+        self.node = f"locktwin-{uuid.uuid4().hex[:8]}@localhost"
+        self.dist_port = free_port()
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.SCRIPT.exists()
+
+    def _command(self) -> list[str]:
+        (self.workdir / "rabbitmq.conf").write_text(
+            f"listeners.tcp = none\nmqtt.listeners.tcp.default = 127.0.0.1:{self.port}\nmqtt.allow_anonymous = true\n"
+        )
+        (self.workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        return [str(self.SCRIPT)]
+
+    def _environment(self) -> dict[str, str]:
+        base = str(self.workdir)
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": base,  # the node's own Erlang cookie
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": f"{base}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{base}/log",
+            "RABBITMQ_CONFIG_FILE": f"{base}/rabbitmq.conf",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{base}/enabled_plugins",
+            "RABBITMQ_PID_FILE": f"{base}/rabbitmq.pid",
+        }

@@ -15,13 +15,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import anyio
 from pydantic import ValidationError
 
 from twin.adapter import Adapter
-from twin.config import ConfigError, LocktwinSettings, is_secret_key, load_settings, load_vendor_settings
+from twin.config import (
+    ConfigError,
+    LocktwinSettings,
+    TlsSettingsError,
+    is_secret_key,
+    load_settings,
+    load_vendor_settings,
+)
 from twin.datalock import DataDirLocked
-from twin.operator_cli import EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
+from twin.mqtt import UnsupportedTopicError, describe_error
+from twin.operator_cli import EXIT_NO_BROKER, EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
@@ -99,10 +108,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # httpx logs every request URL at INFO; a vendor that puts keys in a query string would leak them.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     shard = Shard.parse(args.shard) if args.shard else None
+    settings.mqtt.ssl_context()  # a TLS file that cannot be used stops the bridge now, in one line
     runtimes = [build_runtime(settings, resolve_adapter(v), shard) for v in args.vendors]
     metrics = None if settings.metrics_port is None else (settings.metrics_host, settings.metrics_port)
-    anyio.run(partial(run_bridges, runtimes, metrics=metrics))
+    try:
+        anyio.run(partial(run_bridges, runtimes, metrics=metrics))
+    except BaseExceptionGroup as group:
+        # Refusals at start (names the broker cannot carry, a TLS file gone) come out of the task
+        # group: one line each, not a traceback.
+        refused, _ = group.split((UnsupportedTopicError, TlsSettingsError))
+        if refused is None:
+            raise
+        for exc in _leaves(refused):
+            log.error("%s", exc)
+        return 2
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    return [
+        leaf for exc in group.exceptions for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]
 
 
 def _cmd_contracts(args: argparse.Namespace) -> int:
@@ -296,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LookupError, TypeError, ValueError) as exc:
         print(f"locktwin: {exc}", file=sys.stderr)
         return 2
+    except aiomqtt.MqttError as exc:
+        # the CLI's one connection failed: why, in one line (a refused certificate, a wrong CA...)
+        print(f"locktwin: {describe_error(exc, load_settings(getattr(args, 'config', None)).mqtt)}", file=sys.stderr)
+        return EXIT_NO_BROKER
     return result
 
 

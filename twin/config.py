@@ -10,8 +10,11 @@ Example::
     data_dir = "/var/lib/locktwin"
 
     [mqtt]
-    url = "mqtt://broker.example:1883"
-    username = "bridge"            # password: LOCKTWIN_MQTT__PASSWORD or password_file
+    url = "mqtts://broker.example"    # TLS, port 8883 unless given; mqtt://host:1883 in clear
+    username = "bridge"               # password: LOCKTWIN_MQTT__PASSWORD or password_file
+    ca_file = "/etc/locktwin/ca.crt"  # the broker's CA (default: the system's trust store)
+    cert_file = "/etc/locktwin/bridge.crt"  # client certificate, for brokers that require one
+    key_file = "/etc/locktwin/bridge.key"   # its passphrase: LOCKTWIN_MQTT__KEY_PASSWORD or key_password_file
 
     [bridges.segway]
     hold = ["SN0001"]              # devices that are kept LOCKED
@@ -23,21 +26,24 @@ Example::
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from twin.homeassistant import HomeAssistantSettings
+from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_ca, load_certificate
 
 __all__ = [
     "BridgeOptions",
     "ConfigError",
     "LocktwinSettings",
     "MqttSettings",
+    "TlsSettingsError",
     "is_secret_key",
     "load_settings",
     "load_vendor_settings",
@@ -46,10 +52,26 @@ __all__ = [
 SECRET_KEYS = ("password", "secret", "token", "sign_key", "signkey", "private_key", "api_key")
 
 
+#: URL schemes of mqtt.url, and whether they mean TLS
+MQTT_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True}
+DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+#: settings that only mean something over TLS
+TLS_FIELDS = ("ca_file", "cert_file", "key_file", "key_password", "key_password_file", "tls_insecure")
+
+
 class MqttSettings(BaseModel):
+    """How every locktwin process reaches the broker: bridges, the CLI, the demo, other services.
+
+    Build clients from it with :func:`twin.mqtt.mqtt_client`, never by hand, so TLS, credentials,
+    the protocol and TCP_NODELAY are the same everywhere.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = "mqtt://127.0.0.1:1883"
+    url: str = Field(
+        default="mqtt://127.0.0.1:1883", description="mqtt://host[:1883] in clear, mqtts://host[:8883] over TLS"
+    )
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
@@ -57,20 +79,49 @@ class MqttSettings(BaseModel):
     keepalive: int = Field(default=30, ge=5, le=3600)
     session_expiry: int = Field(default=3600, ge=0, description="seconds the broker keeps our queued commands")
     reconnect_max: float = Field(default=30.0, gt=0)
-    #: MQTT 3.1.1 only for brokers without v5 (the demo's embedded broker): retained commands are then
-    #: refused only when delivered from the broker's store, and there are no v5 response topics.
+    #: MQTT 3.1.1 for brokers without v5 (NATS, the demo's embedded broker): retained commands are
+    #: then refused only when delivered from the broker's store, and there are no v5 response topics.
     protocol: Literal["5", "3.1.1"] = "5"
+    #: False for brokers that refuse a topic containing ``.`` (NATS 2.9.10 drops the connection): a
+    #: bridge then refuses at start to serve a device, action or base topic that has one.
+    dots_in_topics: bool = True
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the broker's certificate; default: system store"
+    )
+    cert_file: Path | None = Field(default=None, description="PEM client certificate (chain), for mutual TLS")
+    key_file: Path | None = Field(default=None, description="PEM private key of cert_file (default: in cert_file)")
+    key_password: SecretStr | None = Field(default=None, description="passphrase of key_file; environment only")
+    key_password_file: Path | None = None
+    tls_insecure: bool = Field(
+        default=False, description="accept any server certificate and name: testing only, logged loudly at start"
+    )
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("mqtt.url must look like mqtt://host:1883")
+        if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+            raise ValueError("mqtt.url must look like mqtt://host:1883 or mqtts://host:8883")
         if parts.username or parts.password:
             # a URL gets logged; credentials go to mqtt.username and LOCKTWIN_MQTT__PASSWORD(_FILE)
             raise ValueError("mqtt.url must not carry credentials: use mqtt.username and the password settings")
         return url
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if not self.tls:
+            given = [name for name in TLS_FIELDS if getattr(self, name) not in (None, False)]
+            if given:
+                raise ValueError(f"mqtt.{given[0]} needs TLS: use an mqtts:// URL")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("mqtt.key_file needs mqtt.cert_file (the client certificate it belongs to)")
+        if (self.key_password or self.key_password_file) and self.cert_file is None:
+            raise ValueError("mqtt.key_password needs mqtt.cert_file and mqtt.key_file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return MQTT_SCHEMES[urlsplit(self.url).scheme]
 
     @property
     def host(self) -> str:
@@ -78,7 +129,7 @@ class MqttSettings(BaseModel):
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (DEFAULT_TLS_PORT if self.tls else DEFAULT_PORT)
 
     def secret(self) -> str | None:
         if self.password is not None:
@@ -86,6 +137,52 @@ class MqttSettings(BaseModel):
         if self.password_file is not None:
             return self.password_file.read_text().strip()
         return None
+
+    def key_secret(self) -> str | None:
+        """The client key's passphrase (``key_password``, else the first line of ``key_password_file``)."""
+        if self.key_password is not None:
+            return self.key_password.get_secret_value()
+        if self.key_password_file is not None:
+            try:
+                return self.key_password_file.read_text().strip()
+            except OSError as exc:
+                raise TlsSettingsError(
+                    f"mqtt.key_password_file {self.key_password_file}: {exc.strerror or exc}"
+                ) from None
+        return None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A new TLS context for one connection (None for mqtt:// URLs).
+
+        Verifies the broker's certificate against ``ca_file`` alone (or the system's trust store) and its
+        name against the URL's host, TLS 1.2 at least, and presents ``cert_file``/``key_file`` when
+        set. Files are read anew each call, so a renewed certificate is used from the next
+        connection on. Raises :class:`TlsSettingsError` with one line naming what is wrong.
+        """
+        if not self.tls:
+            return None
+        # certificate and name checked; only ca_file is trusted when it is given (a private CA
+        # must not be topped up with every public one), else the system's store
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ca_file is not None:
+            load_ca(context, self.ca_file, "mqtt.ca_file")
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if self.cert_file is not None:
+            files = CertificateFiles(
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                passphrase=self.key_secret(),
+                cert_setting="mqtt.cert_file",
+                key_setting="mqtt.key_file",
+                unlock_hint="LOCKTWIN_MQTT__KEY_PASSWORD or mqtt.key_password_file",
+            )
+            load_certificate(context, files)
+        if self.tls_insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class BridgeOptions(BaseModel):

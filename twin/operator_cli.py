@@ -5,7 +5,10 @@ Exit codes follow the outcome so shell scripts can rely on them::
     0  succeeded (or accepted, without --wait)     4  expired
     1  failed                                      5  superseded
     2  usage or configuration error                6  no answer before --timeout
-    3  rejected
+    3  rejected                                    7  no connection to the broker
+
+The client comes from :func:`twin.mqtt.mqtt_client` with the same ``[mqtt]`` settings as the
+bridges (TLS and client certificates included); a connection that fails is one line on stderr.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from twin.config import LocktwinSettings
+from twin.mqtt import mqtt_client
 
-__all__ = ["EXIT_CODES", "OperatorClient", "parse_arguments", "parse_target"]
+__all__ = ["EXIT_CODES", "EXIT_NO_BROKER", "OperatorClient", "parse_arguments", "parse_target"]
 
 EXIT_CODES = {"succeeded": 0, "accepted": 0, "failed": 1, "rejected": 3, "expired": 4, "superseded": 5}
 EXIT_TIMEOUT = 6
 #: seconds a command sent by the CLI may take, unless --expires-in says otherwise
 DEFAULT_EXPIRES_IN = 30.0
+EXIT_NO_BROKER = 7
 FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
 
 
@@ -70,15 +75,7 @@ class OperatorClient:
         self.client_id = client_id or f"locktwin-cli-{uuid.uuid4().hex[:8]}"
 
     def _client(self) -> aiomqtt.Client:
-        mqtt = self.settings.mqtt
-        return aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
-            username=mqtt.username,
-            password=mqtt.secret(),
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-        )
+        return mqtt_client(self.settings.mqtt, identifier=self.client_id)
 
     def topic(self, vendor: str, device: str, leaf: str) -> str:
         return f"{self.settings.base_topic}/{vendor}/{device}/{leaf}"

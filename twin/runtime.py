@@ -8,7 +8,10 @@ store; the broker holds the last will (``offline``) while we are gone. Reconnect
 MQTT v5 with a persistent session (``clean_start`` false, a session expiry), QoS 1 subscriptions
 with *retain as published* so that a retained command is recognised and refused even when it is
 published while we are connected, and TCP_NODELAY on the socket (QoS 1 round trips otherwise wait
-~40-90 ms on Nagle meeting delayed ACKs).
+~40-90 ms on Nagle meeting delayed ACKs); the client, TLS included, comes from twin.mqtt. A
+connection that fails is logged in one line saying why (a refused certificate, a wrong CA, a name
+that does not match) and retried with the same backoff. Names the broker cannot carry in a topic
+(``mqtt.dots_in_topics``) stop the bridge at start, before anything is published.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -25,21 +27,20 @@ from typing import Any
 
 import aiomqtt
 import anyio
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import EventType
 from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
-from twin.config import BridgeOptions, MqttSettings
+from twin.config import BridgeOptions, MqttSettings, TlsSettingsError
 from twin.datalock import DataDirLock
 from twin.engine import TwinEngine
 from twin.extensions import BridgeContext, Connected, EventBus, Extension, Message, TwinChanged
 from twin.homeassistant import HomeAssistantExtension, HomeAssistantSettings
 from twin.intake import Arrival, best_effort_transaction
 from twin.metrics import RECONNECTS
+from twin.mqtt import check_topic_levels, describe_error, mqtt_client
 from twin.outbound import ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
@@ -165,6 +166,7 @@ class BridgeRuntime:
             extensions = [*self.extensions, *self.adapter.extensions()]
             # exact topics an extension reads (routing by table)
             routes = {topic for ext in extensions for topic in ext.topics}
+            self._check_topics([d.id for d in devices])
             async with anyio.create_task_group() as tg:
                 await self.engine.start(tg, devices)
                 context = BridgeContext(
@@ -195,35 +197,31 @@ class BridgeRuntime:
                             await ext.stop()
 
     # -- MQTT --------------------------------------------------------------------------------------
+    def _check_topics(self, devices: list[str]) -> None:
+        names = {
+            "base topic": self.topics.base.split("/"),
+            "vendor": [self.adapter.vendor],
+            "device ids": devices,
+            "actions": list(self.adapter.actions()),
+        }
+        if self.homeassistant.enabled:
+            names["Home Assistant prefix"] = self.homeassistant.prefix.split("/")
+        check_topic_levels(self.mqtt, names)
+
     def _client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(self.topics.bridge_state, b"offline", qos=1, retain=True)
-        session: dict[str, Any]
-        if self.mqtt.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.mqtt.session_expiry
-            session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": props}
-        else:
-            session = {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-        client = aiomqtt.Client(
-            self.mqtt.host,
-            self.mqtt.port,
-            username=self.mqtt.username,
-            password=self.mqtt.secret(),
-            identifier=self.client_id,
-            will=will,
-            keepalive=self.mqtt.keepalive,
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            **session,
-        )
+        client = mqtt_client(self.mqtt, identifier=self.client_id, will=will, persistent_session=True)
         return self.publisher.prepare(client)
 
     async def _mqtt_loop(self, routes: set[str]) -> None:
         delay = 0.5
         while True:
             lost = False
+            connected = False
             try:
                 async with _disconnect_shielded(self._client()) as client:
                     delay = 0.5
+                    connected = True
                     await self._on_connect(client, routes)
                     try:
                         async for message in client.messages:
@@ -239,9 +237,11 @@ class BridgeRuntime:
                                 await self.publisher.drained()
                                 self.session.heartbeat()
                                 await client.publish(self.topics.bridge_state, b"offline", qos=1, retain=True)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, TlsSettingsError) as exc:
+                # One line saying why (a refused certificate, a wrong CA...), never a traceback or a key.
                 RECONNECTS.labels(self.adapter.vendor).inc()
-                log.warning("MQTT connection lost (%s); reconnecting in %.1fs", exc, delay)
+                what = "connection lost" if connected else "cannot connect"
+                log.warning("%s; %s, retrying in %.1fs", describe_error(exc, self.mqtt), what, delay)
             finally:
                 self.session.disconnected()
                 self.publisher.detach()

@@ -11,6 +11,10 @@ topic with a real SQLite store, and an observer client that records every messag
         final = await h.set("dev-1", {"lock": "LOCKED"})        # waits for the final answer
         assert final["status"] == "succeeded"
         state = await h.wait_retained("dev-1", "state", lambda s: s["lock"] == "LOCKED")
+
+Instead of ``broker_url``, ``mqtt`` gives the whole :class:`~twin.config.MqttSettings` (TLS,
+client certificate, protocol) that the bridge and the observer connect with; both get their
+clients from :func:`twin.mqtt.mqtt_client`, as every locktwin process does.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from twin.adapter import Adapter
 from twin.broker import MosquittoBroker, free_port
 from twin.config import BridgeOptions, MqttSettings
 from twin.homeassistant import HomeAssistantSettings
+from twin.mqtt import mqtt_client
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
 
@@ -65,7 +70,7 @@ class BridgeHarness:
         self,
         *,
         adapter: Adapter[Any],
-        broker_url: str,
+        broker_url: str | None = None,
         data_dir: Path,
         options: BridgeOptions | None = None,
         base_topic: str | None = None,
@@ -73,9 +78,13 @@ class BridgeHarness:
         password: str | None = None,
         homeassistant: HomeAssistantSettings | None = None,
         shard: Shard | None = None,
+        mqtt: MqttSettings | None = None,
     ) -> None:
+        if (broker_url is None) == (mqtt is None):
+            raise TypeError("BridgeHarness takes broker_url or mqtt")
         self.adapter = adapter
-        self.broker_url = broker_url
+        self.mqtt = mqtt or MqttSettings(url=str(broker_url))
+        self.broker_url = self.mqtt.url
         self.data_dir = data_dir
         self.options = options
         self.base = base_topic or f"lt-test-{uuid.uuid4().hex[:10]}"
@@ -92,12 +101,12 @@ class BridgeHarness:
         self._client: aiomqtt.Client | None = None
 
     def _mqtt(self) -> MqttSettings:
-        return MqttSettings(
-            url=self.broker_url,
-            client_id=f"{self.base}-bridge" + (f"-{self.shard.label}" if self.shard else ""),
-            username=self.username,
-            password=None if self.password is None else SecretStr(self.password),
-        )
+        update: dict[str, Any] = {"client_id": f"{self.base}-bridge" + (f"-{self.shard.label}" if self.shard else "")}
+        if self.username is not None:
+            update["username"] = self.username
+        if self.password is not None:
+            update["password"] = SecretStr(self.password)
+        return self.mqtt.model_copy(update=update)
 
     def new_runtime(self) -> BridgeRuntime:
         return BridgeRuntime(
@@ -154,14 +163,7 @@ class BridgeHarness:
         mqtt = self._mqtt()
         while True:
             try:
-                async with aiomqtt.Client(
-                    mqtt.host,
-                    mqtt.port,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    identifier=f"{self.base}-obs-{uuid.uuid4().hex[:6]}",
-                    username=self.username,
-                    password=self.password,
-                ) as client:
+                async with mqtt_client(mqtt, identifier=f"{self.base}-obs-{uuid.uuid4().hex[:6]}") as client:
                     await client.subscribe(f"{self.base}/#", qos=1)
                     await client.subscribe(f"{self.base}-replies/#", qos=1)  # MQTT v5 response topics
                     self._client = client

@@ -122,6 +122,7 @@ class SegwayAdapter(Adapter[SegwaySettings]):
                         host=config.push_host,
                         port=config.push_port,
                         limit_concurrency=config.push_max_concurrency,
+                        certificate=config.push_certificate,
                     )
                 )
                 log.info("segway push intake on %s", self.push_address.url)

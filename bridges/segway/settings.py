@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twin.tlsfiles import CertificateFiles
+
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_PUSH_MAX_BODY",
@@ -70,6 +72,13 @@ class SegwaySettings(BaseSettings):
     push_max_body: int = Field(default=DEFAULT_PUSH_MAX_BODY, gt=0)
     #: connections the push intake serves at once (more are answered 503; Segway retries once)
     push_max_concurrency: int = Field(default=100, ge=1)
+    #: serve the push intake over HTTPS with this PEM certificate (chain) and key; without them it
+    #: is plain HTTP, for a reverse proxy that ends TLS in front of it (README.md)
+    push_cert_file: Path | None = None
+    push_key_file: Path | None = None
+    #: the key's passphrase, from ``LOCKTWIN_SEGWAY_PUSH_KEY_PASSWORD`` or ``push_key_password_file``
+    push_key_password: SecretStr | None = None
+    push_key_password_file: Path | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -79,13 +88,36 @@ class SegwaySettings(BaseSettings):
             data = dict(data)
             platform_code = data.pop("platform_code")
             data.setdefault("client_id", platform_code)
-        if isinstance(data, dict) and data.get("client_secret_file") and not data.get("client_secret"):
-            path = Path(data["client_secret_file"])
-            try:
-                data = {**data, "client_secret": SecretStr(path.read_text(encoding="utf-8").strip())}
-            except OSError as exc:
-                raise ValueError(f"cannot read client_secret_file {path}: {exc.strerror}") from None
+        for secret in ("client_secret", "push_key_password"):
+            if isinstance(data, dict) and data.get(f"{secret}_file") and not data.get(secret):
+                path = Path(data[f"{secret}_file"])
+                try:
+                    data = {**data, secret: SecretStr(path.read_text(encoding="utf-8").strip())}
+                except OSError as exc:
+                    raise ValueError(f"cannot read {secret}_file {path}: {exc.strerror}") from None
         return data
+
+    @model_validator(mode="after")
+    def _push_tls(self) -> SegwaySettings:
+        if self.push_key_file is not None and self.push_cert_file is None:
+            raise ValueError("push_key_file needs push_cert_file (the certificate it belongs to)")
+        if self.push_key_password is not None and self.push_cert_file is None:
+            raise ValueError("push_key_password needs push_cert_file and push_key_file")
+        return self
+
+    @property
+    def push_certificate(self) -> CertificateFiles | None:
+        """The push intake's certificate for HTTPS, or None for plain HTTP."""
+        if self.push_cert_file is None:
+            return None
+        return CertificateFiles(
+            cert_file=self.push_cert_file,
+            key_file=self.push_key_file,
+            passphrase=None if self.push_key_password is None else self.push_key_password.get_secret_value(),
+            cert_setting="vendors.segway.push_cert_file",
+            key_setting="vendors.segway.push_key_file",
+            unlock_hint="LOCKTWIN_SEGWAY_PUSH_KEY_PASSWORD or push_key_password_file",
+        )
 
     @field_validator("devices")
     @classmethod
