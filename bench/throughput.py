@@ -32,7 +32,7 @@ async def measure(devices: int, per_device: int, report: Report, profile: bool =
             before = stack.app.counts.copy()
             await sequential(cmd.command, stack.devices, 20)
             calls = calls_per_command(before, stack.app.counts, 20, stack.sim.base_path)
-            limit = int(runtime.engine.limiter.total_tokens)
+            limit = int(runtime.engine.gate.limit)
             async with floor(stack, calls, limit) as fl:
                 await concurrent(cmd.command, stack.devices, 1)  # warm-up
                 await concurrent(fl.command, stack.devices, 1)

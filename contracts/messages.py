@@ -18,6 +18,8 @@ from contracts.errors import ErrorInfo
 
 __all__ = [
     "DEVICE_ID_PATTERN",
+    "DEVICE_ID_RE",
+    "TRANSACTION_PATTERN",
     "ActionRequest",
     "Availability",
     "BridgeDevices",

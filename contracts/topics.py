@@ -5,12 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from contracts.messages import DEVICE_ID_RE
-
 __all__ = ["InboundTopic", "Topics"]
 
 InboundKind = Literal["set", "get", "request"]
-ACTION_RE = DEVICE_ID_RE  # same alphabet for action names
 
 
 @dataclass(frozen=True)

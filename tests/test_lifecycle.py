@@ -42,12 +42,18 @@ async def test_state_shows_unlocking_only_while_in_flight(mqtt_broker: str, tmp_
     async with harness(adapter, mqtt_broker, tmp_path) as h:
         final = await h.set("d1", {"lock": "UNLOCKED"})
         assert final["status"] == "succeeded"
-        locks = [json.loads(p)["lock"] for t, p, _, _ in h.messages if t == h.topic("d1", "state")]
+        state, twin, event = h.topic("d1", "state"), h.topic("d1", "twin"), h.topic("d1", "event")
+        seq = [(t, json.loads(p)) for t, p, _, _ in h.messages if t in (state, twin, event)]
+        locks = [doc["lock"] for t, doc in seq if t == state]
         assert "UNLOCKING" in locks
         assert locks[-1] == "UNLOCKED"
-        # never an optimistic final state: UNLOCKED appears only after the vendor reported it
-        first_unlocked = locks.index("UNLOCKED")
-        assert all(s != "UNLOCKED" for s in locks[:first_unlocked])
+        # never an optimistic final state: the first UNLOCKED state comes after the vendor accepted
+        # the command, with a twin whose reported lock (what the vendor said) is UNLOCKED
+        first = next(i for i, (t, doc) in enumerate(seq) if t == state and doc["lock"] == "UNLOCKED")
+        acked = next(i for i, (t, doc) in enumerate(seq) if t == event and doc["data"].get("to") == "acknowledged")
+        assert acked < first
+        shown = [doc for t, doc in seq[:first] if t == twin][-1]
+        assert shown["reported"]["lock"] == "UNLOCKED" and shown["metadata"]["lock"]["observed_at"] is not None
 
 
 async def test_plain_home_assistant_payloads(mqtt_broker: str, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOCK_FIELD",
+    "ActionHandler",
     "ActionSpec",
     "Adapter",
     "BridgeSink",

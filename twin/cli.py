@@ -35,7 +35,10 @@ from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
 
-__all__ = ["main"]
+__all__ = [
+    "main",
+    "parser",
+]
 
 log = logging.getLogger("locktwin")
 

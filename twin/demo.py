@@ -30,7 +30,13 @@ from twin.operator_cli import OperatorClient
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
 
-__all__ = ["banner_lines", "choose_port", "run_demo"]
+__all__ = [
+    "banner_lines",
+    "choose_port",
+    "locktwin_command",
+    "run_demo",
+    "start_embedded_broker",
+]
 
 log = logging.getLogger("locktwin.demo")
 

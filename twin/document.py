@@ -10,7 +10,13 @@ from contracts.errors import ErrorInfo
 from contracts.messages import CommandStatus, DesiredLock, EventType, LockState, Response
 from twin.store import CommandRecord, TwinRecord
 
-__all__ = ["iso", "render_state", "render_twin", "response_for"]
+__all__ = [
+    "iso",
+    "render_event",
+    "render_state",
+    "render_twin",
+    "response_for",
+]
 
 IN_FLIGHT = frozenset({CommandStatus.SENT, CommandStatus.ACKNOWLEDGED})
 

@@ -28,7 +28,14 @@ from paho.mqtt.properties import Properties
 from twin.config import LocktwinSettings
 from twin.mqtt import mqtt_client
 
-__all__ = ["EXIT_CODES", "EXIT_NO_BROKER", "OperatorClient", "parse_arguments", "parse_target"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_NO_BROKER",
+    "EXIT_TIMEOUT",
+    "OperatorClient",
+    "parse_arguments",
+    "parse_target",
+]
 
 EXIT_CODES = {"succeeded": 0, "accepted": 0, "failed": 1, "rejected": 3, "expired": 4, "superseded": 5}
 EXIT_TIMEOUT = 6

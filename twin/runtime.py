@@ -49,7 +49,10 @@ from twin.session import SessionClock
 from twin.shard import Shard
 from twin.store import Store
 
-__all__ = ["BridgeRuntime"]
+__all__ = [
+    "PUBLISH_WINDOW",
+    "BridgeRuntime",
+]
 
 log = logging.getLogger(__name__)
 

@@ -196,15 +196,6 @@ class SegwayAdapter(Adapter[SegwaySettings]):
             await self.client.unlock(iot_code)
         return ExecuteResult()
 
-    async def _learned(self, device_id: str, patch: ReportedPatch) -> None:
-        """State a read action learned goes to the twin now.
-
-        The engine keeps ``ExecuteResult.reported`` of desired fields only; for actions it is
-        handed to the sink here (the same patch twice is harmless: the store writes on change).
-        """
-        if self._sink is not None:
-            await self._sink.report(device_id, patch, source="action")
-
     # ---- actions --------------------------------------------------------------------------------
 
     async def _open_battery_cover(self, device_id: str, args: Any, ctx: CommandContext) -> ExecuteResult:
@@ -261,9 +252,7 @@ class SegwayAdapter(Adapter[SegwaySettings]):
         if info.iot_voltage is not None:
             data["iot_voltage"] = info.iot_voltage / 100  # 411 -> 4.11 V
         patch = ReportedPatch(values=values) if values else None
-        if patch is not None:
-            await self._learned(device_id, patch)
-        return ExecuteResult(data=data, reported=patch)
+        return ExecuteResult(data=data, reported=patch)  # the engine merges what a read action learned
 
     async def _get_location(self, device_id: str, args: Any, ctx: CommandContext) -> ExecuteResult:
         assert isinstance(args, LocationArgs)
@@ -274,7 +263,6 @@ class SegwayAdapter(Adapter[SegwaySettings]):
         data: dict[str, Any] = {"fix": True, **patch.values}
         if patch.observed_at is not None:
             data["observed_at"] = patch.observed_at.isoformat()
-        await self._learned(device_id, patch)
         return ExecuteResult(data=data, reported=patch)
 
     def actions(self) -> Mapping[str, ActionSpec]:

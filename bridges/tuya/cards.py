@@ -21,6 +21,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 __all__ = [
     "CARDS_TYPE",
+    "CARD_ID_PATTERN",
     "CardOperation",
     "CardSpec",
     "ManagedCard",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_cards",
     "plan_cards",
     "redact_cards",
+    "to_ms",
 ]
 
 CARD_ID_PATTERN = r"^[A-Za-z0-9_-]{4,64}$"

@@ -25,6 +25,8 @@ from twin.asgi import serve_asgi
 
 __all__ = [
     "DEFAULT_BASE_PATH",
+    "DEFAULT_BOLT_SECONDS",
+    "DEFAULT_DELIVERY_SECONDS",
     "DEMO_SIGN_KEY",
     "DEMO_USER_KEY",
     "Call",

@@ -34,7 +34,12 @@ from bridges.okai.signing import SignParams, sign
 if TYPE_CHECKING:
     from bridges.okai.simulator.fleet import Fleet
 
-__all__ = ["Call", "CloudConfig", "build_app"]
+__all__ = [
+    "Call",
+    "CloudConfig",
+    "TimestampCheck",
+    "build_app",
+]
 
 TimestampCheck = Literal["signed", "always", "never"]
 

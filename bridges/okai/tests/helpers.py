@@ -18,6 +18,16 @@ from bridges.okai.simulator import OkaiSimulator, serve_simulator
 from contracts.messages import EventType
 from twin.adapter import CommandContext, ReportedPatch
 
+__all__ = [
+    "SIGN_KEY",
+    "USER_KEY",
+    "NullSink",
+    "context",
+    "served_adapter",
+    "served_client",
+    "settings_for",
+]
+
 USER_KEY = "4tz3oa28y5h1drnpubqgjf7km9l0c6xi"  # the document's example keys
 SIGN_KEY = "lu4yjbmr18evxozc7ig0kf2h5stwaqd6"
 

@@ -20,7 +20,11 @@ from bridges.segway.simulator.fleet import Fleet, Vehicle
 from bridges.segway.simulator.pusher import DEFAULT_RETRY_DELAY, Pusher, PushRecord
 from twin.asgi import ServedApp, serve_asgi
 
-__all__ = ["Call", "SegwaySimulator"]
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "Call",
+    "SegwaySimulator",
+]
 
 DEFAULT_CLIENT_ID = "E20081"
 DEFAULT_TOKEN_LIFETIME = 43199.0

@@ -17,7 +17,12 @@ from urllib.parse import urlencode
 import anyio
 import httpx
 
-__all__ = ["PushRecord", "Pusher", "sign_push"]
+__all__ = [
+    "DEFAULT_RETRY_DELAY",
+    "PushRecord",
+    "Pusher",
+    "sign_push",
+]
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,13 @@ from contracts.messages import EventType
 from twin.adapter import ReportedPatch
 from twin.asgi import ServedApp
 
+__all__ = [
+    "CLIENT_ID",
+    "DEVICES",
+    "SECRET",
+    "RecordingSink",
+]
+
 CLIENT_ID = "E20081"
 SECRET = "e2651be5-12d3-48f3-ba6c-bc2b04a447b6"
 DEVICES = ["861477038719116", "861477038719117", "861477038719118"]

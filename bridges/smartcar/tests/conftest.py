@@ -18,6 +18,10 @@ from contracts.messages import EventType
 from twin.adapter import ReportedPatch
 from twin.asgi import ServedApp
 
+__all__ = [
+    "make_settings",
+]
+
 CLIENT_ID = "test-client"
 CLIENT_SECRET = "test-secret-value"
 

@@ -17,7 +17,13 @@ from bridges.tuya.simulator.lock_routes import lock_routes
 from bridges.tuya.simulator.user_routes import user_routes
 from twin.asgi import ServedApp, serve_asgi
 
-__all__ = ["TuyaSimulator", "serve_simulator"]
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_PROJECT_ID",
+    "TuyaSimulator",
+    "serve_simulator",
+]
 
 DEFAULT_CLIENT_ID = "sim-client-id"
 DEFAULT_CLIENT_SECRET = "sim-client-secret-0123456789abcdef"  # noqa: S105 - simulator credential

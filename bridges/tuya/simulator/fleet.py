@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Fleet", "Injection", "SimCard", "SimLock", "SimOpmode", "SimUser"]
+__all__ = [
+    "Fleet",
+    "Injection",
+    "SimCard",
+    "SimLock",
+    "SimOpmode",
+    "SimUser",
+    "now_ms",
+]
 
 _ids = itertools.count(30665363)
 
