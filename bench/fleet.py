@@ -179,10 +179,19 @@ def _for_bench(conf: str, *, port: int, workdir: Path) -> str:
         "persistence_location": f"persistence_location {workdir}/data/",
         "log_dest": f"log_dest file {workdir}/mosquitto.log",
     }
+    # the bench measures the plain listener only: the TLS listeners (and their certificate lines) go
+    tls_keys = {"cafile", "certfile", "keyfile", "tls_version", "require_certificate", "use_identity_as_username"}
     lines = []
+    listeners = 0
     for line in conf.splitlines(keepends=True):
         stripped = line.strip()
         key = stripped.split()[0] if stripped and not stripped.startswith("#") else None
+        if key == "listener":
+            listeners += 1
+            if listeners > 1:
+                continue
+        if key in tls_keys:
+            continue
         lines.append(replacements[key] + "\n" if key in replacements else line)
     return "".join(lines)
 

@@ -52,7 +52,7 @@ def merge(
 ) -> Merge:
     """The changes ``patch`` makes to a twin whose reported state is ``reported``."""
     out = Merge()
-    received = iso(now).isoformat()
+    received: str | None = None
     for name, value in patch.values.items():
         if name in secret_fields:
             continue
@@ -64,6 +64,8 @@ def merge(
         plain = value.value if isinstance(value, LockState | DesiredLock) else value
         before = reported.get(name)
         if before != plain:
+            if received is None:
+                received = iso(now).isoformat()
             out.changes[name] = (before, plain)
             out.metadata[name] = {
                 "observed_at": None if observed is None else observed.isoformat(),

@@ -116,6 +116,8 @@ class Store:
         #: answered marks not written yet (see the module doc)
         self._later_answered: list[str] = []
         self._fingerprint_key = b""
+        #: whether the refusals table has any row (it rarely has: most commands are never looked up)
+        self._refusals = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -235,6 +237,7 @@ class Store:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('fingerprint_key', ?)", (secrets.token_hex(32),)
         )
         self._fingerprint_key = bytes.fromhex(self.meta("fingerprint_key") or "")
+        self._refusals = self.conn.execute("SELECT 1 FROM refusals LIMIT 1").fetchone() is not None
 
     # -- transactions --------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
@@ -452,8 +455,11 @@ class Store:
             "INSERT OR IGNORE INTO refusals(device, txn, fingerprint, at, error) VALUES (?, ?, ?, ?, ?)",
             (device, transaction, fingerprint, time.time(), dumps_text(error)),
         )
+        self._refusals = True
 
     def refusal(self, device: str, transaction: str, fingerprint: str) -> dict[str, Any] | None:
+        if not self._refusals:
+            return None
         row = self.conn.execute(
             "SELECT error FROM refusals WHERE device=? AND txn=? AND fingerprint=?", (device, transaction, fingerprint)
         ).fetchone()
