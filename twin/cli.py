@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from twin.adapter import Adapter
 from twin.config import LocktwinSettings, load_settings, load_vendor_settings
+from twin.console.cli import add_console_command
 from twin.operator_cli import EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
@@ -228,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
         "--broker", choices=("auto", "mosquitto", "embedded"), default="auto", help="auto: mosquitto if installed"
     )
     demo.set_defaults(func=_cmd_demo)
+    add_console_command(sub)
     return p
 
 

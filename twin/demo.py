@@ -91,8 +91,19 @@ async def _start_vendor(
     return runtime, list(kit.device_ids)
 
 
-def _banner(port: int, examples: dict[str, str]) -> None:
+async def _start_console(stack: AsyncExitStack, mqtt: MqttSettings) -> str:
+    """The operator console; the demo's broker is anonymous, so it takes any username and no password."""
+    from twin.console import ConsoleSettings, serve_console
+
+    hint = "Demo broker: any username, empty password (the broker is anonymous, so everyone may unlock)."
+    settings = ConsoleSettings(port=8080 if _port_free(8080) else 0, login_hint=hint)
+    _, served = await stack.enter_async_context(serve_console(settings=settings, mqtt=mqtt, base="locktwin"))
+    return served.url
+
+
+def _banner(port: int, examples: dict[str, str], console: str) -> None:
     pub = f"mosquitto_pub -p {port}"
+    print(f"\nconsole: {console}  (log in with any username and an empty password: the demo broker is anonymous)")
     print("\nTry, in another terminal:")
     print(f"  mosquitto_sub -p {port} -v -t 'locktwin/#'")
     for vendor, device in examples.items():
@@ -125,7 +136,7 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
         if not runtimes:
             print("no vendor has a simulator yet", file=sys.stderr)
             return
-        _banner(port, examples)
+        _banner(port, examples, await _start_console(stack, mqtt))
         async with anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:
