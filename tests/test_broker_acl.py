@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,8 +130,10 @@ def _give_to_broker_user(workdir: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-@pytest.fixture
-def broker() -> Iterator[Broker]:
+@contextmanager
+def acl_broker() -> Iterator[Broker]:
+    """mosquitto with the shipped configuration and ACL and a password file made by make-passwords
+    (the operator's password from the environment, the others generated); also used by tests/console."""
     assert MOSQUITTO is not None
     # not under tmp_path: its parents are private to us, and a root-started mosquitto runs as its own user
     workdir = Path(tempfile.mkdtemp(prefix="locktwin-broker-"))
@@ -165,6 +167,12 @@ def broker() -> Iterator[Broker]:
         if proc.stderr:
             proc.stderr.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    with acl_broker() as started:
+        yield started
 
 
 @asynccontextmanager

@@ -94,7 +94,8 @@ class BridgeHarness:
     def _mqtt(self) -> MqttSettings:
         return MqttSettings(
             url=self.broker_url,
-            client_id=f"{self.base}-bridge" + (f"-{self.shard.label}" if self.shard else ""),
+            # the vendor in the id: bridges of several vendors on one base topic must not take over each other
+            client_id=f"{self.base}-{self.vendor}-bridge" + (f"-{self.shard.label}" if self.shard else ""),
             username=self.username,
             password=None if self.password is None else SecretStr(self.password),
         )

@@ -242,7 +242,8 @@ class _Routes:
         if key is None or lock not in ("LOCKED", "UNLOCKED") or set(body) != {"lock"}:
             return _error("INVALID", 'expected {"lock": "LOCKED" | "UNLOCKED"} for a vendor/device', 400)
         topic = f"{self.console.base}/{key}/set"
-        entry = await self._link(session).send(target=key, op="set", topic=topic, body=body, summary=f"lock {lock}")
+        summary = "lock" if lock == "LOCKED" else "unlock"
+        entry = await self._link(session).send(target=key, op="set", topic=topic, body=body, summary=summary)
         return self._sent(entry)
 
     async def api_get(self, request: Request) -> Response:

@@ -208,11 +208,12 @@ export class DevicePage {
     if (this.usersCard.hidden) return;
     const last = [...this.commands.values()].filter((c) => c.op === "list_users").pop();
     const answer = last?.answers.find((a) => a.data && a.status === "succeeded");
-    const users = answer ? (answer.data.users ?? answer.data.list ?? answer.data.result ?? answer.data) : null;
-    const list = Array.isArray(users) ? users : Array.isArray(users?.list) ? users.list : null;
-    clear(this.usersBox, 
+    const data = answer ? answer.data : null;
+    const list = data ? [data.records, data.users, data.result, data.list, data].find(Array.isArray) : null;
+    clear(this.usersBox,
       last && !answer ? h("p", { class: isFinal(last) ? "error-text" : "sub" }, outcome(last)) : null,
-      list ? (list.length ? usersTable(list) : h("p", { class: "empty" }, "This lock has no users.")) : null);
+      list ? (list.length ? usersTable(list) : h("p", { class: "empty" }, "This lock has no users.")) : null,
+      data && data.total !== undefined ? h("p", { class: "sub" }, `${data.total} users${data.has_more ? " (first page)" : ""}`) : null);
   }
 
   renderActions() {

@@ -78,6 +78,7 @@ export class Fleet {
   // -- what the table and the map show -------------------------------------------------------
   setFilter(change) {
     Object.assign(this.filter, change);
+    this.filterVersion = (this.filterVersion || 0) + 1;
     this.emit(["filter"]);
   }
 

@@ -37,7 +37,7 @@ export class JobsView {
     clear(this.root, 
       h("h2", { id: "jobs-title" }, "Jobs"),
       h("p", { class: "sub" }, present ? `fleet service: ${state || "state unknown"}` : "The fleet service has published nothing."),
-      sorted.length ? h("ul", { class: "jobs", id: "jobs-list" }, sorted.map((job) => this.item(job))) : h("p", { class: "empty" }, "No jobs."));
+      sorted.length ? h("ul", { class: "job-list", id: "jobs-list" }, sorted.map((job) => this.item(job))) : h("p", { class: "empty" }, "No jobs."));
   }
 
   item(job) {

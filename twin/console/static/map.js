@@ -35,6 +35,7 @@ export class FleetMap {
     this.nodes = new Keyed(); // markers and clusters, kept while unchanged so focus and clicks survive updates
     this.build(attribution);
     fleet.on((kinds) => {
+      if (kinds.has("filter")) this.moved = false; // another set of devices: show all of them
       if (kinds.has("rows") || kinds.has("filter") || kinds.has("fleet")) this.schedule();
     });
   }
@@ -190,7 +191,7 @@ export class FleetMap {
     const xs = points.map((p) => p[0]);
     const ys = points.map((p) => p[1]);
     const spread = Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys));
-    if (spread * this.scale * 4 > CELL && this.view.z < MAX_Z) {
+    if (spread * TILE * 2 ** MAX_Z > CELL && this.view.z < MAX_Z) { // they come apart before the deepest zoom
       this.view.x = (Math.min(...xs) + Math.max(...xs)) / 2;
       this.view.y = (Math.min(...ys) + Math.max(...ys)) / 2;
       const { w, h: height } = this.size;
@@ -217,7 +218,10 @@ export class FleetMap {
   // -- drawing --------------------------------------------------------------------------------
   render() {
     const rows = this.positioned();
-    if (!this.moved && rows.length !== this.fitted) this.fit();
+    if (!this.moved && (rows.length !== this.fitted || this.fittedVersion !== this.fleet.filterVersion)) {
+      this.fittedVersion = this.fleet.filterVersion;
+      this.fit();
+    }
     const { w, h: height } = this.size;
     this.svg.setAttribute("viewBox", `0 0 ${w} ${height}`);
     this.drawTiles(w, height);
