@@ -55,7 +55,12 @@ export class FleetMap {
       "Arrow keys move the map, plus and minus zoom, Tab reaches each marker, Enter opens it. The table lists the same devices.");
     const credit = attribution && this.tileUrl ? h("p", { class: "attribution" }, attribution) : null;
     const frame = h("div", { class: "map" }, this.svg, controls, this.popover, credit);
-    clear(this.root, frame, this.summary, help);
+    const key = (cls, text) => h("li", {}, h("span", { class: `swatch ${cls}`, "aria-hidden": "true" }), text);
+    const legend = h("ul", { class: "legend", "aria-label": "Map colours" }, key("lock-locked", "locked"),
+      key("lock-unlocked", "unlocked"), key("lock-locking", "moving"), key("lock-jammed", "jammed"),
+      key("lock-unknown", "unknown"), key("offline", "offline"),
+      h("li", { class: "sub" }, "a cluster takes the colour of its most urgent device"));
+    clear(this.root, frame, this.summary, legend, help);
     this.frame = frame;
     this.svg.addEventListener("pointerdown", (e) => this.pointerDown(e));
     this.svg.addEventListener("pointermove", (e) => this.pointerMove(e));
