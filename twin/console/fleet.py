@@ -156,6 +156,7 @@ class FleetView:
             return None
         vendor, _, device = key.partition("/")
         out: dict[str, Any] = {"id": key, "vendor": vendor, "device": device, "lock": "UNKNOWN", "reported": False}
+        out.update(name=None, model=None, shard=None)
         if meta is not None:
             out.update(name=meta.get("name"), model=meta.get("model"), shard=meta.get("shard"))
         if state is not None:
