@@ -74,6 +74,11 @@ async def test_login_lists_every_device_of_the_demo(stack: Stack) -> None:
     await shot(stack, phone, "fleet-phone")
     await phone.get_by_role("button", name="Map").click()
     await expect(phone.locator(".map-svg")).to_be_visible()
+    await expect(phone.locator(".markers > g").first).to_be_visible()  # fitted to the pane once it is shown
+    counts = await phone.locator(".markers > g").evaluate_all(
+        "nodes => nodes.map(n => n.dataset.kind === 'marker' ? 1 : Number(n.dataset.count))"
+    )
+    assert sum(counts) == len(positioned(stack))
     await shot(stack, phone, "map-phone")
     assert page.errors == [] and phone.errors == []  # type: ignore[attr-defined]
 
@@ -230,7 +235,11 @@ async def test_device_page_shows_its_twin_and_last_command(stack: Stack) -> None
     await page.get_by_role("button", name="Load lock users").click()
     await expect(page.locator("#users-table, #h-users ~ div .empty").first).to_be_visible(timeout=20_000)
     await shot(stack, page, "device-tuya", full=True)
-    assert page.errors == []  # type: ignore[attr-defined]
+    phone = await stack.login("operator", context=await stack.context(phone=True))
+    await open_device(phone, key)
+    await expect(phone.locator("#current-command")).to_contain_text("set_upload_interval")
+    await shot(stack, phone, "device-phone", full=True)
+    assert page.errors == [] and phone.errors == []  # type: ignore[attr-defined]
 
 
 async def test_expired_session_is_refused_and_sends_the_page_to_login(stack: Stack) -> None:

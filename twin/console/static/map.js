@@ -28,7 +28,7 @@ export class FleetMap {
     this.onOpen = onOpen;
     this.view = { x: 0.5, y: 0.5, z: MIN_Z };
     this.moved = false; // once the person pans or zooms, new devices no longer refit the view
-    this.fitted = 0;
+    this.fittedFor = ""; // what the view was last fitted to: devices, filter, size
     this.pending = false;
     this.drag = null;
     this.members = new WeakMap(); // cluster element -> its rows
@@ -71,7 +71,7 @@ export class FleetMap {
   }
 
   get size() {
-    return { w: this.frame.clientWidth || 600, h: this.frame.clientHeight || 400 };
+    return { w: this.frame.clientWidth, h: this.frame.clientHeight };
   }
 
   get scale() {
@@ -115,7 +115,6 @@ export class FleetMap {
       const z = Math.log2((w - 2 * CELL) / (span * TILE));
       this.view = { x: (x0 + x1) / 2, y: (y0 + y1) / 2, z: Math.max(MIN_Z, Math.min(16, z)) };
     }
-    this.fitted = points.length;
     this.schedule();
   }
 
@@ -222,12 +221,14 @@ export class FleetMap {
 
   // -- drawing --------------------------------------------------------------------------------
   render() {
+    const { w, h: height } = this.size;
+    if (!w || !height) return; // hidden (the list pane on a phone): drawn when it is shown
     const rows = this.positioned();
-    if (!this.moved && (rows.length !== this.fitted || this.fittedVersion !== this.fleet.filterVersion)) {
-      this.fittedVersion = this.fleet.filterVersion;
+    const fitted = `${rows.length} ${this.fleet.filterVersion} ${w}x${height}`;
+    if (!this.moved && fitted !== this.fittedFor) {
+      this.fittedFor = fitted;
       this.fit();
     }
-    const { w, h: height } = this.size;
     this.svg.setAttribute("viewBox", `0 0 ${w} ${height}`);
     this.drawTiles(w, height);
     this.drawGrid(w, height);
