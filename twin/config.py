@@ -19,6 +19,10 @@ Example::
 
     [vendors.segway]               # the adapter's own settings
     platform_code = "E123"
+
+    [console]                      # locktwin console: people log in with their own MQTT login
+    port = 8080
+    tile_url = "https://tiles.example/{z}/{x}/{y}.png"   # optional map tiles
 """
 
 from __future__ import annotations

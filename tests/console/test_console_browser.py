@@ -130,6 +130,16 @@ async def test_operator_locks_and_sees_locking_then_locked_without_a_reload(stac
     await shot(stack, page, "device-after-lock", full=True)
 
 
+async def test_a_bridges_error_is_shown_with_its_normalized_code(stack: Stack) -> None:
+    page = await stack.login("operator")
+    await page.evaluate("location.hash = '#/device/okai/not-a-scooter'")
+    await expect(page.locator("#device-status")).to_contain_text("not in any bridge's device list")
+    await page.get_by_role("button", name="Refresh from vendor").click()
+    command = page.locator("#device-commands li.command").first
+    await expect(command.locator(".step-rejected")).to_contain_text("UNKNOWN_DEVICE")
+    await expect(page.locator("#toasts")).to_contain_text("refresh: rejected: UNKNOWN_DEVICE")
+
+
 async def test_dashboard_unlock_is_shown_refused_and_never_reaches_the_vendor(stack: Stack) -> None:
     vendor, device = "okai", stack.devices["okai"][1]
     key = f"{vendor}/{device}"
