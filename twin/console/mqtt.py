@@ -91,6 +91,8 @@ class Acknowledgements:
     def _resolve(self, mid: int, answer: BrokerAnswer) -> None:
         waiting = self._waiting.pop(mid, None)
         if waiting is None:
+            if len(self._early) > 1000:  # answers to publishes that timed out are never claimed
+                self._early.clear()
             self._early[mid] = answer  # paho may call back before publish() returned the mid
             return
         waiting[1].append(answer)
