@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from contracts.messages import (
     ActionRequest,
+    BridgeActions,
     BridgeDevices,
     DeviceState,
     Event,
@@ -31,6 +32,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "DeviceState": DeviceState,
     "Event": Event,
     "BridgeDevices": BridgeDevices,
+    "BridgeActions": BridgeActions,
 }
 AVAILABILITY = {"type": "string", "enum": ["online", "offline"]}
 SESSION_MARKER = {
@@ -59,6 +61,12 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
     "event": ("{vendor}/{device}/event", "Event", "command transitions, drift, vendor alerts and faults", False),
     "bridgeState": ("bridge/{vendor}/state", "Availability", "the bridge process; its last will", True),
     "bridgeDevices": ("bridge/{vendor}/devices", "BridgeDevices", "devices with capabilities and actions", True),
+    "bridgeActions": (
+        "bridge/{vendor}/actions",
+        "BridgeActions",
+        "the vendor's action table: description and JSON Schema of each action's arguments",
+        True,
+    ),
     "bridgeDevicesPage": (
         "bridge/{vendor}/devices/{page}",
         "BridgeDevices",
@@ -85,6 +93,7 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishBridgeDevices": ("send", "bridgeDevices", None),
     "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
     "markSessionBacklog": ("send", "bridgeSession", None),
+    "publishBridgeActions": ("send", "bridgeActions", None),
 }
 
 

@@ -20,8 +20,10 @@ __all__ = [
     "DEVICE_ID_PATTERN",
     "DEVICE_ID_RE",
     "TRANSACTION_PATTERN",
+    "ActionInfo",
     "ActionRequest",
     "Availability",
+    "BridgeActions",
     "BridgeDevices",
     "CommandStatus",
     "CommandSummary",
@@ -226,6 +228,31 @@ class BridgeDevices(BaseModel):
     devices: list[DeviceEntry]
     page: int = Field(default=0, ge=0, description="0 on bridge/{vendor}/devices, n on bridge/{vendor}/devices/{n}")
     pages: int = Field(default=1, ge=1, description="how many pages the list has (pages 0 .. pages-1)")
+
+
+class ActionInfo(BaseModel):
+    """One vendor action of a bridge's action table: what it does and the JSON Schema of its arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str
+    arguments: dict[str, Any] = Field(description="JSON Schema of the payload's arguments (envelope keys aside)")
+    capability: str | None = Field(description="devices with this capability offer the action (None: every device)")
+    idempotent: bool = Field(description="may be sent again when an earlier call's outcome is unknown")
+    sensitive: bool = Field(description="its answer holds a secret (a bluetooth key): published once, never stored")
+
+
+class BridgeActions(BaseModel):
+    """Retained on ``{base}/bridge/{vendor}/actions``: the vendor's action table, for forms and validation.
+
+    Which devices offer an action is in the device list (each entry's ``actions``); this says how to
+    call it. Published with the device list on every (re)connect.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    vendor: str
+    actions: dict[str, ActionInfo]
 
 
 class EventType(StrEnum):

@@ -68,6 +68,10 @@ class Topics:
         only the bridge subscribes to it."""
         return f"{self._bridge}/session"
 
+    @property
+    def bridge_actions(self) -> str:
+        return f"{self._bridge}/actions"
+
     def bridge_devices_page(self, page: int) -> str:
         """Where page ``page`` of the device list is retained (page 0: :attr:`bridge_devices`)."""
         return self.bridge_devices if page == 0 else f"{self._bridge}/devices/{page}"

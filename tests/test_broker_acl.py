@@ -176,6 +176,18 @@ def broker(production_certs: Path) -> Iterator[Broker]:
 
 
 @contextmanager
+def acl_broker() -> Iterator[Broker]:
+    """:func:`production_broker` with certificates of its own (tests/console uses it)."""
+    directory = Path(tempfile.mkdtemp(prefix="locktwin-certs-"))
+    try:
+        make_certs(directory)
+        with production_broker(directory / "certs") as started:
+            yield started
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
 def production_broker(certs: Path) -> Iterator[Broker]:
     """mosquitto with the production files, on free ports of 127.0.0.1."""
     assert MOSQUITTO is not None

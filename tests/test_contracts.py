@@ -12,7 +12,7 @@ from referencing.jsonschema import DRAFT7
 
 import contracts
 from contracts.generate import check
-from contracts.messages import BridgeDevices, DeviceState, Event, Response, TwinDocument
+from contracts.messages import BridgeActions, BridgeDevices, DeviceState, Event, Response, TwinDocument
 from tests.fake_adapter import FakeAdapter
 from twin.testing import BridgeHarness
 
@@ -84,7 +84,13 @@ async def test_everything_published_matches_the_contract(mqtt_broker: str, tmp_p
         await h.get("d1")
         await h.publish(h.topic("d1", "set"), b"nonsense")
         await h.wait_for(lambda: any(r["status"] == "rejected" for r in h.responses("d1")))
-        models = {"twin": TwinDocument, "state": DeviceState, "event": Event, "devices": BridgeDevices}
+        models = {
+            "twin": TwinDocument,
+            "state": DeviceState,
+            "event": Event,
+            "devices": BridgeDevices,
+            "actions": BridgeActions,
+        }
         checked: dict[str, int] = {}
         for topic, payload, _, _ in h.messages:
             leaf = topic.rsplit("/", 1)[-1]
@@ -96,4 +102,4 @@ async def test_everything_published_matches_the_contract(mqtt_broker: str, tmp_p
             elif leaf in models and "/homeassistant/" not in topic:
                 models[leaf].model_validate_json(payload)
                 checked[leaf] = checked.get(leaf, 0) + 1
-        assert set(checked) == {"twin", "state", "event", "devices", "response"}, checked
+        assert set(checked) == {"twin", "state", "event", "devices", "actions", "response"}, checked

@@ -42,6 +42,7 @@ NOT_HERE = {
 SERVICES: list[tuple[re.Pattern[str], str | None]] = [
     (re.compile(r"\blocktwin run\b"), "bridge connected"),
     (re.compile(r"\blocktwin simulate\b"), "simulator on"),
+    (re.compile(r"\blocktwin console\b"), "locktwin console on"),
     (re.compile(r"\blocktwin watch(?!.*--once)"), "DEVICE"),
     (re.compile(r"^mosquitto_sub\b(?!.*\s-[CW]\s)"), None),
 ]

@@ -28,6 +28,7 @@ from twin.config import (
     load_settings,
     load_vendor_settings,
 )
+from twin.console.cli import add_console_command
 from twin.datalock import DataDirLocked
 from twin.mqtt import UnsupportedTopicError, describe_error
 from twin.operator_cli import EXIT_NO_BROKER, EXIT_TIMEOUT, OperatorClient, parse_arguments, parse_target
@@ -299,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
         "--broker", choices=("auto", "mosquitto", "embedded"), default="auto", help="auto: mosquitto if installed"
     )
     demo.set_defaults(func=_cmd_demo)
+    add_console_command(sub)
     return p
 
 

@@ -22,6 +22,10 @@ Example::
 
     [vendors.segway]               # the adapter's own settings
     platform_code = "E123"
+
+    [console]                      # locktwin console: people log in with their own MQTT login
+    port = 8080
+    tile_url = "https://tiles.example/{z}/{x}/{y}.png"   # optional map tiles
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from twin.console.settings import ConsoleSettings
 from twin.homeassistant import HomeAssistantSettings
 from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_ca, load_certificate
 
@@ -220,6 +225,7 @@ class LocktwinSettings(BaseSettings):
     bridges: dict[str, BridgeOptions] = Field(default_factory=dict)
     vendors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    console: ConsoleSettings = ConsoleSettings()
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus endpoint; None: off")
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"

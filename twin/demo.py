@@ -107,6 +107,16 @@ async def _start_vendor(
     return runtime, list(kit.device_ids)
 
 
+async def _start_console(stack: AsyncExitStack, mqtt: MqttSettings) -> str:
+    """The operator console; the demo's broker is anonymous, so it takes any username and no password."""
+    from twin.console import ConsoleSettings, serve_console
+
+    hint = "Demo broker: any username, empty password (the broker is anonymous, so everyone may unlock)."
+    settings = ConsoleSettings(port=8080 if _port_free(8080) else 0, login_hint=hint)
+    _, served = await stack.enter_async_context(serve_console(settings=settings, mqtt=mqtt, base="locktwin"))
+    return served.url
+
+
 def choose_port(requested: int | None, *, is_free: Callable[[int], bool] = _port_free) -> int:
     """MQTT's own port, else a fixed fallback, so that the lines the demo prints stay right from one
     start to the next; a random free port only when both are taken (said so)."""
@@ -135,13 +145,16 @@ def locktwin_command() -> str:
     return f"{sys.executable} -m twin.cli"
 
 
-def banner_lines(port: int, examples: dict[str, str]) -> list[str]:
+def banner_lines(port: int, examples: dict[str, str], *, console: str | None = None) -> list[str]:
     """The commands to try against this demo, as they run in another terminal."""
     cli = locktwin_command()
     pub = "mosquitto_pub" if port == DEFAULT_PORT else f"mosquitto_pub -p {port}"
     sub = "mosquitto_sub" if port == DEFAULT_PORT else f"mosquitto_sub -p {port}"
     env = "" if port == DEFAULT_PORT else f"LOCKTWIN_MQTT__URL=mqtt://127.0.0.1:{port} "
-    lines = [f"broker on 127.0.0.1:{port}; try, in another terminal:", f"  {sub} -v -t 'locktwin/#'"]
+    lines = []
+    if console is not None:
+        lines.append(f"console: {console}  (any username, empty password: the demo broker is anonymous)")
+    lines += [f"broker on 127.0.0.1:{port}; try, in another terminal:", f"  {sub} -v -t 'locktwin/#'"]
     for vendor, device in examples.items():
         lines.append(f"  {pub} -t locktwin/{vendor}/{device}/set -m UNLOCK")
     if examples:
@@ -171,7 +184,8 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
         if not runtimes:
             print("no vendor has a simulator yet", file=sys.stderr)
             return
-        banner[:] = banner_lines(port, examples)
+        console = await _start_console(stack, mqtt)
+        banner[:] = banner_lines(port, examples, console=console)
         print("\n" + "\n".join(banner) + "\nCtrl-C stops everything.\n", flush=True)
         async with anyio.create_task_group() as tg:
 

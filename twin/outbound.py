@@ -28,6 +28,8 @@ import anyio
 
 from contracts.errors import ErrorInfo
 from contracts.messages import (
+    ActionInfo,
+    BridgeActions,
     BridgeDevices,
     CommandStatus,
     DeviceEntry,
@@ -299,6 +301,23 @@ class Outbound:
         if online is not None:
             self._send(self.topics.availability(device), b"online" if online else b"offline", retain=True)
 
+    def actions_table(self) -> None:
+        """The retained action table: how to call each vendor action (forms, validation before sending)."""
+        table = BridgeActions(
+            vendor=self.topics.vendor,
+            actions={
+                name: ActionInfo(
+                    description=spec.description,
+                    arguments=spec.arguments.model_json_schema(),
+                    capability=spec.capability,
+                    idempotent=spec.idempotent,
+                    sensitive=spec.sensitive,
+                )
+                for name, spec in sorted(self.actions.items())
+            },
+        )
+        self._send(self.topics.bridge_actions, dumps(table.model_dump(mode="json")), retain=True)
+
     def devices_list(self) -> None:
         """The retained device list, in pages of at most :attr:`page_bytes` (see ``BridgeDevices``);
         pages a longer list left behind are cleared."""
@@ -337,6 +356,7 @@ class Outbound:
         the publisher one device at a time, rendered when there is room to send it.
         """
         self._published.clear()  # the broker may have lost them: publish everything again
+        self.actions_table()
         self.devices_list()
         ahead: set[str] = set()
         for cmd in self.store.unanswered_finals():

@@ -101,7 +101,10 @@ class BridgeHarness:
         self._client: aiomqtt.Client | None = None
 
     def _mqtt(self) -> MqttSettings:
-        update: dict[str, Any] = {"client_id": f"{self.base}-bridge" + (f"-{self.shard.label}" if self.shard else "")}
+        # the vendor in the id: bridges of several vendors on one base topic must not take over each other
+        update: dict[str, Any] = {
+            "client_id": f"{self.base}-{self.vendor}-bridge" + (f"-{self.shard.label}" if self.shard else "")
+        }
         if self.username is not None:
             update["username"] = self.username
         if self.password is not None:
