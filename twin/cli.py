@@ -228,6 +228,9 @@ def parser() -> argparse.ArgumentParser:
         "--broker", choices=("auto", "mosquitto", "embedded"), default="auto", help="auto: mosquitto if installed"
     )
     demo.set_defaults(func=_cmd_demo)
+    from twin.fleet.cli import register as register_fleet
+
+    register_fleet(sub)
     return p
 
 

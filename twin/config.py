@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from twin.fleet.settings import FleetSettings
 from twin.homeassistant import HomeAssistantSettings
 
 __all__ = ["BridgeOptions", "LocktwinSettings", "MqttSettings", "load_settings", "load_vendor_settings"]
@@ -113,6 +114,7 @@ class LocktwinSettings(BaseSettings):
     bridges: dict[str, BridgeOptions] = Field(default_factory=dict)
     vendors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    fleet: FleetSettings = FleetSettings()
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus endpoint; None: off")
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
