@@ -125,7 +125,13 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
         if not runtimes:
             print("no vendor has a simulator yet", file=sys.stderr)
             return
+        from twin.fleet.demo import demo_fleet
+
+        fleet = demo_fleet(mqtt, data_dir)
+        http = f"http://127.0.0.1:{fleet.settings.http_port}"
+        print(f"{'fleet':>9}: service on {http} (GET /query?q=lock%3DLOCKED, GBFS {http}/gbfs/gbfs.json)")
         _banner(port, examples)
+        print(f"  LOCKTWIN_MQTT__URL=mqtt://127.0.0.1:{port} locktwin fleet query 'vendor=okai,segway lock=LOCKED'\n")
         async with anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:
@@ -137,6 +143,7 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
             tg.start_soon(stop_on_signal)
             for runtime in runtimes:
                 tg.start_soon(runtime.run)
+            tg.start_soon(fleet.run)
             for runtime in runtimes:
                 await runtime.connected.wait()
             print(f"{len(runtimes)} bridges online")

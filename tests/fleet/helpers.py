@@ -43,11 +43,23 @@ class PolledFake(FakeAdapter):
         return [DeviceInfo(id=d, name=f"Fake {d}", capabilities=caps, poll_interval=self.POLL) for d in self.locks]
 
 
-def fake_bridge(broker_url: str, data_dir: Path, base: str, devices: Sequence[str], *, adapter: FakeAdapter | None = None,
-                options: BridgeOptions | None = None, shard: Shard | None = None) -> BridgeHarness:
+def fake_bridge(
+    broker_url: str,
+    data_dir: Path,
+    base: str,
+    devices: Sequence[str],
+    *,
+    adapter: FakeAdapter | None = None,
+    options: BridgeOptions | None = None,
+    shard: Shard | None = None,
+) -> BridgeHarness:
     return BridgeHarness(
         adapter=adapter or PolledFake(settings=FakeSettings(devices=list(devices))),
-        broker_url=broker_url, data_dir=data_dir, base_topic=base, options=options, shard=shard,
+        broker_url=broker_url,
+        data_dir=data_dir,
+        base_topic=base,
+        options=options,
+        shard=shard,
     )
 
 
@@ -60,13 +72,23 @@ async def served_simulator(cls: type[Adapter[Any]], *, devices: int) -> AsyncIte
         yield kit, served.url
 
 
-def simulator_bridge(cls: type[Adapter[Any]], kit: Any, url: str, broker_url: str, data_dir: Path, base: str, *,
-                     shard: Shard | None = None, **settings: Any) -> BridgeHarness:
+def simulator_bridge(
+    cls: type[Adapter[Any]],
+    kit: Any,
+    url: str,
+    broker_url: str,
+    data_dir: Path,
+    base: str,
+    *,
+    shard: Shard | None = None,
+    **settings: Any,
+) -> BridgeHarness:
     """A bridge of ``cls`` on a served simulator, polling every half second."""
     table = {**kit.settings(url), "poll_interval": 0.5, **settings}
     adapter_settings: BaseModel = load_vendor_settings(cls.settings_model, table)
-    return BridgeHarness(adapter=cls(settings=adapter_settings), broker_url=broker_url, data_dir=data_dir,
-                         base_topic=base, shard=shard)
+    return BridgeHarness(
+        adapter=cls(settings=adapter_settings), broker_url=broker_url, data_dir=data_dir, base_topic=base, shard=shard
+    )
 
 
 class FleetProbe:
@@ -84,8 +106,15 @@ class FleetProbe:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[FleetProbe]:
-        async with aiomqtt.Client(self.mqtt.host, self.mqtt.port, protocol=aiomqtt.ProtocolVersion.V5,
-                                  identifier=f"probe-{uuid.uuid4().hex[:8]}") as client, anyio.create_task_group() as tg:
+        async with (
+            aiomqtt.Client(
+                self.mqtt.host,
+                self.mqtt.port,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                identifier=f"probe-{uuid.uuid4().hex[:8]}",
+            ) as client,
+            anyio.create_task_group() as tg,
+        ):
             await client.subscribe(f"{self.base}/fleet/#", qos=1)
             await client.subscribe(self.reply, qos=1)
             self._client = client
@@ -118,8 +147,9 @@ class FleetProbe:
         assert self._client is not None
         await self._client.publish(topic, payload, qos=1, properties=properties, retain=retain)
 
-    async def request(self, op: str, body: dict[str, Any] | None = None, *, raw: bytes | None = None,
-                      timeout: float = 20.0) -> dict[str, Any]:
+    async def request(
+        self, op: str, body: dict[str, Any] | None = None, *, raw: bytes | None = None, timeout: float = 20.0
+    ) -> dict[str, Any]:
         transaction = f"probe-{uuid.uuid4().hex[:10]}"
         payload = raw if raw is not None else json.dumps({"transaction": transaction, **(body or {})}).encode()
         if raw is not None:
@@ -132,8 +162,9 @@ class FleetProbe:
         raw = self.retained.get(f"{self.base}/fleet/jobs/{job_id}")
         return json.loads(raw) if raw else None
 
-    async def wait_job(self, job_id: str, predicate: Callable[[dict[str, Any]], bool], *,
-                       timeout: float = 30.0) -> dict[str, Any]:
+    async def wait_job(
+        self, job_id: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 30.0
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             doc = self.job(job_id)
             return doc if doc is not None and predicate(doc) else None
@@ -146,18 +177,29 @@ class FleetProbe:
 
 
 def fleet_settings(base: str, **overrides: Any) -> FleetSettings:
-    values: dict[str, Any] = {"http_port": 0, "settle_quiet": 0.3, "answer_grace": 2.0, "client_id": f"{base}-fleet",
-                              "rule_retry": 2.0}
+    values: dict[str, Any] = {
+        "http_port": 0,
+        "settle_quiet": 0.3,
+        "answer_grace": 2.0,
+        "client_id": f"{base}-fleet",
+        "rule_retry": 2.0,
+    }
     values.update(overrides)
     return FleetSettings(**values)
 
 
 @asynccontextmanager
-async def running_fleet(broker_url: str, data_dir: Path, base: str, *, clock: Clock | None = None,
-                        **overrides: Any) -> AsyncIterator[tuple[FleetService, FleetProbe]]:
+async def running_fleet(
+    broker_url: str, data_dir: Path, base: str, *, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[tuple[FleetService, FleetProbe]]:
     """The fleet service in this event loop, and a probe connected before it."""
-    service = FleetService(settings=fleet_settings(base, **overrides), mqtt=MqttSettings(url=broker_url),
-                           data_dir=data_dir, base_topic=base, clock=clock)
+    service = FleetService(
+        settings=fleet_settings(base, **overrides),
+        mqtt=MqttSettings(url=broker_url),
+        data_dir=data_dir,
+        base_topic=base,
+        clock=clock,
+    )
     probe = FleetProbe(broker_url, base)
     async with probe.running(), anyio.create_task_group() as tg:
         tg.start_soon(service.run)
@@ -190,8 +232,9 @@ class FleetProcess:
 
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "fleet"], env=self.env, cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "twin.cli", "fleet"], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -210,5 +253,12 @@ class FleetProcess:
 
 def cli(broker_url: str, base: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LOCKTWIN_MQTT__URL": broker_url, "LOCKTWIN_BASE_TOPIC": base, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "twin.cli", "fleet", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "twin.cli", "fleet", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -84,8 +84,9 @@ async def test_query_across_two_vendors_and_shards(mqtt_broker: str, tmp_path: P
             assert refused.status_code == 400 and refused.json()["position"] == 6
 
         # and on the command line
-        done = await anyio.to_thread.run_sync(lambda: cli(mqtt_broker, base, "query", "vendor=okai lock=LOCKED",
-                                                          "--json"))
+        done = await anyio.to_thread.run_sync(
+            lambda: cli(mqtt_broker, base, "query", "vendor=okai lock=LOCKED", "--json")
+        )
         assert done.returncode == 0, done.stderr
         rows = [json.loads(line) for line in done.stdout.splitlines()]
         assert sorted(r["device"] for r in rows) == sorted(okai_kit.device_ids[1:])

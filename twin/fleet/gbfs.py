@@ -14,8 +14,12 @@ The rules of the specification that matter here:
 - ``current_fuel_percent`` is 0 to 1; ``current_range_meters`` is given for every motorised type
   (the vendor's reported range, else battery x ``max_range_meters``; a vehicle with neither is
   left out);
-- data at most 5 minutes old: a vehicle whose last report is older than ``max_age`` is left out;
-  ``last_updated`` is the newest report listed, ``ttl`` from the configuration;
+- data at most 5 minutes old: the bridges republish a device's state only when it changes, so a
+  parked vehicle's ``updated_at`` (its ``last_reported``) is its last change. While every bridge
+  process of the vendor is online (its retained ``bridge/.../state``) the service is following its
+  devices live, and ``last_updated`` is now (in steps of ``status_ttl``, so the ETag holds); a
+  vendor whose bridge is away keeps only vehicles that changed within ``max_age``, and
+  ``last_updated`` is then the newest report listed;
 - each file carries an ETag of its body (a ``If-None-Match`` that matches gets 304).
 """
 

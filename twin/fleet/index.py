@@ -130,6 +130,8 @@ class FleetIndex:
         #: sorted (value, key) of other numeric state values, made when a query first ranges over one
         self.sorted_values: dict[str, SortedList] = {}
         self.areas: dict[str, Area] = {}
+        #: (vendor, shard or "") -> whether that bridge says it is online (its retained state)
+        self.bridges: dict[tuple[str, str], bool] = {}
         #: (vendor, shard or "") -> page -> device ids of that page of the bridge's device list
         self._lists: dict[tuple[str, str], dict[int, list[str]]] = {}
         self._pages: dict[tuple[str, str], int] = {}
@@ -304,6 +306,18 @@ class FleetIndex:
             for extra in [p for p in book if p >= pages]:
                 del book[extra]
         self._relist(vendor)
+
+    def apply_bridge_state(self, vendor: str, shard: str, payload: bytes) -> None:
+        """A bridge's (or shard's) retained ``online`` / ``offline``."""
+        if payload in (b"online", b"offline"):
+            self.bridges[(vendor, shard)] = payload == b"online"
+        else:
+            self.bridges.pop((vendor, shard), None)
+
+    def vendor_live(self, vendor: str) -> bool:
+        """Every bridge process of the vendor is online: its devices' states are being followed."""
+        states = [up for (v, _), up in self.bridges.items() if v == vendor]
+        return bool(states) and all(states)
 
     def clear_device_list(self, vendor: str, shard: str) -> None:
         self._lists.pop((vendor, shard), None)

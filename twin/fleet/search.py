@@ -158,8 +158,11 @@ class Search:
             if term.op == "=" and not any(_GLOB.search(v) for v in term.values):
                 keys = {f"{v}/{d}" for v in ix.by_vendor for d in term.values} & ix.records.keys()
                 return _Clause(sets=[keys], test=lambda r: match(r.device))
-            if term.op == "=" and all(_GLOB.search(v) is None for v in (p[:-1] for p in term.values if p[-1] == "*")) \
-                    and all(v.endswith("*") for v in term.values):
+            if (
+                term.op == "="
+                and all(_GLOB.search(v) is None for v in (p[:-1] for p in term.values if p[-1] == "*"))
+                and all(v.endswith("*") for v in term.values)
+            ):
                 # prefixes (id=SIM00*): ranges of the ordered keys, per vendor
                 found = set()
                 for vendor in ix.by_vendor:

@@ -199,6 +199,7 @@ class FleetService:
             f"{b}/bridge/+/devices/+",
             f"{b}/bridge/+/shards/+/devices",
             f"{b}/bridge/+/shards/+/devices/+",
+            f"{b}/bridge/+/shards/+/state",
         ]
         if self.reply_topic is None:  # MQTT 3.1.1: answers come on the devices' response topics
             topics.append(f"{b}/+/+/response/+")
@@ -224,7 +225,7 @@ class FleetService:
         elif len(parts) == 4 and parts[2] == "response" and parts[0] not in _NOT_VENDORS:
             self.sender.on_answer(payload)
         elif parts[0] == "bridge" and len(parts) >= 3:
-            self._on_devices(parts, payload)
+            self._on_bridge(parts, payload)
 
     def _on_state(self, vendor: str, device: str, payload: bytes) -> None:
         doc = _object(payload)
@@ -248,11 +249,15 @@ class FleetService:
         if change.command_before != change.record.command:
             self.rules.consider(change.record)
 
-    def _on_devices(self, parts: list[str], payload: bytes) -> None:
+    def _on_bridge(self, parts: list[str], payload: bytes) -> None:
         vendor = parts[1]
         shard = parts[3] if len(parts) >= 5 and parts[2] == "shards" else ""
         tail = parts[5:] if shard else parts[3:]
-        if (parts[2] if not shard else parts[4]) != "devices" or len(tail) > 1:
+        leaf = parts[4] if shard else parts[2]
+        if leaf == "state" and not tail:  # the bridge's availability (its last will)
+            self.index.apply_bridge_state(vendor, shard, payload)
+            return
+        if leaf != "devices" or len(tail) > 1:
             return
         doc = _object(payload)
         if doc is None:
