@@ -100,6 +100,8 @@ class FleetProbe:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.retained: dict[str, bytes] = {}
         self.answers: dict[str, dict[str, Any]] = {}
+        #: answers on the reply topic by their correlation data
+        self.correlated: dict[bytes, dict[str, Any]] = {}
         self._changed = anyio.Event()
         self.reply = f"{base}-replies/probe-{uuid.uuid4().hex[:6]}"
         self._client: aiomqtt.Client | None = None
@@ -134,6 +136,9 @@ class FleetProbe:
                 doc = json.loads(payload)
                 if doc.get("transaction"):
                     self.answers[doc["transaction"]] = doc
+                correlation = getattr(message.properties, "CorrelationData", None)
+                if topic == self.reply and correlation:
+                    self.correlated[bytes(correlation)] = doc
             self._changed.set()
             self._changed = anyio.Event()
 
@@ -152,10 +157,9 @@ class FleetProbe:
     ) -> dict[str, Any]:
         transaction = f"probe-{uuid.uuid4().hex[:10]}"
         payload = raw if raw is not None else json.dumps({"transaction": transaction, **(body or {})}).encode()
-        if raw is not None:
-            transaction = json.loads(raw)["transaction"]
-        await self.publish(f"{self.base}/fleet/request/{op}", payload, properties=v5_reply(self.reply, b"c"))
-        result: dict[str, Any] = await self.wait_for(lambda: self.answers.get(transaction), timeout=timeout)
+        correlation = transaction.encode()
+        await self.publish(f"{self.base}/fleet/request/{op}", payload, properties=v5_reply(self.reply, correlation))
+        result: dict[str, Any] = await self.wait_for(lambda: self.correlated.get(correlation), timeout=timeout)
         return result
 
     def job(self, job_id: str) -> dict[str, Any] | None:
@@ -262,3 +266,16 @@ def cli(broker_url: str, base: str, *args: str, timeout: float = 60.0) -> subpro
         timeout=timeout,
         check=False,
     )
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, step: float = 0.1) -> None:
+    """Until ``check()`` (a coroutine function or a plain one) is true: for what no event announces
+    (an answer of the service to a repeated query, a vendor call in another task)."""
+    with anyio.fail_after(timeout):
+        while True:
+            result = check()
+            if hasattr(result, "__await__"):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(step)

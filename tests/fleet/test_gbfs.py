@@ -73,9 +73,9 @@ class Demo:
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers with lowercase names, body)."""
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - a local test server
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
@@ -140,7 +140,7 @@ def test_demo_feed_is_valid_gbfs_and_hides_vehicles_in_use(tmp_path: Path) -> No
         assert failed["summary"]["hasErrors"] and set(errors_of(failed)) == {"vehicle_status.json"}
 
         # a rental: the scooter leaves the feed while UNLOCKED and comes back with a new vehicle_id
-        okai = [line for line in demo.lines if re.match(r"^\s*okai: simulator", line)][0]
+        okai = next(line for line in demo.lines if re.match(r"^\s*okai: simulator", line))
         scooter = okai.rsplit("devices ", 1)[1].split(",")[0].strip()
         before = {v["vehicle_id"] for v in vehicles(feed)}
         command(port, f"locktwin/okai/{scooter}/set", "UNLOCKED")

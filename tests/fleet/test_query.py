@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -16,7 +17,7 @@ from bridges.segway.adapter import SegwayAdapter
 from contracts.fleet import QueryResult
 from twin.shard import Shard
 
-from .helpers import cli, running_fleet, served_simulator, simulator_bridge
+from .helpers import cli, eventually, running_fleet, served_simulator, simulator_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -40,12 +41,11 @@ async def test_query_across_two_vendors_and_shards(mqtt_broker: str, tmp_path: P
             data: dict[str, object] = answer["data"]
             return data
 
-        async def settled() -> None:  # every device polled: a battery and a known lock state
-            with anyio.fail_after(20):
-                while (await query("battery>=0 lock=LOCKED"))["total"] != len(everyone):
-                    await anyio.sleep(0.2)
+        async def total(q: str) -> object:
+            return (await query(q))["total"]
 
-        await settled()
+        # every device polled: a battery and a known lock state
+        await eventually(lambda: _is(total("battery>=0 lock=LOCKED"), len(everyone)), timeout=20)
         result = await query("vendor=okai,segway", limit=4)
         assert result["total"] == 7
         first = [f"{r['vendor']}/{r['device']}" for r in result["rows"]]  # type: ignore[index, union-attr]
@@ -58,9 +58,7 @@ async def test_query_across_two_vendors_and_shards(mqtt_broker: str, tmp_path: P
         # an unlock through OKAI's bridge shows in the index; the filter combines the terms
         target = okai_kit.device_ids[0]
         assert (await okai.set(target, {"lock": "UNLOCKED"}))["status"] == "succeeded"
-        with anyio.fail_after(10):
-            while (await query("lock=UNLOCKED"))["total"] != 1:
-                await anyio.sleep(0.1)
+        await eventually(lambda: _is(total("lock=UNLOCKED"), 1))
         unlocked = await query("vendor=okai lock=UNLOCKED battery>0 pending=false")
         assert [r["device"] for r in unlocked["rows"]] == [target]  # type: ignore[index, union-attr]
         assert (await query(f"id={target[:10]}* lock!=UNLOCKED"))["total"] == 2
@@ -92,3 +90,7 @@ async def test_query_across_two_vendors_and_shards(mqtt_broker: str, tmp_path: P
         assert sorted(r["device"] for r in rows) == sorted(okai_kit.device_ids[1:])
         wrong = await anyio.to_thread.run_sync(lambda: cli(mqtt_broker, base, "query", "lock=OPEN"))
         assert wrong.returncode == 3 and "^" in wrong.stderr and "'lock' takes one of" in wrong.stderr
+
+
+async def _is(value: Any, expected: object) -> bool:
+    return bool(await value == expected)

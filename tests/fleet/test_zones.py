@@ -9,13 +9,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from contracts.fleet import ZoneDocument, ZoneEvent, ZoneList
 from tests.fake_adapter import FakeSettings
 
-from .helpers import FINAL_JOB, PolledFake, fake_bridge, running_fleet
+from .helpers import FINAL_JOB, PolledFake, eventually, fake_bridge, running_fleet
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +60,10 @@ async def test_zone_events_queries_jobs_and_keep_locked(mqtt_broker: str, tmp_pa
             return sorted(r["device"] for r in answer["data"]["rows"])
 
         async def until(q: str, expected: list[str]) -> None:
-            with anyio.fail_after(10):
-                while await members(q) != expected:
-                    await anyio.sleep(0.1)
+            async def check() -> bool:
+                return await members(q) == expected
+
+            await eventually(check)
 
         await until("zone=station", ["z1", "z2", "z3"])  # from the file; loaded states raise no events
         put = await probe.request(
@@ -96,9 +96,7 @@ async def test_zone_events_queries_jobs_and_keep_locked(mqtt_broker: str, tmp_pa
         await until("zone=old-town lock=UNLOCKED", ["z3"])
         # found UNLOCKED with no command behind it (a rider forced it): locked by the rule
         adapter.locks["z0"].locked = False
-        with anyio.fail_after(10):
-            while ("z0", "lock") not in adapter.calls:  # the rule's command reached the vendor
-                await anyio.sleep(0.05)
+        await eventually(lambda: ("z0", "lock") in adapter.calls)  # the rule's command reached the vendor
         await until("zone=old-town lock=LOCKED", ["z0"])
         service.rules.sweep_once()
         assert service.rules.outstanding == {}
