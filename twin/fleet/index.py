@@ -22,7 +22,7 @@ from typing import Any
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from contracts.messages import CommandStatus, LockState
-from twin.fleet.geo import Area
+from twin.fleet.geo import Area, BoundingBox
 
 __all__ = ["Change", "CommandView", "DeviceRecord", "FleetIndex", "device_key"]
 
@@ -31,6 +31,12 @@ _PENDING = frozenset({CommandStatus.ACCEPTED.value, CommandStatus.SENT.value, Co
 #: state keys held as attributes of the record (the rest of its scalars go to ``values``)
 CORE_KEYS = frozenset({"lock", "online", "battery", "latitude", "longitude", "updated_at"})
 _NO_ZONES: frozenset[str] = frozenset()
+#: degrees of a cell of the position grid (about 1.1 km of latitude)
+CELL = 0.01
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return int(lat // CELL), int(lon // CELL)
 
 
 def device_key(vendor: str, device: str) -> str:
@@ -127,6 +133,8 @@ class FleetIndex:
         self.reported: SortedList = SortedList()
         #: names of the scalar state values seen so far (query fields), with how many devices have each
         self.value_names: dict[str, int] = {}
+        #: devices by the grid cell of their position (near and bbox terms start from the cells)
+        self.grid: dict[tuple[int, int], set[str]] = {}
         #: sorted (value, key) of other numeric state values, made when a query first ranges over one
         self.sorted_values: dict[str, SortedList] = {}
         self.areas: dict[str, Area] = {}
@@ -167,6 +175,7 @@ class FleetIndex:
             self.battery.discard((rec.battery, key))
         if rec.updated_at is not None:
             self.reported.discard((rec.updated_at, key))
+        self._regrid(key, rec.latitude, rec.longitude, None, None)
         for name in rec.values:
             self._count_name(name, -1)
         for name, ordered in self.sorted_values.items():
@@ -180,6 +189,33 @@ class FleetIndex:
             pairs = ((_number(r.values.get(name)), k) for k, r in self.records.items())
             ordered = self.sorted_values[name] = SortedList((v, k) for v, k in pairs if v is not None)
         return ordered
+
+    def _regrid(
+        self, key: str, lat: float | None, lon: float | None, new_lat: float | None, new_lon: float | None
+    ) -> None:
+        if lat is not None and lon is not None:
+            cell = _cell(lat, lon)
+            members = self.grid.get(cell)
+            if members is not None:
+                members.discard(key)
+                if not members:
+                    del self.grid[cell]
+        if new_lat is not None and new_lon is not None:
+            self.grid.setdefault(_cell(new_lat, new_lon), set()).add(key)
+
+    def within(self, box: BoundingBox) -> set[str]:
+        """Devices whose grid cell meets ``box`` (a superset of those inside it)."""
+        (south, west), (north, east) = _cell(box.south, box.west), _cell(box.north, box.east)
+        found: set[str] = set()
+        if (north - south + 1) * (east - west + 1) <= len(self.grid):
+            for row in range(south, north + 1):
+                for column in range(west, east + 1):
+                    found.update(self.grid.get((row, column), ()))
+        else:  # a box larger than the occupied cells: look at those
+            for (row, column), members in self.grid.items():
+                if south <= row <= north and west <= column <= east:
+                    found.update(members)
+        return found
 
     def _count_name(self, name: str, delta: int) -> None:
         count = self.value_names.get(name, 0) + delta
@@ -249,6 +285,7 @@ class FleetIndex:
         entered: tuple[str, ...] = ()
         left: tuple[str, ...] = ()
         if moved:
+            self._regrid(key, rec.latitude, rec.longitude, lat, lon)
             rec.latitude, rec.longitude = lat, lon
             entered, left = self._relocate(rec)
         return Change(

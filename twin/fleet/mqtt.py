@@ -29,11 +29,13 @@ def fleet_client(
     persistent: bool = False,
     will: aiomqtt.Will | None = None,
     max_queued_incoming: int = 0,
+    v5: bool = True,
 ) -> aiomqtt.Client:
     """A client of ``mqtt``'s broker; ``persistent``: the broker keeps its session (and queues its
-    QoS 1 messages) for ``mqtt.session_expiry`` seconds while it is away."""
+    QoS 1 messages) for ``mqtt.session_expiry`` seconds while it is away; ``v5=False``: MQTT 3.1.1
+    even where the settings say 5 (for a client that needs none of its features)."""
     session: dict[str, Any]
-    if mqtt.protocol == "5":
+    if mqtt.protocol == "5" and v5:
         session = {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": not persistent}
         if persistent:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

@@ -44,15 +44,19 @@ class Pacer:
         self.tolerance = max(0.0, burst)
         self._tat: float | None = None  # the theoretical arrival time of the next event
 
+    def take(self) -> bool:
+        """One event now, if the rate allows it (never waits)."""
+        now = anyio.current_time()
+        tat = now if self._tat is None else max(self._tat, now)
+        if tat - self.tolerance - now > 0:
+            return False
+        self._tat = tat + self.interval
+        return True
+
     async def wait(self) -> None:
-        while True:
-            now = anyio.current_time()
-            tat = now if self._tat is None else max(self._tat, now)
-            early = tat - self.tolerance - now
-            if early <= 0:
-                self._tat = tat + self.interval
-                return
-            await anyio.sleep(early)
+        while not self.take():
+            assert self._tat is not None
+            await anyio.sleep(max(0.0, self._tat - self.tolerance - anyio.current_time()))
 
 
 def outcome_status(outcome: Outcome) -> ExecutionStatus:
@@ -125,8 +129,16 @@ class JobRun:
             await pacer.wait()
             if self.paused or self.stopped or len(self.in_flight) >= limit:
                 continue  # the same execution waits for its turn again
-            self.queue.popleft()
-            self._send(row)
+            # what else the pacer lets go now (a late wake-up) is marked in the same commit
+            batch = [self.queue.popleft()]
+            while (
+                self.queue
+                and len(self.in_flight) + len(batch) < limit
+                and not self._already_done(self.queue[0])
+                and pacer.take()
+            ):
+                batch.append(self.queue.popleft())
+            self._send_batch(batch)
         self._check_done()
         await self.done.wait()
 
@@ -164,12 +176,17 @@ class JobRun:
             on_final=self._answered,
         )
 
-    def _send(self, row: ExecutionRow, *, again: bool = False) -> None:
-        if not again:
-            row.status, row.issued_at = ExecutionStatus.IN_PROGRESS, time.time()
-            self.store.mark_sent(row)  # durable before it goes out
+    def _send_batch(self, rows: list[ExecutionRow]) -> None:
+        now = time.time()
+        for row in rows:
+            row.status, row.issued_at = ExecutionStatus.IN_PROGRESS, now
+        self.store.mark_sent(rows)  # durable before they go out
+        for row in rows:
             self._count(ExecutionStatus.QUEUED, ExecutionStatus.IN_PROGRESS)
             self.on_execution(row, ExecutionStatus.QUEUED)
+            self._send(row)
+
+    def _send(self, row: ExecutionRow, *, again: bool = False) -> None:
         self.in_flight[row.txn] = row
         self.sender.send(self._command(row), again=again)
 

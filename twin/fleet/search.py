@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from contracts.messages import LockState
-from twin.fleet.geo import BoundingBox, distance_m
+from twin.fleet.geo import BoundingBox, Circle, distance_m
 from twin.fleet.index import DeviceRecord, FleetIndex
 from twin.fleet.query import QueryError, Term, parse_duration, parse_filter, parse_sort
 
@@ -57,7 +57,7 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 _TRUE, _FALSE = frozenset({"true", "yes", "1"}), frozenset({"false", "no", "0"})
 _GLOB = re.compile(r"[*?\[]")
 _NUMBER_TYPES = frozenset({int, float})
-_SORTS = ("id", "vendor", "device", "battery", "age", "lock", "online")
+_SORTS = ("id", "vendor", "device", "battery", "age", "updated_at", "lock", "online")
 
 
 @dataclass
@@ -67,6 +67,8 @@ class _Clause:
     sets: list[set[str]] = field(default_factory=list)
     negate: bool = False
     test: Callable[[DeviceRecord], bool] | None = None
+    #: False: the sets hold a superset of the matches (grid cells), the test decides
+    exact: bool = True
     #: a lazily materialised range of a sorted list: (size, make)
     ranged: tuple[int, Callable[[], set[str]]] | None = None
 
@@ -205,20 +207,24 @@ class Search:
             except ValueError as exc:
                 raise term.fail(str(exc)) from None
             return _Clause(
+                sets=[ix.within(box)],
+                exact=False,
                 test=lambda r: (
                     r.longitude is not None and r.latitude is not None and box.contains(r.longitude, r.latitude)
-                )
+                ),
             )
         if name == "near":
             lon, lat, radius = _floats(term, 3, "longitude,latitude,metres")
             if not (-180 <= lon <= 180 and -90 <= lat <= 90) or radius <= 0:
                 raise term.fail("'near' takes longitude,latitude,metres (longitude first, a radius above 0)")
             return _Clause(
+                sets=[ix.within(Circle(lon, lat, radius).bbox)],
+                exact=False,
                 test=lambda r: (
                     r.longitude is not None
                     and r.latitude is not None
                     and distance_m(lon, lat, r.longitude, r.latitude) <= radius
-                )
+                ),
             )
         if name == "age":
             if len(term.values) != 1:
@@ -312,6 +318,8 @@ class Search:
         tests = []
         for i, clause in enumerate(clauses):
             if i == first:
+                if not clause.exact and clause.test is not None:
+                    tests.append(clause.test)
                 continue
             if clause.sets and clause.ranged is None:
                 union = clause.sets[0] if len(clause.sets) == 1 else set().union(*clause.sets)
@@ -319,7 +327,7 @@ class Search:
                     keys -= union
                 else:
                     keys &= union
-                if clause.test is not None:
+                if not clause.exact and clause.test is not None:
                     tests.append(clause.test)
             elif clause.test is not None:
                 tests.append(clause.test)
@@ -344,6 +352,8 @@ class Search:
         started = time.perf_counter()
         clauses = self.compile(text)
         name, descending = parse_sort(sort)
+        if name == "age":  # youngest first is the newest report first
+            name, descending = "updated_at", not descending
         if name not in _SORTS and name not in self.index.value_names:
             raise QueryError(f"cannot sort by {name!r} (sort by {', '.join(_SORTS)} or a state value)", 1)
         keys = self._filter(clauses)
@@ -364,8 +374,6 @@ class Search:
         return ((1 if present else 0) if descending else (0 if present else 1), value if present else 0, rec.key)
 
     def _sort_value(self, rec: DeviceRecord, name: str) -> Any:
-        if name == "age":
-            return None if rec.updated_at is None else -rec.updated_at
         value = rec.value(name)
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             return None if not isinstance(value, bool) else int(value)
@@ -380,54 +388,64 @@ class Search:
             key = self._sort_key(rec, name, descending)
             return after is None or (key < after if descending else key > after)
 
-        # a walk of an ordered structure meets (skip + need) * N / R devices to find its page; sorting
-        # the R matches costs about R log R: walk when the matches are that dense
-        walked = self._walk(keys, name, descending, after)
+        # a walk of an ordered structure meets (skip + need) * N / R devices to find its page if the
+        # matches are spread evenly, and sorting the R matches costs about R log R: walk when they are
+        # that dense, and sort after all when the walk meets too many others (the filter ranges over
+        # the sort field, say: battery<30 sorted by -battery starts among the full batteries)
+        walked = self._walk(name, descending, after)
         if walked is not None and (skip + need) * len(records) <= 4 * len(keys) * len(keys):
-            out = []
+            out: list[DeviceRecord] = []
+            budget, skip_first = 4 * len(keys) + 1000, skip
             for key in walked:
+                budget -= 1
+                if budget < 0:
+                    break
+                if key not in keys:
+                    continue
                 if skip:
                     skip -= 1
                     continue
                 out.append(records[key])
                 if len(out) >= need:
                     return out
-            if name in ("id", "vendor", "device"):
-                return out
-            # the walk covers the devices that have the value; those without it come last, by key
-            missing = sorted((k for k in keys if self._sort_value(records[k], name) is None), reverse=descending)
-            rest = [records[k] for k in missing if later(records[k])]
-            return out + rest[skip : skip + need - len(out)]
+            else:
+                if name in ("id", "vendor", "device"):
+                    return out
+                # the walk covers the devices that have the value; those without it come last, by key
+                missing = sorted((k for k in keys if self._sort_value(records[k], name) is None), reverse=descending)
+                rest = [records[k] for k in missing if later(records[k])]
+                return out + rest[skip : skip + need - len(out)]
+            skip = skip_first
         chosen = [records[k] for k in keys]
         chosen.sort(key=lambda r: self._sort_key(r, name, descending), reverse=descending)
         if after is not None:
             chosen = [r for r in chosen if later(r)]
         return chosen[skip : skip + need]
 
-    def _walk(self, keys: set[str], name: str, descending: bool, after: tuple[Any, ...] | None) -> Iterator[str] | None:
-        """Matching keys in the order of one of the index's ordered structures (None: there is none)."""
+    def _walk(self, name: str, descending: bool, after: tuple[Any, ...] | None) -> Iterator[str] | None:
+        """Every key after ``after`` in the order of one of the index's structures (None: there is none)."""
         ix = self.index
         if name in ("id", "vendor", "device"):
             ordered = ix.ordered
             if descending:
                 stop = len(ordered) if after is None else ordered.bisect_left(after[1])
-                return (k for k in ordered.islice(0, stop, reverse=True) if k in keys)
+                return (k for k in ordered.islice(0, stop, reverse=True))
             start = 0 if after is None else ordered.bisect_right(after[1])
-            return (k for k in ordered.islice(start) if k in keys)
-        if name not in ("battery", "age"):
+            return (k for k in ordered.islice(start))
+        if name not in ("battery", "updated_at"):
             return None
         pairs = ix.battery if name == "battery" else ix.reported
-        reverse = descending if name == "battery" else not descending  # age ascending: newest report first
+        reverse = descending
         if after is None:
             start = len(pairs) if reverse else 0
         elif after[0] == (1 if descending else 0):  # the cursor is a device with a value
-            pivot = (after[1] if name == "battery" else -after[1], after[2])
+            pivot = (after[1], after[2])
             start = pairs.bisect_left(pivot) if reverse else pairs.bisect_right(pivot)
         else:  # past every device with a value: only those without one are left
             return iter(())
         if reverse:
-            return (k for _, k in pairs.islice(0, start, reverse=True) if k in keys)
-        return (k for _, k in pairs.islice(start) if k in keys)
+            return (k for _, k in pairs.islice(0, start, reverse=True))
+        return (k for _, k in pairs.islice(start))
 
 
 def _encode_cursor(name: str, descending: bool, key: tuple[Any, ...]) -> str:

@@ -203,7 +203,9 @@ class FleetService:
         ]
         if self.reply_topic is None:  # MQTT 3.1.1: answers come on the devices' response topics
             topics.append(f"{b}/+/+/response/+")
-        async with fleet_client(self.mqtt, identifier=f"{self.client_id}-index") as client:
+        # MQTT 3.1.1: the follower needs no v5 feature, and paho decodes the properties of every v5
+        # message into an object of its own (~30 % of the follower's time on 100,000 retained states)
+        async with fleet_client(self.mqtt, identifier=f"{self.client_id}-index", v5=False) as client:
             await client.subscribe([(t, 1) for t in topics])
             self._last_retained = time.monotonic()
             self._following.set()

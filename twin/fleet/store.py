@@ -248,12 +248,12 @@ class FleetStore:
                 ],
             )
 
-    def mark_sent(self, row: ExecutionRow) -> None:
-        """IN_PROGRESS, committed before the command goes out."""
+    def mark_sent(self, rows: list[ExecutionRow]) -> None:
+        """IN_PROGRESS, committed before their commands go out."""
         with self.transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE executions SET status=?, issued_at=? WHERE job_id=? AND run=? AND seq=?",
-                (row.status, row.issued_at, row.job_id, row.run, row.seq),
+                [(row.status, row.issued_at, row.job_id, row.run, row.seq) for row in rows],
             )
 
     def finish_later(self, row: ExecutionRow) -> None:
