@@ -29,7 +29,15 @@ def fleet_requests(tmp_path: Path) -> Iterator[FleetRequests]:
     topics = FleetTopics("lt")
     sender = CommandSender(base="lt", reply_topic="r", publish=lambda t, p, props: None, grace=1.0)
     zones = ZoneBook(store=store, index=index, topics=topics, send=lambda t, p, r: sent.append((t, p, r)))
-    jobs = JobManager(store=store, index=index, search=search, sender=sender, topics=topics,
-                      send=lambda t, p, r: sent.append((t, p, r)), clock=ManualClock(), ready=anyio.Event())
+    jobs = JobManager(
+        store=store,
+        index=index,
+        search=search,
+        sender=sender,
+        topics=topics,
+        send=lambda t, p, r: sent.append((t, p, r)),
+        clock=ManualClock(),
+        ready=anyio.Event(),
+    )
     yield FleetRequests(search=search, jobs=jobs, zones=zones, max_bytes=1024 * 1024)
     store.close()

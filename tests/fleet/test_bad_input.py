@@ -28,16 +28,27 @@ GARBAGE = [
 ]
 WRONG = {
     "query": ({"q": 42}, "q: Input should be a valid string"),
-    "job_create": ({"target": {"query": "vendor=fake"}, "operation": {"kind": "set", "field": "lock",
-                                                                      "value": "LOCKED"}, "rollot": {}},
-                   "rollot: Extra inputs are not permitted"),
+    "job_create": (
+        {
+            "target": {"query": "vendor=fake"},
+            "operation": {"kind": "set", "field": "lock", "value": "LOCKED"},
+            "rollot": {},
+        },
+        "rollot: Extra inputs are not permitted",
+    ),
     "job_list": ({"status": "DONE"}, "status: Input should be"),
     "job_show": ({}, "job_id: Field required"),
     "job_pause": ({"job_id": "no such job"}, "job_id: String should match pattern"),
     "job_resume": ({"job_id": "job-nope"}, "no job 'job-nope'"),
     "job_cancel": ({"job_id": 7}, "job_id: Input should be a valid string"),
-    "zone_put": ({"id": "z", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
-                  "rules": ["no_smoking"]}, "rules.0: Input should be"),
+    "zone_put": (
+        {
+            "id": "z",
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
+            "rules": ["no_smoking"],
+        },
+        "rules.0: Input should be",
+    ),
     "zone_delete": ({"zone_id": "missing"}, "no zone 'missing'"),
     "zone_list": ({"transaction": ""}, "transaction: String should match pattern"),
 }
@@ -48,10 +59,12 @@ async def test_every_request_topic_answers_bad_input(mqtt_broker: str, tmp_path:
     async with running_fleet(mqtt_broker, tmp_path, base) as (service, probe):
         assert set(WRONG) == set(FLEET_OPS)
         for op in FLEET_OPS:
-            for n, (payload, expected) in enumerate(GARBAGE):
+            for n, (payload, _) in enumerate(GARBAGE):
                 # the transaction is unreadable in garbage: answers are told apart by correlation data
                 correlation = f"{op}-{n}".encode()
-                await probe.publish(f"{base}/fleet/request/{op}", payload, properties=v5_reply(probe.reply, correlation))
+                await probe.publish(
+                    f"{base}/fleet/request/{op}", payload, properties=v5_reply(probe.reply, correlation)
+                )
             body, expected = WRONG[op]
             answer = await probe.request(op, body)
             Response.model_validate(answer)
@@ -68,12 +81,16 @@ async def test_every_request_topic_answers_bad_input(mqtt_broker: str, tmp_path:
         assert unknown["error"]["code"] == "UNSUPPORTED" and "job_create" in unknown["error"]["message"]
         await probe.publish(f"{base}/fleet/request/zone_list", b"{}", retain=True)
         await probe.publish(f"{base}/fleet/request/zone_list", b"", retain=True)  # clears it again
-        retained = await probe.wait_for(lambda: [json.loads(p) for t, p, _ in probe.messages
-                                                 if t == f"{base}/fleet/response/zone_list"])
+        retained = await probe.wait_for(
+            lambda: [json.loads(p) for t, p, _ in probe.messages if t == f"{base}/fleet/response/zone_list"]
+        )
         assert retained[0]["error"]["code"] == "RETAINED_COMMAND"
         # an answer may not be sent into the contract's own tree
-        await probe.publish(f"{base}/fleet/request/zone_list", b'{"transaction":"t-spoof"}',
-                            properties=v5_reply(f"{base}/fleet/zones/evil", b"x"))
+        await probe.publish(
+            f"{base}/fleet/request/zone_list",
+            b'{"transaction":"t-spoof"}',
+            properties=v5_reply(f"{base}/fleet/zones/evil", b"x"),
+        )
         refused = await probe.wait_for(lambda: probe.answers.get("t-spoof"))
         assert refused["status"] == "rejected" and "response topic" in refused["error"]["message"]
         assert f"{base}/fleet/zones/evil" not in probe.retained
@@ -82,15 +99,38 @@ async def test_every_request_topic_answers_bad_input(mqtt_broker: str, tmp_path:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(op=st.sampled_from([*FLEET_OPS, "nope"]), payload=st.one_of(
-    st.binary(max_size=300),
-    st.dictionaries(st.sampled_from(["q", "job_id", "zone_id", "target", "operation", "geometry", "id", "rules",
-                                     "sort", "limit", "cursor", "schedule", "rollout", "transaction"]),
-                    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                              max_size=3),
-                                 max_leaves=8), max_size=5).map(lambda d: json.dumps(d).encode()),
-))
+@given(
+    op=st.sampled_from([*FLEET_OPS, "nope"]),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "q",
+                    "job_id",
+                    "zone_id",
+                    "target",
+                    "operation",
+                    "geometry",
+                    "id",
+                    "rules",
+                    "sort",
+                    "limit",
+                    "cursor",
+                    "schedule",
+                    "rollout",
+                    "transaction",
+                ]
+            ),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                max_leaves=8,
+            ),
+            max_size=5,
+        ).map(lambda d: json.dumps(d).encode()),
+    ),
+)
 def test_any_payload_gets_an_answer_of_the_contract(fleet_requests: FleetRequests, op: str, payload: bytes) -> None:
     answer = fleet_requests.handle(op, payload)
     Response.model_validate(answer)

@@ -45,8 +45,11 @@ def search() -> Search:
     for vendor, device, doc in rows:
         index.apply_state(vendor, device, doc)
     index.apply_twin("segway", "SN01", {"hold": "LOCKED", "command": None})
-    index.apply_twin("okai", "861001", {"command": {"transaction": "t", "kind": "set", "name": "lock",
-                                                    "value": "UNLOCKED", "status": "sent"}})
+    index.apply_twin(
+        "okai",
+        "861001",
+        {"command": {"transaction": "t", "kind": "set", "name": "lock", "value": "UNLOCKED", "status": "sent"}},
+    )
     return Search(index=index, clock=lambda: NOW)
 
 
@@ -127,7 +130,7 @@ def test_terms(search: Search) -> None:
 def test_sort_and_pages(search: Search) -> None:
     assert [r.battery for r in search.page("", sort="-battery").rows] == [99, 80, 55, 15, 5, None]
     assert [r.battery for r in search.page("", sort="battery").rows] == [5, 15, 55, 80, 99, None]
-    assert [r.key for r in search.page("", sort="-id").rows][0] == "tuya/lock-1"
+    assert search.page("", sort="-id").rows[0].key == "tuya/lock-1"
     assert [r.device for r in search.page("vendor=okai", sort="age").rows][-1] == "861003"
     for sort in (None, "-id", "battery", "-battery", "age", "-age", "speed", "lock"):
         walked, cursor = [], None
@@ -151,9 +154,15 @@ def test_large_index_pages_agree_with_a_plain_sort() -> None:
     rng = random.Random(7)
     index = FleetIndex()
     for i in range(3000):
-        index.apply_state(rng.choice(["a", "b"]), f"d{i:05d}", state(
-            battery=rng.choice([None, *range(0, 101, 5)]), age=rng.uniform(0, 9000),
-            lock=rng.choice(["LOCKED", "UNLOCKED"])))
+        index.apply_state(
+            rng.choice(["a", "b"]),
+            f"d{i:05d}",
+            state(
+                battery=rng.choice([None, *range(0, 101, 5)]),
+                age=rng.uniform(0, 9000),
+                lock=rng.choice(["LOCKED", "UNLOCKED"]),
+            ),
+        )
     search = Search(index=index, clock=lambda: NOW)
     for sort in ("battery", "-battery", "age", "-age", None):
         expected = [r.key for r in search.page("lock=LOCKED", sort=sort, limit=5000).rows]
@@ -175,8 +184,13 @@ def test_index_follows_changes_and_device_lists() -> None:
     assert change.left == ("square",) and change.lock_changed and change.lock_before == "LOCKED"
     assert index.by_lock["UNLOCKED"] == {"okai/x"} and not index.by_lock["LOCKED"]
     assert list(index.battery) == [(40.0, "okai/x")]
-    index.apply_device_list("okai", "0-of-2", 0, 1, [{"id": "y", "model": "OKAI scooter", "capabilities": ["lock"],
-                                                      "actions": [], "desired_fields": ["lock"]}])
+    index.apply_device_list(
+        "okai",
+        "0-of-2",
+        0,
+        1,
+        [{"id": "y", "model": "OKAI scooter", "capabilities": ["lock"], "actions": [], "desired_fields": ["lock"]}],
+    )
     assert index.unlisted == {"okai/x"} and index.records["okai/y"].capabilities == {"lock", "set:lock"}
     index.apply_device_list("okai", "1-of-2", 0, 1, [{"id": "x"}])
     assert index.unlisted == set()
@@ -207,8 +221,9 @@ def test_daily_schedule_across_daylight_saving_time() -> None:
     berlin = ZoneInfo("Europe/Berlin")
 
     def next_at(daily: str, after: datetime) -> datetime:
-        return datetime.fromtimestamp(next_daily(DailySchedule(daily=daily, tz="Europe/Berlin"),
-                                                 after.timestamp()), berlin)
+        return datetime.fromtimestamp(
+            next_daily(DailySchedule(daily=daily, tz="Europe/Berlin"), after.timestamp()), berlin
+        )
 
     assert next_at("23:00", datetime(2026, 3, 28, 12, tzinfo=berlin)) == datetime(2026, 3, 28, 23, tzinfo=berlin)
     assert next_at("23:00", datetime(2026, 3, 28, 23, tzinfo=berlin)) == datetime(2026, 3, 29, 23, tzinfo=berlin)
@@ -230,6 +245,12 @@ def test_daily_schedule_across_daylight_saving_time() -> None:
 
 def test_public_surfaces() -> None:
     assert twin.fleet.index.__all__ == ["Change", "CommandView", "DeviceRecord", "FleetIndex", "device_key"]
-    assert twin.fleet.query.__all__ == ["OPERATORS", "QueryError", "Term", "parse_duration", "parse_filter",
-                                        "parse_sort"]
+    assert twin.fleet.query.__all__ == [
+        "OPERATORS",
+        "QueryError",
+        "Term",
+        "parse_duration",
+        "parse_filter",
+        "parse_sort",
+    ]
     assert twin.fleet.search.__all__ == ["FIELDS", "Page", "Search", "render_row"]

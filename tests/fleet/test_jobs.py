@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 
 from contracts.errors import ErrorCode
@@ -19,7 +20,7 @@ from twin.adapter import VendorError
 from twin.fleet.clock import ManualClock
 from twin.fleet.runner import BURST
 
-from .helpers import FINAL_JOB, eventually, fake_bridge, running_fleet
+from .helpers import FINAL_JOB, cli, eventually, fake_bridge, running_fleet
 
 pytestmark = pytest.mark.anyio
 
@@ -177,6 +178,31 @@ async def test_skip_dry_run_and_idempotent_create(mqtt_broker: str, tmp_path: Pa
         again = await probe.request("job_create", raw=__import__("json").dumps(request).encode())
         assert again["data"]["id"] == job_id  # the same request again is the same job
         assert len((await probe.request("job_list"))["data"]["jobs"]) == 1
+
+        # the command line: a dry run, then a job followed to its end with a progress bar
+        dry_cli = await anyio.to_thread.run_sync(
+            lambda: cli(mqtt_broker, base, "job", "create", "--query", "vendor=fake id=d00*", "--unlock", "--dry-run")
+        )
+        assert dry_cli.returncode == 0, dry_cli.stderr
+        assert dry_cli.stdout.split() == [f"fake/{d}" for d in ids] and "nothing created" in dry_cli.stderr
+        waited = await anyio.to_thread.run_sync(
+            lambda: cli(
+                mqtt_broker,
+                base,
+                "job",
+                "create",
+                "--devices",
+                "fake/d001,fake/d002",
+                "--unlock",
+                "--rate",
+                "50",
+                "--wait",
+            )
+        )
+        assert waited.returncode == 0, waited.stderr
+        assert "[##############################] 2/2 COMPLETED" in waited.stderr and "SUCCEEDED 2" in waited.stderr
+        listed = await anyio.to_thread.run_sync(lambda: cli(mqtt_broker, base, "job", "list"))
+        assert listed.returncode == 0 and waited.stdout.strip() in listed.stdout
 
 
 async def test_schedules_on_an_injected_clock(mqtt_broker: str, tmp_path: Path) -> None:
