@@ -13,6 +13,7 @@ import pytest
 import twin.fleet.index
 import twin.fleet.query
 import twin.fleet.search
+import twin.fleet.terms
 from contracts.fleet import DailySchedule, DeviceRow, PointGeometry, PolygonGeometry
 from twin.fleet.geo import Circle, Polygons, area_of, distance_m
 from twin.fleet.index import FleetIndex
@@ -254,3 +255,4 @@ def test_public_surfaces() -> None:
         "parse_sort",
     ]
     assert twin.fleet.search.__all__ == ["FIELDS", "Page", "Search", "render_row"]
+    assert twin.fleet.terms.__all__ == ["FIELDS", "Clause", "Compiler"]
