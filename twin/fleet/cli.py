@@ -120,6 +120,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.fleet.zones_file is not None:
+        read_zones_file(settings.fleet.zones_file)  # a bad file is a configuration error (exit 2), not a crash
     service = FleetService(
         settings=settings.fleet, mqtt=settings.mqtt, data_dir=settings.data_dir, base_topic=settings.base_topic
     )

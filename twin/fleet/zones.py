@@ -66,9 +66,13 @@ def read_zones_file(path: Path) -> list[ZoneDocument]:
     zones = []
     for item in raw:
         try:
-            zones.append(ZoneDocument.model_validate(item))
+            zone = ZoneDocument.model_validate(item)
+            area_of(zone.geometry)
         except ValidationError as exc:
             raise ZoneError(f"{path}: zone {item.get('id')!r}: {_explain(exc)}") from None
+        except ValueError as exc:
+            raise ZoneError(f"{path}: zone {item.get('id')!r}: geometry: {exc}") from None
+        zones.append(zone)
     return zones
 
 
