@@ -63,16 +63,16 @@ def read_zones_file(path: Path) -> list[ZoneDocument]:
         raw = doc
     else:
         raise ZoneError(f"{path}: expected a GeoJSON FeatureCollection or a list of zones")
-    zones = []
+    zones: list[ZoneDocument] = []
     for item in raw:
         try:
-            zone = ZoneDocument.model_validate(item)
-            area_of(zone.geometry)
+            parsed = ZoneDocument.model_validate(item)
+            area_of(parsed.geometry)
         except ValidationError as exc:
             raise ZoneError(f"{path}: zone {item.get('id')!r}: {_explain(exc)}") from None
         except ValueError as exc:
             raise ZoneError(f"{path}: zone {item.get('id')!r}: geometry: {exc}") from None
-        zones.append(zone)
+        zones.append(parsed)
     return zones
 
 
