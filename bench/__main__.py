@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 import twin.http
-from bench import fleet, latency, push, throughput
+from bench import fleet, fleet_ops, latency, push, throughput
 from bench.common import RESULTS, Report
 
-NAMES = ("latency", "throughput", "push", "fleet")
+NAMES = ("latency", "throughput", "push", "fleet", "fleet_ops")
 
 
 async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
@@ -46,18 +46,22 @@ async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
     async def fleet_() -> Report:
         return await fleet.main(10_000 if quick else 100_000, 500 if quick else 1000)
 
+    async def fleet_ops_() -> Report:
+        return await fleet_ops.main(quick)
+
     plan: dict[str, Callable[[], Awaitable[Report]]] = {
         "latency": lat,
         "throughput": tput,
         "push": pushes,
         "fleet": fleet_,
+        "fleet_ops": fleet_ops_,
     }
     reports = []
     for name in NAMES:
         if name in only:
             started = time.perf_counter()
             report = await plan[name]()
-            if name != "fleet":  # fleet writes its own
+            if name not in ("fleet", "fleet_ops"):  # those write their own
                 report.write()
             print(f"[{name}: {time.perf_counter() - started:.0f}s]\n")
             reports.append(report)

@@ -9,6 +9,23 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from contracts.fleet import (
+    DryRun,
+    JobCreateRequest,
+    JobDocument,
+    JobEvent,
+    JobList,
+    JobListRequest,
+    JobRequest,
+    QueryRequest,
+    QueryResult,
+    ZoneDocument,
+    ZoneEvent,
+    ZoneList,
+    ZoneListRequest,
+    ZonePutRequest,
+    ZoneRequest,
+)
 from contracts.messages import (
     ActionRequest,
     BridgeActions,
@@ -33,7 +50,38 @@ MODELS: dict[str, type[BaseModel]] = {
     "Event": Event,
     "BridgeDevices": BridgeDevices,
     "BridgeActions": BridgeActions,
+    # the fleet service (contracts/fleet.py)
+    "QueryRequest": QueryRequest,
+    "JobCreateRequest": JobCreateRequest,
+    "JobListRequest": JobListRequest,
+    "JobRequest": JobRequest,
+    "ZonePutRequest": ZonePutRequest,
+    "ZoneRequest": ZoneRequest,
+    "ZoneListRequest": ZoneListRequest,
+    "QueryResult": QueryResult,
+    "JobDocument": JobDocument,
+    "JobList": JobList,
+    "DryRun": DryRun,
+    "JobEvent": JobEvent,
+    "ZoneDocument": ZoneDocument,
+    "ZoneList": ZoneList,
+    "ZoneEvent": ZoneEvent,
 }
+#: what users send: its schema is the one validation accepts
+INBOUND = frozenset(
+    {
+        "SetRequest",
+        "GetRequest",
+        "ActionRequest",
+        "QueryRequest",
+        "JobCreateRequest",
+        "JobListRequest",
+        "JobRequest",
+        "ZonePutRequest",
+        "ZoneRequest",
+        "ZoneListRequest",
+    }
+)
 AVAILABILITY = {"type": "string", "enum": ["online", "offline"]}
 SESSION_MARKER = {
     "type": "string",
@@ -46,6 +94,22 @@ PARAMS = {
     "device": {"description": "the vendor's device id, matching ^[A-Za-z0-9_.:-]{1,128}$"},
     "action": {"description": "a vendor action listed in bridge/{vendor}/devices"},
     "page": {"description": "a page of the device list after the first, 1 .. pages-1"},
+    "op": {"description": "a fleet request op: query, job_create, job_list, job_show, job_pause, ... zone_list"},
+    "job_id": {"description": "a job's id, as job_create answered it"},
+    "zone_id": {"description": "a zone's id, ^[A-Za-z0-9_.-]{1,64}$"},
+}
+# the fleet service's request channels: op -> (message, description)
+FLEET_REQUESTS: dict[str, tuple[str, str]] = {
+    "query": ("QueryRequest", "devices matching a filter; data: QueryResult"),
+    "job_create": ("JobCreateRequest", "a job (or its target set, with dry_run); data: JobDocument or DryRun"),
+    "job_list": ("JobListRequest", "jobs, newest first; data: JobList"),
+    "job_show": ("JobRequest", "one job; data: JobDocument"),
+    "job_pause": ("JobRequest", "stop sending a job's executions; data: JobDocument"),
+    "job_resume": ("JobRequest", "send them again; data: JobDocument"),
+    "job_cancel": ("JobRequest", "end a job, its queued executions CANCELED; data: JobDocument"),
+    "zone_put": ("ZonePutRequest", "create or replace a zone; data: ZoneDocument"),
+    "zone_delete": ("ZoneRequest", "delete a zone"),
+    "zone_list": ("ZoneListRequest", "zones with their member counts; data: ZoneList"),
 }
 # channel id -> (address, message, description, retained)
 CHANNELS: dict[str, tuple[str, str, str, bool]] = {
@@ -79,6 +143,16 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
         "the bridge's own end-of-backlog marker, read by the bridge only",
         False,
     ),
+    "fleetState": ("fleet/state", "Availability", "the fleet service process; its last will", True),
+    **{
+        f"fleet_{op}": (f"fleet/request/{op}", message, description, False)
+        for op, (message, description) in FLEET_REQUESTS.items()
+    },
+    "fleetResponse": ("fleet/response/{op}", "Response", "answers of the fleet service's requests", False),
+    "fleetJob": ("fleet/jobs/{job_id}", "JobDocument", "a job: status, counts per state, rate, estimated end", True),
+    "fleetJobEvent": ("fleet/jobs/{job_id}/event", "JobEvent", "transitions of a job and its executions", False),
+    "fleetZone": ("fleet/zones/{zone_id}", "ZoneDocument", "a zone: GeoJSON geometry and rules", True),
+    "fleetZoneEvent": ("fleet/zones/{zone_id}/event", "ZoneEvent", "devices entering and leaving a zone", False),
 }
 # operation id -> (action, channel, reply channel)
 OPERATIONS: dict[str, tuple[str, str, str | None]] = {
@@ -94,6 +168,12 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
     "markSessionBacklog": ("send", "bridgeSession", None),
     "publishBridgeActions": ("send", "bridgeActions", None),
+    **{f"fleetRequest_{op}": ("receive", f"fleet_{op}", "fleetResponse") for op in FLEET_REQUESTS},
+    "publishFleetState": ("send", "fleetState", None),
+    "publishFleetJob": ("send", "fleetJob", None),
+    "publishFleetJobEvent": ("send", "fleetJobEvent", None),
+    "publishFleetZone": ("send", "fleetZone", None),
+    "publishFleetZoneEvent": ("send", "fleetZoneEvent", None),
 }
 
 
@@ -103,13 +183,10 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 def asyncapi(base: str = "locktwin") -> dict[str, Any]:
     _, defs = models_json_schema(
-        [
-            (m, "serialization" if n not in ("SetRequest", "GetRequest", "ActionRequest") else "validation")
-            for n, m in MODELS.items()
-        ],
+        [(m, "serialization" if n not in INBOUND else "validation") for n, m in MODELS.items()],
         ref_template="#/components/schemas/{model}",
     )
-    schemas: dict[str, Any] = dict(defs["$defs"])
+    schemas: dict[str, Any] = _asyncapi_discriminators(dict(defs["$defs"]))
     schemas["Availability"] = AVAILABILITY
     schemas["SessionMarker"] = SESSION_MARKER
     channels: dict[str, Any] = {}
@@ -156,6 +233,18 @@ def asyncapi(base: str = "locktwin") -> dict[str, Any]:
         "operations": operations,
         "components": {"schemas": schemas, "messages": messages, "parameters": PARAMS},
     }
+
+
+def _asyncapi_discriminators(node: Any) -> Any:
+    """pydantic writes OpenAPI's discriminator object; an AsyncAPI schema names the property only."""
+    if isinstance(node, dict):
+        out = {k: _asyncapi_discriminators(v) for k, v in node.items()}
+        if isinstance(out.get("discriminator"), dict):
+            out["discriminator"] = out["discriminator"]["propertyName"]
+        return out
+    if isinstance(node, list):
+        return [_asyncapi_discriminators(v) for v in node]
+    return node
 
 
 def render() -> dict[str, str]:

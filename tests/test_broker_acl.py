@@ -33,8 +33,12 @@ from typing import Any
 import aiomqtt
 import anyio
 import pytest
+from pydantic import SecretStr
 
 from tests.fake_adapter import FakeAdapter, FakeSettings
+from twin.config import MqttSettings
+from twin.fleet.service import FleetService
+from twin.fleet.settings import FleetSettings
 from twin.testing import BridgeHarness, free_port, v5_reply
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +47,7 @@ ACL = REPO / "mosquitto" / "acl"
 MAKE_PASSWORDS = REPO / "mosquitto" / "make-passwords"
 MAKE_CERTS = REPO / "mosquitto" / "make-certs"
 HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
-ROLES = ("bridge", "operator", "homeassistant", "dashboard")
+ROLES = ("bridge", "operator", "homeassistant", "dashboard", "fleet")
 BASE = "locktwin"
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -196,7 +200,7 @@ def production_broker(certs: Path) -> Iterator[Broker]:
     (workdir / "data").mkdir()
     shutil.copytree(certs, workdir / "certs")
     passwords = make_passwords(workdir, LOCKTWIN_OPERATOR_PASSWORD="operator-from-env")
-    assert set(passwords) == {"bridge", "homeassistant", "dashboard"}  # operator's came from the environment
+    assert set(passwords) == {"bridge", "homeassistant", "dashboard", "fleet"}  # operator's came from the environment
     passwords["operator"] = "operator-from-env"
     assert (workdir / "secrets" / "bridge.password").read_text().strip() == passwords["bridge"]
     shutil.copy(ACL, workdir / "acl")
@@ -322,7 +326,7 @@ def test_production_settings_are_on() -> None:
 def test_make_passwords_is_idempotent(tmp_path: Path) -> None:
     first = make_passwords(tmp_path)
     assert set(first) == set(ROLES)
-    assert len(set(first.values())) == 4 and all(len(p) == 32 for p in first.values())
+    assert len(set(first.values())) == len(ROLES) and all(len(p) == 32 for p in first.values())
     passwd = tmp_path / "passwd"
     secret = tmp_path / "secrets" / "bridge.password"
     assert passwd.stat().st_mode & 0o777 == 0o600
@@ -467,6 +471,65 @@ async def test_homeassistant_discovery_and_status(broker: Broker) -> None:
         await ha.publish("homeassistant/status", "online", qos=1)
         status = await until(bridge_client, lambda m: m.topic.value == "homeassistant/status")
         assert status.payload == b"online"
+
+
+# -- the fleet service ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def fleet_service(broker: Broker, tmp_path: Path) -> AsyncIterator[FleetService]:
+    """The fleet service connected as its own role, ``fleet``, on base topic ``locktwin``."""
+    service = FleetService(
+        settings=FleetSettings(http_port=0, settle_quiet=0.3, client_id="locktwin-fleet-acl"),
+        mqtt=MqttSettings(url=broker.url, username="fleet", password=SecretStr(broker.passwords["fleet"])),
+        data_dir=tmp_path / "fleet",
+        base_topic=BASE,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.run)
+        with anyio.fail_after(20):
+            await service.ready.wait()
+            await service.connected.wait()
+        try:
+            yield service
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def test_dashboard_cannot_create_a_job_and_the_fleet_role_can(broker: Broker, tmp_path: Path) -> None:
+    adapter = FakeAdapter()
+    job = {
+        "target": {"devices": ["fake/d1"]},
+        "operation": {"kind": "set", "field": "lock", "value": "UNLOCKED"},
+    }
+    async with (
+        bridge(broker, tmp_path, adapter),
+        fleet_service(broker, tmp_path) as service,
+        connect(broker, "dashboard") as dashboard,
+    ):
+        await dashboard.subscribe(f"{BASE}/fleet/#", qos=1)
+        await dashboard.publish(f"{BASE}/fleet/request/job_create", json.dumps({**job, "transaction": "t-dash"}), qos=1)
+        # the barrier: an operator's request, after the denied one was acknowledged
+        async with connect(broker, "operator") as operator:
+            await operator.publish(f"{BASE}/fleet/request/job_list", '{"transaction":"t-list"}', qos=1)
+        listed = doc(await until(dashboard, lambda m: m.topic.value == f"{BASE}/fleet/response/job_list"))
+        assert listed["transaction"] == "t-list" and listed["data"]["jobs"] == []
+        assert service.jobs.jobs == {} and adapter.calls == []
+
+        async with connect(broker, "fleet") as fleet:
+            await fleet.publish(
+                f"{BASE}/fleet/request/job_create", json.dumps({**job, "transaction": "t-fleet"}), qos=1
+            )
+        created = doc(await until(dashboard, lambda m: m.topic.value == f"{BASE}/fleet/response/job_create"))
+        assert created["status"] == "succeeded", created
+        job_topic = f"{BASE}/fleet/jobs/{created['data']['id']}"
+
+        def completed(message: aiomqtt.Message) -> bool:  # a dashboard reads the job's progress
+            return message.topic.value == job_topic and doc(message)["status"] == "COMPLETED"
+
+        done = doc(await until(dashboard, completed))
+        assert done["counts"]["SUCCEEDED"] == 1
+        assert adapter.calls == [("d1", "unlock")]  # the fleet role sends /set, and reads its answers
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ SERVICES: list[tuple[re.Pattern[str], str | None]] = [
     (re.compile(r"\blocktwin run\b"), "bridge connected"),
     (re.compile(r"\blocktwin simulate\b"), "simulator on"),
     (re.compile(r"\blocktwin console\b"), "locktwin console on"),
+    (re.compile(r"\blocktwin fleet(?!\s+(query|job|zone)\b)"), "fleet service connected"),
     (re.compile(r"\blocktwin watch(?!.*--once)"), "DEVICE"),
     (re.compile(r"^mosquitto_sub\b(?!.*\s-[CW]\s)"), None),
 ]

@@ -301,6 +301,9 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
     add_console_command(sub)
+    from twin.fleet.cli import register as register_fleet
+
+    register_fleet(sub)
     return p
 
 

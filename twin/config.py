@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from twin.console.settings import ConsoleSettings
+from twin.fleet.settings import FleetSettings
 from twin.homeassistant import HomeAssistantSettings
 from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_ca, load_certificate
 
@@ -226,6 +227,7 @@ class LocktwinSettings(BaseSettings):
     vendors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     console: ConsoleSettings = ConsoleSettings()
+    fleet: FleetSettings = FleetSettings()
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus endpoint; None: off")
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"

@@ -145,7 +145,9 @@ def locktwin_command() -> str:
     return f"{sys.executable} -m twin.cli"
 
 
-def banner_lines(port: int, examples: dict[str, str], *, console: str | None = None) -> list[str]:
+def banner_lines(
+    port: int, examples: dict[str, str], *, console: str | None = None, fleet: str | None = None
+) -> list[str]:
     """The commands to try against this demo, as they run in another terminal."""
     cli = locktwin_command()
     pub = "mosquitto_pub" if port == DEFAULT_PORT else f"mosquitto_pub -p {port}"
@@ -154,6 +156,8 @@ def banner_lines(port: int, examples: dict[str, str], *, console: str | None = N
     lines = []
     if console is not None:
         lines.append(f"console: {console}  (any username, empty password: the demo broker is anonymous)")
+    if fleet is not None:
+        lines.append(f"fleet service: {fleet} (GET /query?q=lock%3DLOCKED, GBFS {fleet}/gbfs/gbfs.json)")
     lines += [f"broker on 127.0.0.1:{port}; try, in another terminal:", f"  {sub} -v -t 'locktwin/#'"]
     for vendor, device in examples.items():
         lines.append(f"  {pub} -t locktwin/{vendor}/{device}/set -m UNLOCK")
@@ -162,6 +166,8 @@ def banner_lines(port: int, examples: dict[str, str], *, console: str | None = N
         lines.append(f'  {pub} -t locktwin/{vendor}/{device}/set -m \'{{"lock":"LOCKED","transaction":"t-1"}}\'')
         lines.append(f"  {env}{cli} unlock {vendor}/{device} --wait")
         lines.append(f"  {env}{cli} twin {vendor}/{device}")
+    if fleet is not None:
+        lines.append(f"  {env}{cli} fleet query 'vendor=okai,segway lock=LOCKED'")
     lines.append(f"  {env}{cli} watch")
     return lines
 
@@ -184,8 +190,11 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
         if not runtimes:
             print("no vendor has a simulator yet", file=sys.stderr)
             return
+        from twin.fleet.demo import demo_fleet
+
+        fleet = demo_fleet(mqtt, data_dir)
         console = await _start_console(stack, mqtt)
-        banner[:] = banner_lines(port, examples, console=console)
+        banner[:] = banner_lines(port, examples, console=console, fleet=f"http://127.0.0.1:{fleet.settings.http_port}")
         print("\n" + "\n".join(banner) + "\nCtrl-C stops everything.\n", flush=True)
         async with anyio.create_task_group() as tg:
 
@@ -198,6 +207,7 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
             tg.start_soon(stop_on_signal)
             for runtime in runtimes:
                 tg.start_soon(runtime.run)
+            tg.start_soon(fleet.run)
             for runtime in runtimes:
                 await runtime.connected.wait()
             print(f"{len(runtimes)} bridges online")

@@ -147,12 +147,14 @@ def mqtt_client(
     will: aiomqtt.Will | None = None,
     persistent_session: bool = False,
     socket_options: Sequence[SocketOption] = (),
+    max_queued_incoming: int = 0,
 ) -> aiomqtt.Client:
     """A client for the broker of ``settings`` (not connected yet: ``async with`` it).
 
     ``identifier`` is the MQTT client id (unique per connection at the broker; stable across
     restarts for a ``persistent_session``). ``will`` is published by the broker when the
-    connection dies. ``socket_options`` come on top of TCP_NODELAY. Must be called inside the
+    connection dies. ``socket_options`` come on top of TCP_NODELAY; ``max_queued_incoming`` bounds
+    the messages received and not read yet (0: no bound). Must be called inside the
     running event loop (aiomqtt's rule). Raises :class:`~twin.config.TlsSettingsError` when a TLS
     file cannot be used.
     """
@@ -183,6 +185,7 @@ def mqtt_client(
         tls_context=context,
         socket_options=[NODELAY, *socket_options],
         socket_errors=_SocketErrors(logging.getLogger("mqtt")),
+        max_queued_incoming_messages=max_queued_incoming,
         **session,
     )
 

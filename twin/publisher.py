@@ -127,10 +127,14 @@ class Publisher:
         retain: bool,
         correlation: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
+        properties: Properties | None = None,
     ) -> None:
-        props = None
+        """Queue one QoS 1 message; ``properties`` are MQTT v5 PUBLISH properties of the caller's own
+        (a Message Expiry Interval, a Response Topic), ``correlation`` is added to them."""
+        props = properties
         if correlation is not None:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            if props is None:
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.CorrelationData = correlation
         if self._paho is None:
             while len(self.outbox) >= self.limit:
