@@ -35,6 +35,8 @@ class ErrorCode(StrEnum):
     #: the transaction already names another command of this device (another value, action or
     #: arguments): only the same command again is a replay
     TRANSACTION_REUSED = "TRANSACTION_REUSED"
+    #: the bridge cannot write its store now (a full disk): nothing was stored, try again later
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
 
 #: Codes that are worth another attempt (with backoff, until the command expires).
@@ -45,6 +47,7 @@ RETRYABLE: frozenset[ErrorCode] = frozenset(
         ErrorCode.VEHICLE_ASLEEP,
         ErrorCode.RATE_LIMITED,
         ErrorCode.VENDOR_UNAVAILABLE,
+        ErrorCode.STORE_UNAVAILABLE,
     }
 )
 

@@ -30,6 +30,7 @@ from contracts.messages import (
     ActionRequest,
     BridgeActions,
     BridgeDevices,
+    BridgeHealth,
     DeviceState,
     Event,
     GetRequest,
@@ -49,6 +50,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "DeviceState": DeviceState,
     "Event": Event,
     "BridgeDevices": BridgeDevices,
+    "BridgeHealth": BridgeHealth,
     "BridgeActions": BridgeActions,
     # the fleet service (contracts/fleet.py)
     "QueryRequest": QueryRequest,
@@ -124,6 +126,7 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
     "availability": ("{vendor}/{device}/availability", "Availability", "the device, as the vendor says", True),
     "event": ("{vendor}/{device}/event", "Event", "command transitions, drift, vendor alerts and faults", False),
     "bridgeState": ("bridge/{vendor}/state", "Availability", "the bridge process; its last will", True),
+    "bridgeHealth": ("bridge/{vendor}/health", "BridgeHealth", "ok, or degraded while its store cannot write", True),
     "bridgeDevices": ("bridge/{vendor}/devices", "BridgeDevices", "devices with capabilities and actions", True),
     "bridgeActions": (
         "bridge/{vendor}/actions",
@@ -164,6 +167,7 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishAvailability": ("send", "availability", None),
     "publishEvent": ("send", "event", None),
     "publishBridgeState": ("send", "bridgeState", None),
+    "publishBridgeHealth": ("send", "bridgeHealth", None),
     "publishBridgeDevices": ("send", "bridgeDevices", None),
     "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
     "markSessionBacklog": ("send", "bridgeSession", None),

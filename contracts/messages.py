@@ -25,6 +25,7 @@ __all__ = [
     "Availability",
     "BridgeActions",
     "BridgeDevices",
+    "BridgeHealth",
     "CommandStatus",
     "CommandSummary",
     "DesiredLock",
@@ -212,6 +213,21 @@ class DeviceEntry(BaseModel):
     capabilities: list[str]
     actions: list[str]
     desired_fields: list[str]
+
+
+class BridgeHealth(BaseModel):
+    """Retained on ``{base}/bridge/{vendor}/health``: whether the bridge can do its work.
+
+    ``degraded`` while its store cannot write (a full disk, an I/O error): commands are then refused
+    ``STORE_UNAVAILABLE`` (retryable) and accepted ones wait; they resume by themselves when it can.
+    The bridge's ``state`` stays ``online`` meanwhile (it still answers).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "degraded"]
+    reason: str | None = Field(default=None, description="what is wrong, while degraded")
+    since: datetime = Field(description="when the status began")
 
 
 class BridgeDevices(BaseModel):

@@ -59,6 +59,10 @@ class Topics:
         return f"{self._bridge}/state"
 
     @property
+    def bridge_health(self) -> str:
+        return f"{self._bridge}/health"
+
+    @property
     def bridge_devices(self) -> str:
         return f"{self._bridge}/devices"
 

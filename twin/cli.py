@@ -35,6 +35,7 @@ from twin.operator_cli import EXIT_NO_BROKER, EXIT_TIMEOUT, OperatorClient, pars
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
+from twin.store import StoreError
 
 __all__ = [
     "main",
@@ -120,7 +121,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except BaseExceptionGroup as group:
         # Refusals at start (names the broker cannot carry, a TLS file gone) come out of the task
         # group: one line each, not a traceback.
-        refused, _ = group.split((UnsupportedTopicError, TlsSettingsError))
+        refused, _ = group.split((UnsupportedTopicError, TlsSettingsError, StoreError))
         if refused is None:
             raise
         for exc in _leaves(refused):
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"locktwin: configuration: {problem}", file=sys.stderr)
         return 2
-    except DataDirLocked as exc:
+    except (DataDirLocked, StoreError) as exc:
         print(f"locktwin: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:

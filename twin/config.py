@@ -212,6 +212,25 @@ class BridgeOptions(BaseModel):
         ge=0,
         description="days the audit journal keeps its entries (0: forever); commands are kept, for replays",
     )
+    commands_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="days ended commands are kept, so that a replayed transaction is answered from the store "
+        "(0: forever); after that the same transaction is a new command",
+    )
+    max_queued: int = Field(
+        default=100, ge=1, description="open commands a device may have; more are refused DEVICE_BUSY (retryable)"
+    )
+    get_interval: float = Field(
+        default=1.0,
+        ge=0,
+        description="seconds within which /get of one device share the last read instead of calling the vendor",
+    )
+    max_observation_ahead: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a vendor's timestamp may be ahead of our clock; further ahead it counts as received now",
+    )
     retry_base: float = Field(default=0.5, gt=0, description="first delay before a retryable command is sent again")
     retry_cap: float = Field(default=30.0, gt=0, description="longest delay between two attempts of a command")
 

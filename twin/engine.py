@@ -36,13 +36,13 @@ from twin.document import iso
 from twin.gate import VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
-from twin.metrics import IN_FLIGHT
+from twin.metrics import IN_FLIGHT, OBSERVATIONS_CLAMPED
 from twin.outbound import Outbound, ReplyTo
 from twin.plans import PlanRunner
 from twin.policies import HoldPolicy
 from twin.reads import StatusReads
-from twin.reported import merge
-from twin.store import CommandRecord, Store, TwinRecord
+from twin.reported import merge, watermarks
+from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord
 
 if TYPE_CHECKING:
     from twin.config import BridgeOptions
@@ -121,7 +121,16 @@ class TwinEngine:
             read_status=adapter.read_status,
             observe=lambda device, patch, source: self.observe(device, patch, source=source),
             out=self.out,
+            get_interval=options.get_interval,
         )
+        #: outcomes decided while the store could not write them (decided again once it can)
+        self._pending: dict[str, tuple[CommandStatus, ErrorInfo | None, dict[str, Any] | None]] = {}
+        #: devices whose observed state the store could not take (saved once it can)
+        self._unsaved: set[str] = set()
+        #: set while the store writes; a new one while it cannot
+        self._store_back = anyio.Event()
+        self._store_back.set()
+        store.writable_listeners.append(self._on_store)
         #: what extensions see of the fleet (twin.extensions.FleetView)
         self.fleet = _Fleet(self)
 
@@ -134,7 +143,9 @@ class TwinEngine:
         listed = {d.id for d in devices}
         with self.store.transaction():
             for info in devices:
-                self.devices[info.id] = _Device(info=info)
+                twin = self.twins.get(info.id)
+                # what the store proves was observed last: a replayed push older than it changes nothing
+                self.devices[info.id] = _Device(info=info, watermark=watermarks(twin.metadata) if twin else {})
                 twin = self.twins.setdefault(info.id, TwinRecord(device=info.id))
                 if not twin.present or twin.version == 0:
                     twin.present = True
@@ -198,6 +209,11 @@ class TwinEngine:
             self._intake(inbound.device, request, reply, arrival or Arrival())
         except Rejected as rej:
             self.refuse(inbound, payload, rej.error, transaction=rej.transaction, reply=reply)
+        except StoreUnavailable as exc:
+            error = ErrorInfo.of(
+                ErrorCode.STORE_UNAVAILABLE, f"the bridge cannot store commands now: {exc}", retry_after=5.0
+            )
+            self.refuse(inbound, payload, error, transaction=best_effort_transaction(payload), reply=reply)
 
     def refuse(
         self,
@@ -245,6 +261,12 @@ class TwinEngine:
             for old in rt.queue
             if req.kind == "set" and old.kind == "set" and old.name == req.name and old.status == CommandStatus.ACCEPTED
         ]
+        waiting = sum(not c.status.is_final for c in rt.queue) - len(superseded)
+        if waiting >= self.options.max_queued:  # a burst of one device must not fill the disk
+            busy = ErrorInfo.of(
+                ErrorCode.DEVICE_BUSY, f"{device} has {waiting} commands waiting", retryable=True, retry_after=1.0
+            )
+            raise Rejected.of(busy, transaction=req.transaction)
         shown = self.fields[req.name].redact(req.value) if req.kind == "set" else req.value
         self.lifecycle.accept(
             cmd,
@@ -278,6 +300,8 @@ class TwinEngine:
                 gauge.inc()
                 try:
                     await self._run(rt.current)
+                except StoreUnavailable:
+                    await self._store_back.wait()  # then the same command goes on where it stopped
                 finally:
                     rt.current = None
                     gauge.dec()
@@ -288,7 +312,10 @@ class TwinEngine:
 
     async def _run(self, cmd: CommandRecord) -> None:
         while not cmd.status.is_final:
-            if cmd.expires_at - time.time() <= 0:
+            pending = self._pending.get(cmd.id)
+            if pending is not None:  # decided while the store could not write it
+                self._finish(cmd, pending[0], pending[1], data=pending[2])
+            elif cmd.expires_at - time.time() <= 0:
                 self._finish(cmd, *at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed))
             elif cmd.status == CommandStatus.ACKNOWLEDGED:
                 await self._confirm(cmd)
@@ -404,11 +431,17 @@ class TwinEngine:
     def _finish(
         self, cmd: CommandRecord, status: CommandStatus, error: ErrorInfo | None, *, data: dict[str, Any] | None = None
     ) -> None:
+        try:
+            self.lifecycle.finish(cmd, status, error, data=data)
+        except StoreUnavailable:
+            if cmd.parent is None:
+                self._pending[cmd.id] = (status, error, data)
+            raise
+        self._pending.pop(cmd.id, None)
         self._maybe_executed.discard(cmd.id)
         rt = self.devices.get(cmd.device)
         if rt is not None and cmd.parent is None:
             rt.queue[:] = [c for c in rt.queue if c.id != cmd.id]
-        self.lifecycle.finish(cmd, status, error, data=data)
 
     # -- reported state ----------------------------------------------------------------------------
     async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
@@ -422,8 +455,19 @@ class TwinEngine:
             return False
         twin = self.twins[device_id]
         found = merge(
-            twin.reported, patch, rt.watermark, now=time.time(), source=source, secret_fields=self.adapter.secret_fields
+            twin.reported,
+            patch,
+            rt.watermark,
+            now=time.time(),
+            source=source,
+            secret_fields=self.adapter.secret_fields,
+            max_ahead=self.options.max_observation_ahead,
         )
+        if found.clamped:
+            OBSERVATIONS_CLAMPED.labels(self.adapter.vendor).inc(len(found.clamped))
+            log.warning(
+                "%s of %s: the vendor's time is ahead of ours, counted as received now", found.clamped, device_id
+            )
         found.apply(twin.reported, twin.metadata, rt.watermark)
         inflight = self._in_flight(device_id)
         # Only observations made after the vendor accepted the command can confirm (or refute) it.
@@ -435,14 +479,18 @@ class TwinEngine:
                 rt.refuted = (inflight.id, why)
         if found.changes:
             twin.version += 1
-            with self.store.transaction():
-                self.store.save_twin(twin)
-                self.store.journal(
-                    entry="state",
-                    device=device_id,
-                    source=source,
-                    data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
-                )
+            try:
+                with self.store.transaction():
+                    self.store.save_twin(twin)
+                    self.store.journal(
+                        entry="state",
+                        device=device_id,
+                        source=source,
+                        data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
+                    )
+            except StoreUnavailable:
+                self._unsaved.add(device_id)  # observed, not stored: saved and published once it can
+                raise
             self.out.twin_changed(device_id)
             if "online" in found.changes:
                 self.out.availability(device_id)
@@ -469,6 +517,28 @@ class TwinEngine:
         if device_id in self.devices:
             self.store.journal(entry=f"event.{type.value}", device=device_id, source="vendor", data=data)
             self.out.event(device_id, type, data)
+
+    # -- the store's outages ------------------------------------------------------------------------
+    def _on_store(self, writable: bool) -> None:
+        if writable:
+            self._store_back.set()
+        elif self._store_back.is_set():
+            self._store_back = anyio.Event()
+            if self._tg is not None:
+                self._tg.start_soon(self._resync)
+
+    async def _resync(self) -> None:
+        """Once the store writes again: the twins it could not take are saved and published."""
+        await self._store_back.wait()
+        while self._unsaved:
+            device = self._unsaved.pop()
+            try:
+                with self.store.transaction():
+                    self.store.save_twin(self.twins[device])
+            except StoreUnavailable:
+                self._unsaved.add(device)
+                return  # down again: the next outage resyncs
+            self.out.twin_changed(device)
 
     # -- what the documents show -------------------------------------------------------------------
     def _queue(self, device: str) -> list[CommandRecord]:

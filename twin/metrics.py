@@ -11,6 +11,8 @@
 | ``locktwin_poll_backoff_seconds`` | vendor | how long status reads wait, the vendor failing as a whole (0: not) |
 | ``locktwin_poll_lag_seconds`` | vendor | how late the latest status read started after it was due |
 | ``locktwin_publish_too_large_total`` | | messages not sent: larger than the broker's Maximum Packet Size |
+| ``locktwin_observations_clamped_total`` | vendor | reported values dated too far ahead, counted as received now |
+| ``locktwin_store_writable`` | vendor | 1 while the store takes writes, 0 while it cannot (a full disk) |
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "COMMANDS",
     "IN_FLIGHT",
+    "OBSERVATIONS_CLAMPED",
     "POLL_BACKOFF",
     "POLL_LAG",
     "PUBLISH_TOO_LARGE",
     "PUSHES",
     "RECONNECTS",
+    "STORE_WRITABLE",
     "TOKEN_REFRESHES",
     "VENDOR_CALL_SECONDS",
 ]
@@ -44,6 +48,14 @@ POLL_BACKOFF = Gauge(
     "locktwin_poll_backoff_seconds", "How long status reads wait while the vendor fails as a whole", ["vendor"]
 )
 POLL_LAG = Gauge("locktwin_poll_lag_seconds", "How late the latest status read started after it was due", ["vendor"])
+OBSERVATIONS_CLAMPED = Counter(
+    "locktwin_observations_clamped_total",
+    "Reported values whose vendor time was too far ahead of ours (counted as received now)",
+    ["vendor"],
+)
+STORE_WRITABLE = Gauge(
+    "locktwin_store_writable", "1 while the bridge's store takes writes, 0 while it cannot", ["vendor"]
+)
 PUBLISH_TOO_LARGE = Counter(
     "locktwin_publish_too_large_total", "Messages not sent: larger than the broker's Maximum Packet Size (MQTT 5)"
 )

@@ -1,10 +1,12 @@
-"""Retention of the store: the audit journal keeps ``journal_days`` (an extension of the bridge).
+"""Retention of the store: the journal keeps ``journal_days``, ended commands ``commands_days``
+(an extension of the bridge).
 
 Every reported change of a battery or a position is a journal entry, so a moving fleet's journal is
-most of its store's growth. Once a second, entries older than ``journal_days`` go in batches of
-:data:`PRUNE_BATCH`, up to :data:`PRUNE_BATCHES` a round with commands running in between; when
-nothing is old it costs one read and no write transaction. ``journal_days = 0`` keeps everything.
-The ``commands`` table is kept, so a replayed transaction is answered from the store however old.
+most of its store's growth; every command is a row of ~1.5 KB. Once a second, journal entries and
+ended commands older than their retention go in batches of :data:`PRUNE_BATCH`, up to
+:data:`PRUNE_BATCHES` a round with commands running in between; when nothing is old it costs one
+read and no write transaction. ``0`` keeps everything. A replayed transaction is answered from the
+store for ``commands_days``; after that the same transaction is a new command (README).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import anyio
 import anyio.lowlevel
 
 from twin.extensions import BridgeContext, Extension
-from twin.store import Store
+from twin.store import Store, StoreUnavailable
 
-__all__ = ["PRUNE_BATCH", "PRUNE_BATCHES", "JournalRetention"]
+__all__ = ["PRUNE_BATCH", "PRUNE_BATCHES", "StoreRetention"]
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,13 @@ PRUNE_BATCHES = 20
 INTERVAL = 1.0
 
 
-class JournalRetention(Extension):
-    def __init__(self, *, days: float) -> None:
-        self.days = days
+class StoreRetention(Extension):
+    def __init__(self, *, journal_days: float, commands_days: float) -> None:
+        self.journal_days = journal_days
+        self.commands_days = commands_days
 
     async def start(self, bridge: BridgeContext) -> None:
-        if self.days:
+        if self.journal_days or self.commands_days:
             bridge.task_group.start_soon(self._run, bridge.store)
 
     async def _run(self, store: Store) -> None:
@@ -43,12 +46,15 @@ class JournalRetention(Extension):
             await anyio.sleep(INTERVAL)
             try:
                 await self.prune(store)
-            except sqlite3.Error as exc:  # busy or full disk: the next round tries again
-                log.warning("journal retention failed: %s", exc)
+            except (sqlite3.Error, StoreUnavailable) as exc:  # busy or full disk: the next round tries again
+                log.warning("store retention failed: %s", exc)
 
     async def prune(self, store: Store) -> None:
-        before = time.time() - self.days * 86_400
-        for _ in range(PRUNE_BATCHES):
-            if store.prune_journal(before=before, limit=PRUNE_BATCH) < PRUNE_BATCH:
-                return
-            await anyio.lowlevel.checkpoint()
+        now = time.time()
+        for days, prune in ((self.journal_days, store.prune_journal), (self.commands_days, store.prune_commands)):
+            if not days:
+                continue
+            for _ in range(PRUNE_BATCHES):
+                if prune(before=now - days * 86_400, limit=PRUNE_BATCH) < PRUNE_BATCH:
+                    break
+                await anyio.lowlevel.checkpoint()

@@ -22,6 +22,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import anyio
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.errors import ErrorCode, ErrorInfo
-from contracts.messages import EventType
+from contracts.messages import BridgeHealth, EventType
 from contracts.topics import Topics
 from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings, TlsSettingsError
@@ -39,15 +40,16 @@ from twin.engine import TwinEngine
 from twin.extensions import BridgeContext, Connected, EventBus, Extension, Message, TwinChanged
 from twin.homeassistant import HomeAssistantExtension, HomeAssistantSettings
 from twin.intake import Arrival, best_effort_transaction
-from twin.metrics import RECONNECTS
+from twin.jsonenc import dumps
+from twin.metrics import RECONNECTS, STORE_WRITABLE
 from twin.mqtt import check_topic_levels, describe_error, mqtt_client
 from twin.outbound import ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
-from twin.retention import JournalRetention
+from twin.retention import StoreRetention
 from twin.session import SessionClock
 from twin.shard import Shard
-from twin.store import Store
+from twin.store import Store, StoreError, StoreUnavailable
 
 __all__ = [
     "PUBLISH_WINDOW",
@@ -151,8 +153,12 @@ class BridgeRuntime:
         self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
         self.engine.out.use(self.publisher)
         self.session = SessionClock(store=self.store, marker_topic=self.topics.bridge_session_marker)
+        self.store.writable_listeners.append(self._on_store)
+        self._health = BridgeHealth(status="ok", since=datetime.now(UTC))
+        STORE_WRITABLE.labels(adapter.vendor).set(1)
         self.homeassistant = homeassistant or HomeAssistantSettings()
-        self.extensions: list[Extension] = [Poller(), JournalRetention(days=self.options.journal_days)]
+        retention = StoreRetention(journal_days=self.options.journal_days, commands_days=self.options.commands_days)
+        self.extensions: list[Extension] = [Poller(), retention]
         if self.homeassistant.enabled:
             self.extensions.append(HomeAssistantExtension(settings=self.homeassistant, topics=self.topics))
 
@@ -171,7 +177,10 @@ class BridgeRuntime:
             routes = {topic for ext in extensions for topic in ext.topics}
             self._check_topics([d.id for d in devices])
             async with anyio.create_task_group() as tg:
-                await self.engine.start(tg, devices)
+                try:
+                    await self.engine.start(tg, devices)
+                except StoreUnavailable as exc:
+                    raise StoreError(f"cannot start: {exc}") from None
                 context = BridgeContext(
                     vendor=self.adapter.vendor,
                     topics=self.topics,
@@ -267,6 +276,7 @@ class BridgeRuntime:
         await client.publish(self.topics.bridge_state, b"online", qos=1, retain=True)
         self.publisher.attach(client)
         self.engine.out.republish_all()
+        self._publish_health()
         self.bus.emit(Connected())
         self.connected.set()
         log.info("%s bridge connected to %s as %s", self.adapter.vendor, self.mqtt.url, self.client_id)
@@ -316,8 +326,23 @@ class BridgeRuntime:
         while True:
             await anyio.sleep(CHECKPOINT_INTERVAL)
             try:
+                if not self.store.writable and not self.store.probe():
+                    continue  # a full disk: nothing else can be written either
                 self.store.flush()  # deferred writes are at most this old when the process dies
                 self.session.heartbeat()
                 await anyio.to_thread.run_sync(self.store.checkpoint)
-            except sqlite3.Error as exc:  # busy or full disk: the next round tries again
+            except (sqlite3.Error, StoreUnavailable) as exc:  # busy or full disk: the next round tries again
                 log.warning("store checkpoint failed: %s", exc)
+
+    # -- health ------------------------------------------------------------------------------------
+    def _on_store(self, writable: bool) -> None:
+        STORE_WRITABLE.labels(self.adapter.vendor).set(1 if writable else 0)
+        now = datetime.now(UTC)
+        if writable:
+            self._health = BridgeHealth(status="ok", since=now)
+        else:
+            self._health = BridgeHealth(status="degraded", reason=f"store: {self.store.unwritable}", since=now)
+        self._publish_health()
+
+    def _publish_health(self) -> None:
+        self.engine.out.send_retained(self.topics.bridge_health, dumps(self._health.model_dump(mode="json")))

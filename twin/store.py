@@ -46,7 +46,7 @@ import sqlite_utils
 from contracts.messages import CommandStatus
 from twin.jsonenc import dumps_text
 
-__all__ = ["CommandRecord", "Store", "TwinRecord"]
+__all__ = ["CommandRecord", "Store", "StoreError", "StoreUnavailable", "TwinRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,30 @@ _COMMAND_COLUMNS = (
 )
 
 
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+class StoreError(Exception):
+    """The store cannot be used at all (a damaged, truncated or unreadable file): one line naming
+    the file and what is wrong."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot write now (a full disk, an I/O error, a read-only file): the transaction was
+    rolled back, so nothing of it is stored and nothing it would have announced was sent."""
+
+
+#: SQLite's words for "the file cannot take writes now", as opposed to a bug in a statement
+_UNWRITABLE = ("full", "disk i/o", "readonly", "read-only", "locked", "unable to open", "no such file")
+
+
+def _unwritable(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and any(w in str(exc).lower() for w in _UNWRITABLE)
 
 
 class Store:
@@ -118,16 +140,74 @@ class Store:
         self._fingerprint_key = b""
         #: whether the refusals table has any row (it rarely has: most commands are never looked up)
         self._refusals = False
+        #: why the last write failed; None while writes succeed (see :attr:`writable`)
+        self.unwritable: str | None = None
+        #: called with the new state when writes start failing or succeed again
+        self.writable_listeners: list[Callable[[bool], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-        self._migrate(sqlite_utils.Database(conn))
+        """Open (or create) the store, check it and bring its schema up to date; raises
+        :class:`StoreError` naming the file and what is wrong when it cannot be used."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot be opened ({_reason(exc)})") from None
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            checked = conn.execute("PRAGMA quick_check(1)").fetchone()
+            if checked is None or checked[0] != "ok":
+                raise StoreError(f"{self.path}: the database is damaged ({checked[0] if checked else 'no answer'})")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            self._conn = conn
+            self._migrate(sqlite_utils.Database(conn))
+        except sqlite3.Error as exc:
+            conn.close()
+            self._conn = None
+            raise StoreError(f"{self.path}: {_reason(exc)}") from None
+        except StoreError:
+            conn.close()
+            raise
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def writable(self) -> bool:
+        return self.unwritable is None
+
+    def probe(self) -> bool:
+        """Try one small write (while writes fail, the owner calls this now and then); True: it took."""
+        try:
+            with self.transaction():
+                self.set_meta("probe_at", repr(time.time()))
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        reason = _reason(exc)
+        if self.unwritable is None:
+            log.error("the store %s cannot write: %s", self.path, reason)
+            self.unwritable = reason
+            self._tell(writable=False)
+        return StoreUnavailable(f"{self.path}: {reason}")
+
+    def _succeeded(self) -> None:
+        if self.unwritable is not None:
+            log.warning("the store %s writes again (it could not: %s)", self.path, self.unwritable)
+            self.unwritable = None
+            self._tell(writable=True)
+
+    def _tell(self, *, writable: bool) -> None:
+        for listener in self.writable_listeners:
+            try:
+                listener(writable)
+            except Exception:  # one failing listener must not keep the others from hearing it
+                log.exception("a listener of the store's state failed")
 
     def checkpoint_elsewhere(self) -> None:
         """The owner runs :meth:`checkpoint` itself: commits never stop to copy the WAL."""
@@ -265,16 +345,24 @@ class Store:
 
     def _begin(self) -> None:
         if self._depth == 0:
-            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _unwritable(exc):
+                    raise self._failed(exc) from exc
+                raise
         self._depth += 1
 
-    def _end(self, ok: bool) -> None:
+    def _end(self, ok: bool, exc: BaseException | None = None) -> None:
         self._depth -= 1
         if self._depth:
             return
         if not ok:
-            self.conn.execute("ROLLBACK")  # deferred marks stay deferred; messages held are dropped
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")  # deferred marks stay deferred; messages held are dropped
             self._after.clear()
+            if exc is not None and _unwritable(exc):
+                raise self._failed(exc) from exc
             return
         after, self._after = self._after, []
         try:
@@ -283,11 +371,14 @@ class Store:
                     "UPDATE commands SET answered=1 WHERE id=?", [(command_id,) for command_id in self._later_answered]
                 )
             self.conn.execute("COMMIT")
-        except sqlite3.Error:
+        except sqlite3.Error as failure:
             if self.conn.in_transaction:  # a failed COMMIT (a full disk) may leave it open
                 self.conn.execute("ROLLBACK")
+            if _unwritable(failure):
+                raise self._failed(failure) from failure
             raise
         self._later_answered.clear()
+        self._succeeded()
         for fn in after:
             try:
                 fn()
@@ -495,6 +586,24 @@ class Store:
             )
         return cur.rowcount
 
+    def prune_commands(self, *, before: float, limit: int) -> int:
+        """Delete those of the ``limit`` oldest commands that ended and were accepted before ``before``
+        (epoch s), and the refusals older than it; how many commands went. A transaction is then
+        forgotten: the same one again is a new command (README: what a replay can do after that)."""
+        oldest = self.conn.execute("SELECT accepted_at FROM commands ORDER BY seq LIMIT 1").fetchone()
+        if oldest is None or oldest[0] >= before:
+            return 0  # the usual case, and no write transaction for it
+        final = tuple(s.value for s in CommandStatus if s.is_final)
+        marks = ",".join("?" * len(final))
+        with self.transaction():
+            cur = self.conn.execute(
+                f"DELETE FROM commands WHERE seq IN (SELECT seq FROM commands ORDER BY seq LIMIT ?) "  # noqa: S608
+                f"AND accepted_at < ? AND status IN ({marks}) AND answered=1",
+                (limit, before, *final),
+            )
+            self.conn.execute("DELETE FROM refusals WHERE at < ?", (before,))
+        return cur.rowcount
+
     def journal_entries(self, device: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT seq, at, device, txn, command_id, entry, source, data FROM journal"
         params: tuple[Any, ...] = ()
@@ -523,5 +632,5 @@ class _Transaction:
     def __enter__(self) -> None:
         self._store._begin()
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._store._end(exc_type is None)
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._store._end(exc_type is None, exc)
