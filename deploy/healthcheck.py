@@ -31,8 +31,9 @@ TIMEOUT = 10.0
 
 def check(vendor: str, config: Path | None) -> bool:
     settings = load_settings(config)
+    broker = settings.mqtt.for_vendor(vendor)  # the bridge's own user (bridge-{vendor})
     state_topic = f"{settings.base_topic}/bridge/{vendor}/state"
-    user = settings.mqtt.username or "anonymous"
+    user = broker.username or "anonymous"
     probe_topic = f"locktwin-replies/{user}/health-{uuid.uuid4().hex}"
     done = threading.Event()
     result: dict[str, bytes | None] = {"state": None}
@@ -40,8 +41,8 @@ def check(vendor: str, config: Path | None) -> bool:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"locktwin-health-{vendor}-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
     )
-    if settings.mqtt.username:
-        client.username_pw_set(settings.mqtt.username, settings.mqtt.secret())
+    if broker.username:
+        client.username_pw_set(broker.username, broker.secret())
 
     def on_connect(c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         if getattr(rc, "is_failure", False):
@@ -60,9 +61,9 @@ def check(vendor: str, config: Path | None) -> bool:
     client.on_connect = on_connect
     client.on_message = on_message
     try:
-        client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=10)
+        client.connect(broker.host, broker.port, keepalive=10)
     except OSError as exc:
-        sys.stderr.write(f"healthcheck: {settings.mqtt.url}: {exc}\n")
+        sys.stderr.write(f"healthcheck: {broker.url}: {exc}\n")
         return False
     client.loop_start()
     try:

@@ -9,8 +9,10 @@ named volume and secret is declared, every service has a healthcheck, the image'
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,18 @@ REPO = Path(__file__).resolve().parent.parent
 VENDORS = ("segway", "okai", "tuya", "smartcar")
 IMAGE = "locktwin:latest"
 CONFIG_IN_CONTAINER = "/etc/locktwin/locktwin.toml"
-BRIDGE_SECRET = "/run/secrets/mqtt_bridge_password"
 HEALTHCHECK_IN_IMAGE = "/usr/local/lib/locktwin/healthcheck.py"
 #: host files make-passwords writes (never in the repository)
-GENERATED = {"mosquitto/passwd", "mosquitto/secrets/bridge.password"}
+GENERATED = {"mosquitto/passwd", *(f"mosquitto/secrets/bridge-{v}.password" for v in ADAPTERS)}
+
+
+def bridge_user(vendor: str) -> str:
+    """Each vendor's bridge has its own broker user (mosquitto/acl)."""
+    return f"bridge-{vendor}"
+
+
+def bridge_secret(vendor: str) -> str:
+    return f"/run/secrets/mqtt_bridge_{vendor}_password"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -108,10 +118,14 @@ def test_bridge_environment_and_secret(vendor: str) -> None:
     service = SERVICES[vendor]
     env = service["environment"]
     assert env["LOCKTWIN_MQTT__URL"] == "mqtt://mosquitto:1883"
-    assert env["LOCKTWIN_MQTT__USERNAME"] == "bridge"
-    assert env["LOCKTWIN_MQTT__PASSWORD_FILE"] == BRIDGE_SECRET
+    assert env["LOCKTWIN_MQTT__USERNAME"] == bridge_user(vendor)
+    assert env["LOCKTWIN_MQTT__PASSWORD_FILE"] == bridge_secret(vendor)
     assert "LOCKTWIN_MQTT__PASSWORD" not in env
-    assert service["secrets"] == [Path(BRIDGE_SECRET).name]
+    assert service["secrets"] == [Path(bridge_secret(vendor)).name]
+    # the secret is the password make-passwords keeps for that user, and nobody else's
+    assert COMPOSE["secrets"][Path(bridge_secret(vendor)).name] == {
+        "file": f"./mosquitto/secrets/{bridge_user(vendor)}.password"
+    }
     assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     assert ("./deploy/locktwin.toml", CONFIG_IN_CONTAINER, "ro") in mounts(service)
     data = [(s, t) for s, t, _ in mounts(service) if t == "/var/lib/locktwin"]
@@ -124,10 +138,22 @@ def test_the_bridges_settings_load_as_compose_gives_them(monkeypatch: pytest.Mon
     for key, value in SERVICES["segway"]["environment"].items():
         monkeypatch.setenv(key, value)
     settings = load_settings(REPO / "deploy" / "locktwin.toml")
-    assert settings.mqtt.url == "mqtt://mosquitto:1883" and settings.mqtt.username == "bridge"
-    assert settings.mqtt.password_file == Path(BRIDGE_SECRET)
+    assert settings.mqtt.url == "mqtt://mosquitto:1883" and settings.mqtt.username == "bridge-segway"
+    assert settings.mqtt.password_file == Path(bridge_secret("segway"))
     assert settings.data_dir == Path("/var/lib/locktwin")
     assert set(settings.vendors) == set(VENDORS)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_the_configuration_alone_gives_each_bridge_its_own_user(vendor: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without compose's variables (several bridges in one process, systemd), ``{vendor}`` in the
+    file gives each bridge the user and secret compose gives it."""
+    for key in [k for k in os.environ if k.startswith("LOCKTWIN_")]:
+        monkeypatch.delenv(key)
+    mqtt = load_settings(REPO / "deploy" / "locktwin.toml").mqtt.for_vendor(vendor)
+    env = SERVICES[vendor]["environment"]
+    assert mqtt.username == env["LOCKTWIN_MQTT__USERNAME"] == bridge_user(vendor)
+    assert mqtt.password_file == Path(env["LOCKTWIN_MQTT__PASSWORD_FILE"])
 
 
 @pytest.mark.parametrize("vendor", [vendor_param(v) for v in VENDORS])
@@ -152,18 +178,36 @@ def test_mounted_host_paths_exist_and_named_volumes_are_declared(name: str) -> N
             assert source in declared, f"{name}: volume {source} is not declared"
 
 
+def make_passwords_roles() -> list[str]:
+    script = REPO / "mosquitto" / "make-passwords"
+    return subprocess.run([str(script), "--list-roles"], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_secrets_are_declared_and_generated_by_make_passwords() -> None:
     declared = COMPOSE["secrets"]
     used = {s for svc in SERVICES.values() for s in svc.get("secrets", [])}
     assert used == set(declared)
     ignored = (REPO / "mosquitto" / ".gitignore").read_text().split()
     script = (REPO / "mosquitto" / "make-passwords").read_text()
-    for secret in declared.values():
-        path = secret["file"].removeprefix("./")
-        assert path in GENERATED
+    assert {secret["file"].removeprefix("./") for secret in declared.values()} == GENERATED
+    for path in GENERATED:
         relative = path.removeprefix("mosquitto/")
         assert relative in ignored or f"{relative.split('/')[0]}/" in ignored
-        assert relative in script  # the script writes exactly that file
+    # the script writes passwd and secrets/<role>.password for every bridge role it knows
+    assert '"$dir/passwd"' in script and 'echo "$dir/secrets/$1.password"' in script
+    assert [r for r in make_passwords_roles() if r.startswith("bridge-")] == [bridge_user(v) for v in ADAPTERS]
+
+
+def test_every_registered_vendor_has_a_bridge_service_with_its_own_user() -> None:
+    """One credential per vendor: the bridges of two vendors never share a user or a secret."""
+    assert set(ADAPTERS) <= set(SERVICES)
+    users = [SERVICES[v]["environment"]["LOCKTWIN_MQTT__USERNAME"] for v in ADAPTERS]
+    secrets = [SERVICES[v]["secrets"][0] for v in ADAPTERS]
+    assert users == [bridge_user(v) for v in ADAPTERS]
+    assert len(set(secrets)) == len(secrets)
+    acl_users = re.findall(r"^user (\S+)$", (REPO / "mosquitto" / "acl").read_text(), flags=re.M)
+    assert set(users) <= set(acl_users) and set(users) <= set(make_passwords_roles())
+    assert "bridge" not in acl_users  # the one shared user of earlier versions
 
 
 def test_every_declared_volume_is_used() -> None:

@@ -11,7 +11,7 @@ Example::
 
     [mqtt]
     url = "mqtt://broker.example:1883"
-    username = "bridge"            # password: LOCKTWIN_MQTT__PASSWORD or password_file
+    username = "bridge-{vendor}"   # each bridge its own; password: LOCKTWIN_MQTT__PASSWORD or password_file
 
     [bridges.segway]
     hold = ["SN0001"]              # devices that are kept LOCKED
@@ -79,6 +79,17 @@ class MqttSettings(BaseModel):
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or 1883
+
+    def for_vendor(self, vendor: str) -> MqttSettings:
+        """These settings for one vendor's bridge: ``{vendor}`` in ``username`` and ``password_file``
+        becomes its name, so one file serves bridges that each have their own broker user
+        (``username = "bridge-{vendor}"``, as mosquitto/acl names them)."""
+        update: dict[str, Any] = {}
+        if self.username and "{vendor}" in self.username:
+            update["username"] = self.username.replace("{vendor}", vendor)
+        if self.password_file and "{vendor}" in str(self.password_file):
+            update["password_file"] = Path(str(self.password_file).replace("{vendor}", vendor))
+        return self.model_copy(update=update) if update else self
 
     def secret(self) -> str | None:
         if self.password is not None:

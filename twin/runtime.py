@@ -38,7 +38,7 @@ from twin.adapter import Adapter, ReportedPatch
 from twin.config import BridgeOptions, MqttSettings
 from twin.datalock import DataDirLock
 from twin.engine import EngineOptions, TwinEngine
-from twin.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
+from twin.homeassistant import DEFAULT_PREFIX, HomeAssistantDiscovery, HomeAssistantSettings
 from twin.intake import Arrival, best_effort_transaction
 from twin.metrics import RECONNECTS
 from twin.outbound import DEVICES_PAGE_BYTES, ReplyTo
@@ -159,6 +159,8 @@ class BridgeRuntime:
         self.engine.out.feeder = self.publisher.feed
         ha = homeassistant or HomeAssistantSettings()
         self.discovery = HomeAssistantDiscovery(settings=ha, topics=self.topics) if ha.enabled else None
+        #: never answered on, discovery on or off: a config written there is an entity in Home Assistant
+        self._reserved = (self.topics.base, ha.prefix, DEFAULT_PREFIX)
         # Exact topics served besides the contract's command topics (routing by table).
         self._routes: dict[str, Callable[[bytes], None]] = {}
         if self.discovery is not None:
@@ -311,12 +313,9 @@ class BridgeRuntime:
             log.exception("failed to handle a message on %s", message.topic.value)
 
     def _reply_allowed(self, topic: str) -> bool:
-        reserved = [self.topics.base]
-        if self.discovery is not None:
-            reserved.append(self.discovery.settings.prefix)
         if "+" in topic or "#" in topic or topic.startswith("$"):
             return False
-        return not any(topic == r or topic.startswith(r + "/") for r in reserved)
+        return not any(topic == r or topic.startswith(r + "/") for r in self._reserved)
 
     async def _checkpoint_loop(self) -> None:
         while True:
