@@ -8,9 +8,10 @@ the same number of publishes in flight, to the same broker, in the same run.
 
 Shipped configuration: mosquitto started with exactly ``mosquitto/mosquitto.conf`` (only the
 listener, the paths and the log destination rewritten, as ``tests/test_broker_acl.py`` does), the
-shipped ``acl`` and a password file made by ``mosquitto/make-passwords``; the bridge connects as
-``bridge`` on base topic ``locktwin``, then a new ``dashboard`` client subscribes to ``locktwin/#``
-and counts the retained ``state`` topics it receives.
+shipped ``acl`` (plus a block for the bench's vendor, ``fleet``, made like every vendor's) and a password
+file made by ``mosquitto/make-passwords``; the bridge connects as ``bridge-fleet`` on base topic
+``locktwin``, then a new ``dashboard`` client subscribes to ``locktwin/#`` and counts the retained
+``state`` topics it receives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import sqlite3
@@ -46,8 +48,10 @@ from twin.runtime import PUBLISH_WINDOW, BridgeRuntime
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "mosquitto"
+#: the bench adapter's vendor, given a bridge user like a registered vendor's
+VENDOR = "fleet"
 PASSWORDS = {
-    "bridge": "bench-bridge",
+    f"bridge-{VENDOR}": "bench-bridge",
     "operator": "bench-operator",
     "homeassistant": "bench-ha",
     "dashboard": "bench-dash",
@@ -196,6 +200,15 @@ def _for_bench(conf: str, *, port: int, workdir: Path) -> str:
     return "".join(lines)
 
 
+def _with_vendor(acl: str, vendor: str) -> str:
+    """The shipped acl plus a block for ``vendor``, made from the first vendor's (all blocks are alike)."""
+    found = re.search(r"^user bridge-(\S+)\n(?:topic .*\n)+", acl, flags=re.MULTILINE)
+    if found is None:
+        raise RuntimeError("mosquitto/acl has no bridge-<vendor> block to copy")
+    block = found[0].replace(found[1], vendor)
+    return acl + "\n" + block
+
+
 @contextmanager
 def shipped_broker() -> Iterator[int]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -203,9 +216,10 @@ def shipped_broker() -> Iterator[int]:
     workdir = Path(tempfile.mkdtemp(prefix="locktwin-shipped-"))
     (workdir / "data").mkdir()
     env = {**os.environ, "MOSQUITTO_PASSWD": passwd}
-    env.update({f"LOCKTWIN_{role.upper()}_PASSWORD": pw for role, pw in PASSWORDS.items()})
-    subprocess.run([str(SHIPPED / "make-passwords"), "--dir", str(workdir)], env=env, check=True, capture_output=True)
-    shutil.copy(SHIPPED / "acl", workdir / "acl")
+    env.update({f"LOCKTWIN_{role.upper().replace('-', '_')}_PASSWORD": pw for role, pw in PASSWORDS.items()})
+    make = [str(SHIPPED / "make-passwords"), "--dir", str(workdir), "--vendor", VENDOR]
+    subprocess.run(make, env=env, check=True, capture_output=True)
+    (workdir / "acl").write_text(_with_vendor((SHIPPED / "acl").read_text(), VENDOR))
     port = free_port()
     (workdir / "mosquitto.conf").write_text(
         _for_bench((SHIPPED / "mosquitto.conf").read_text(), port=port, workdir=workdir)
@@ -240,7 +254,7 @@ def shipped_broker() -> Iterator[int]:
 
 
 async def new_subscriber_count(port: int, devices: int, data: Path) -> tuple[int, float]:
-    """Bridge as ``bridge``; once its states are out, a new ``dashboard`` subscriber to ``locktwin/#``."""
+    """Bridge as ``bridge-fleet``; once its states are out, a new ``dashboard`` subscriber to ``locktwin/#``."""
     dash = {"username": "dashboard", "password": PASSWORDS["dashboard"]}
     live: list[tuple[str, bytes]] = []
     published = anyio.Event()
@@ -252,8 +266,8 @@ async def new_subscriber_count(port: int, devices: int, data: Path) -> tuple[int
             port,
             data,
             "locktwin",
-            username="bridge",
-            password=PASSWORDS["bridge"],
+            username=f"bridge-{VENDOR}",
+            password=PASSWORDS[f"bridge-{VENDOR}"],
         )
         tg.start_soon(runtime.run)
         with anyio.fail_after(600):

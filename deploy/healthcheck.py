@@ -33,12 +33,13 @@ TIMEOUT = 10.0
 async def state_of(vendor: str, config: Path | None) -> bytes | None:
     """The bridge's retained state, or None when there is none; raises aiomqtt.MqttError."""
     settings = load_settings(config)
+    broker = settings.mqtt.for_vendor(vendor)  # the bridge's own user (bridge-{vendor})
     state_topic = f"{settings.base_topic}/bridge/{vendor}/state"
-    user = settings.mqtt.username or "anonymous"
+    user = broker.username or "anonymous"
     probe_topic = f"locktwin-replies/{user}/health-{uuid.uuid4().hex}"
     identifier = f"locktwin-health-{vendor}-{uuid.uuid4().hex[:8]}"
     state: bytes | None = None
-    async with mqtt_client(settings.mqtt, identifier=identifier) as client:
+    async with mqtt_client(broker, identifier=identifier) as client:
         await client.subscribe(state_topic, qos=1)
         await client.subscribe(probe_topic, qos=1)
         await client.publish(probe_topic, b"probe", qos=1)

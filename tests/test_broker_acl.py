@@ -1,10 +1,11 @@
 """The production broker setup (``mosquitto/``) against a real mosquitto and a real bridge.
 
 Each test starts mosquitto with exactly ``mosquitto/mosquitto.conf`` (only the listeners' ports, the
-paths and the log destination are rewritten, see :func:`for_test`), ``mosquitto/acl``, a password
-file made by ``mosquitto/make-passwords`` and certificates made by ``mosquitto/make-certs`` (its TLS
-listeners are tested in tests/transport/test_production_tls.py), then drives a bridge (``BridgeHarness`` with the fake
-adapter on base topic ``locktwin``, connected as ``bridge``) with clients of the other roles.
+paths and the log destination are rewritten, see :func:`for_test`), ``mosquitto/acl`` (plus the block
+of the test's own vendor, ``fake``, written by the rule every vendor's block follows: :func:`vendor_block`),
+a password file made by ``mosquitto/make-passwords`` and certificates made by ``mosquitto/make-certs``
+(its TLS listeners are tested in tests/transport/), then drives a bridge (``BridgeHarness`` with the fake
+adapter on base topic ``locktwin``, connected as ``bridge-fake``) with clients of the other roles.
 
 A publish the ACL denies is dropped by the broker (a v5 publisher gets PUBACK "not authorized").
 To show that nothing arrived without waiting on a clock, each negative check is followed by a
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -25,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,16 @@ from typing import Any
 import aiomqtt
 import anyio
 import pytest
+from paho.mqtt.client import topic_matches_sub
 from pydantic import SecretStr
 
 from tests.fake_adapter import FakeAdapter, FakeSettings
-from twin.config import MqttSettings
+from twin.config import LocktwinSettings, MqttSettings
 from twin.fleet.service import FleetService
 from twin.fleet.settings import FleetSettings
+from twin.homeassistant import HomeAssistantSettings
+from twin.homeassistant_legacy import clear_legacy_discovery
+from twin.registry import ADAPTERS
 from twin.testing import BridgeHarness, free_port, v5_reply
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,8 +53,15 @@ ACL = REPO / "mosquitto" / "acl"
 MAKE_PASSWORDS = REPO / "mosquitto" / "make-passwords"
 MAKE_CERTS = REPO / "mosquitto" / "make-certs"
 HEALTHCHECK = REPO / "deploy" / "healthcheck.py"
-ROLES = ("bridge", "operator", "homeassistant", "dashboard", "fleet")
+#: every vendor's bridge has a user of its own (bridge-<vendor>); then the people's roles, and the
+#: fleet service's
+BRIDGE_ROLES = tuple(f"bridge-{vendor}" for vendor in ADAPTERS)
+OTHERS = ("operator", "homeassistant", "dashboard", "fleet")
+ROLES = (*BRIDGE_ROLES, *OTHERS)
 BASE = "locktwin"
+#: the vendor of tests.fake_adapter, given a block and a user like a registered vendor's
+TEST_VENDOR = "fake"
+TEST_BRIDGE = f"bridge-{TEST_VENDOR}"
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or (
@@ -102,10 +115,26 @@ def for_test(conf: str, *, ports: dict[int, int], workdir: Path) -> str:
     return "".join(rewrite(line) for line in conf.splitlines(keepends=True))
 
 
-def make_passwords(directory: Path, **env: str) -> dict[str, str]:
+def vendor_block(vendor: str) -> str:
+    """The acl block of one vendor's bridge: only its own vendor's topics (mosquitto/acl)."""
+    return "".join(
+        line + "\n"
+        for line in (
+            f"user bridge-{vendor}",
+            f"topic readwrite {BASE}/{vendor}/#",
+            f"topic readwrite {BASE}/bridge/{vendor}/#",
+            f"topic write homeassistant/+/locktwin_{vendor}/#",
+            f"topic write homeassistant/+/locktwin_bridge_{vendor}/#",
+            "topic read homeassistant/status",
+            "topic write locktwin-replies/#",
+        )
+    )
+
+
+def make_passwords(directory: Path, *args: str, **env: str) -> dict[str, str]:
     """Run make-passwords; the passwords it generated, by role."""
     out = subprocess.run(
-        [str(MAKE_PASSWORDS), "--dir", str(directory)],
+        [str(MAKE_PASSWORDS), "--dir", str(directory), *args],
         env={**os.environ, "MOSQUITTO_PASSWD": str(MOSQUITTO_PASSWD), **env},
         capture_output=True,
         text=True,
@@ -199,11 +228,12 @@ def production_broker(certs: Path) -> Iterator[Broker]:
     workdir = Path(tempfile.mkdtemp(prefix="locktwin-broker-"))
     (workdir / "data").mkdir()
     shutil.copytree(certs, workdir / "certs")
-    passwords = make_passwords(workdir, LOCKTWIN_OPERATOR_PASSWORD="operator-from-env")
-    assert set(passwords) == {"bridge", "homeassistant", "dashboard", "fleet"}  # operator's came from the environment
+    passwords = make_passwords(workdir, "--vendor", TEST_VENDOR, LOCKTWIN_OPERATOR_PASSWORD="operator-from-env")
+    assert set(passwords) == {*ROLES, TEST_BRIDGE} - {"operator"}  # operator's came from the environment
     passwords["operator"] = "operator-from-env"
-    assert (workdir / "secrets" / "bridge.password").read_text().strip() == passwords["bridge"]
-    shutil.copy(ACL, workdir / "acl")
+    for role in (*BRIDGE_ROLES, TEST_BRIDGE):
+        assert (workdir / "secrets" / f"{role}.password").read_text().strip() == passwords[role]
+    (workdir / "acl").write_text(ACL.read_text() + "\n" + vendor_block(TEST_VENDOR))
     ports = {PLAIN: free_port(), TLS: free_port(), MUTUAL_TLS: free_port()}
     (workdir / "mosquitto.conf").write_text(for_test(CONF.read_text(), ports=ports, workdir=workdir))
     _give_to_broker_user(workdir)
@@ -251,14 +281,17 @@ async def connect(broker: Broker, user: str | None, password: str | None = None)
         yield client
 
 
-def bridge(broker: Broker, tmp_path: Path, adapter: FakeAdapter | None = None) -> BridgeHarness:
+def bridge(
+    broker: Broker, tmp_path: Path, adapter: FakeAdapter | None = None, *, discovery: bool = True
+) -> BridgeHarness:
     return BridgeHarness(
         adapter=adapter or FakeAdapter(),
         broker_url=broker.url,
         data_dir=tmp_path / "bridge",
         base_topic=BASE,
-        username="bridge",
-        password=broker.passwords["bridge"],
+        username=TEST_BRIDGE,
+        password=broker.passwords[TEST_BRIDGE],
+        homeassistant=HomeAssistantSettings(enabled=discovery),  # the production prefix, homeassistant/
     )
 
 
@@ -328,14 +361,66 @@ def test_make_passwords_is_idempotent(tmp_path: Path) -> None:
     assert set(first) == set(ROLES)
     assert len(set(first.values())) == len(ROLES) and all(len(p) == 32 for p in first.values())
     passwd = tmp_path / "passwd"
-    secret = tmp_path / "secrets" / "bridge.password"
+    secrets = {role: tmp_path / "secrets" / f"{role}.password" for role in BRIDGE_ROLES}
+    assert sorted(p.name for p in (tmp_path / "secrets").iterdir()) == sorted(p.name for p in secrets.values())
     assert passwd.stat().st_mode & 0o777 == 0o600
-    assert secret.stat().st_mode & 0o777 == 0o600
+    for role, secret in secrets.items():
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert secret.read_text().strip() == first[role]
     assert [line.split(":")[0] for line in passwd.read_text().splitlines()] == list(ROLES)
     assert all(p not in passwd.read_text() for p in first.values())  # hashed
-    before = passwd.read_bytes(), secret.read_bytes()
+    before = passwd.read_bytes(), [s.read_bytes() for s in secrets.values()]
     assert make_passwords(tmp_path, LOCKTWIN_DASHBOARD_PASSWORD="ignored: dashboard exists") == {}
-    assert (passwd.read_bytes(), secret.read_bytes()) == before
+    assert (passwd.read_bytes(), [s.read_bytes() for s in secrets.values()]) == before
+
+
+def test_make_passwords_knows_every_registered_vendor() -> None:
+    listed = subprocess.run([str(MAKE_PASSWORDS), "--list-roles"], capture_output=True, text=True, check=True)
+    assert tuple(listed.stdout.split()) == ROLES
+    more = subprocess.run(
+        [str(MAKE_PASSWORDS), "--list-roles", "--vendor", "acme"], capture_output=True, text=True, check=True
+    )
+    assert more.stdout.split() == [*BRIDGE_ROLES, "bridge-acme", *OTHERS]
+
+
+def test_make_passwords_removes_the_shared_bridge_user_of_earlier_versions(tmp_path: Path) -> None:
+    make_passwords(tmp_path)
+    passwd = tmp_path / "passwd"
+    passwd.write_text(passwd.read_text() + "bridge:$7$101$old-hash\n")
+    (tmp_path / "secrets" / "bridge.password").write_text("the old shared password\n")
+    assert make_passwords(tmp_path) == {}
+    assert [line.split(":")[0] for line in passwd.read_text().splitlines()] == list(ROLES)
+    assert not (tmp_path / "secrets" / "bridge.password").exists()
+
+
+def test_every_vendor_block_gives_its_bridge_only_its_own_vendor() -> None:
+    acl = ACL.read_text()
+    for vendor in ADAPTERS:
+        assert vendor_block(vendor) in acl, f"mosquitto/acl needs, for {vendor}:\n{vendor_block(vendor)}"
+    users = re.findall(r"^user (\S+)$", acl, flags=re.MULTILINE)
+    assert users == [*BRIDGE_ROLES, *OTHERS]
+
+
+def test_no_role_but_the_bridges_may_read_command_topics() -> None:
+    """Commands carry their sender's Response Topic and Correlation Data, and actions' arguments."""
+    grants: dict[str, list[tuple[str, str]]] = {}
+    user = None
+    for line in ACL.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["user"]:
+            user = words[1]
+        elif words[:1] == ["topic"] and user is not None:
+            grants.setdefault(user, []).append((words[1], words[2]) if len(words) == 3 else ("readwrite", words[1]))
+        elif words[:1] == ["pattern"]:
+            user = None  # patterns apply to every user: checked below as their own
+            grants.setdefault("<pattern>", []).append((words[1], words[2]))
+    commands = [f"{BASE}/segway/d1/set", f"{BASE}/okai/d1/get", f"{BASE}/tuya/d1/request/issue_card"]
+    for role, rules in grants.items():
+        readable = [sub for access, sub in rules if access in ("read", "readwrite")]
+        for command in commands:
+            reads = any(topic_matches_sub(sub, command) for sub in readable)
+            vendor = command.split("/")[1]
+            assert reads == (role == f"bridge-{vendor}"), (role, command)
 
 
 # -- authentication -----------------------------------------------------------------------------
@@ -343,7 +428,7 @@ def test_make_passwords_is_idempotent(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("user", "password"),
-    [(None, None), ("bridge", "wrong"), ("nobody", "whatever"), ("dashboard", "")],
+    [(None, None), (TEST_BRIDGE, "wrong"), ("nobody", "whatever"), ("dashboard", "")],
     ids=["anonymous", "wrong-password", "unknown-user", "empty-password"],
 )
 async def test_connection_without_valid_credentials_is_refused(
@@ -405,7 +490,7 @@ async def test_operator_v5_response_topic_is_private(broker: Broker, tmp_path: P
     ):
         await operator.subscribe(reply_topic, qos=1)
         await ha.subscribe("locktwin-replies/#", qos=1)  # granted by mosquitto 2.0, filtered on delivery
-        await ha.subscribe(h.topic("d1", "response/#"), qos=1)
+        await ha.subscribe(h.topic("d1", "event"), qos=1)
         await operator.publish(
             h.topic("d1", "request/find"),
             '{"transaction":"t-v5"}',
@@ -415,13 +500,13 @@ async def test_operator_v5_response_topic_is_private(broker: Broker, tmp_path: P
         final = await until(operator, final_of("t-v5"))
         assert doc(final)["status"] == "succeeded"
         assert getattr(final.properties, "CorrelationData", None) == b"corr-1"
-        # barrier: the bridge answers a later command on a topic homeassistant may read
-        await operator.publish(h.topic("d1", "get"), '{"transaction":"t-after"}', qos=1)
+        # barrier: an event of a later command, on a topic homeassistant may read
+        await operator.publish(h.topic("d1", "request/find"), '{"transaction":"t-after"}', qos=1)
         seen = []
         with anyio.fail_after(15):
             async for message in ha.messages:
                 seen.append(message.topic.value)
-                if message.topic.value == h.topic("d1", "response/get"):
+                if message.topic.value == h.topic("d1", "event") and doc(message)["data"]["transaction"] == "t-after":
                     break
         assert not [t for t in seen if t.startswith("locktwin-replies/")]
 
@@ -451,19 +536,27 @@ async def test_response_topic_cannot_make_the_bridge_write_the_contract_tree(bro
 async def test_homeassistant_can_set_but_not_request(broker: Broker, tmp_path: Path) -> None:
     adapter = FakeAdapter()
     async with bridge(broker, tmp_path, adapter) as h, connect(broker, "homeassistant") as ha:
-        await ha.subscribe(h.topic("d1", "response/#"), qos=1)
+        await ha.subscribe(h.topic("d1", "#"), qos=1)
         await ha.publish(h.topic("d1", "request/find"), '{"transaction":"t-ha-find"}', qos=1)
         await ha.publish(h.topic("d1", "get"), '{"transaction":"t-ha-get"}', qos=1)
         await ha.publish(h.topic("d1", "set"), '{"lock":"UNLOCKED","transaction":"t-ha"}', qos=1)
-        final = doc(await until(ha, final_of("t-ha")))
-        assert final["status"] == "succeeded"
+        assert (await h.final("d1", "t-ha"))["status"] == "succeeded"
+        # homeassistant follows its command by the device's events and state, not by answers
+        seen = []
+        with anyio.fail_after(15):
+            async for message in ha.messages:
+                seen.append(message.topic.value)
+                body = doc(message) if message.topic.value == h.topic("d1", "event") else {}
+                if body.get("data", {}).get("transaction") == "t-ha" and body["data"]["to"] == "succeeded":
+                    break
         assert adapter.calls == [("d1", "unlock")]  # no find
         assert h.responses("d1", "find") == [] and h.responses("d1", "get") == []
+        assert not [t for t in seen if "/response/" in t or t.endswith(("/set", "/get")) or "/request/" in t]
 
 
 async def test_homeassistant_discovery_and_status(broker: Broker) -> None:
-    config_topic = "homeassistant/lock/locktwin_fake_d1/config"
-    async with connect(broker, "bridge") as bridge_client, connect(broker, "homeassistant") as ha:
+    config_topic = "homeassistant/lock/locktwin_fake/d1/config"
+    async with connect(broker, TEST_BRIDGE) as bridge_client, connect(broker, "homeassistant") as ha:
         await bridge_client.subscribe("homeassistant/status", qos=1)
         await bridge_client.publish(config_topic, '{"name":"d1"}', qos=1, retain=True)
         await ha.subscribe("homeassistant/#", qos=1)
@@ -506,13 +599,14 @@ async def test_dashboard_cannot_create_a_job_and_the_fleet_role_can(broker: Brok
         bridge(broker, tmp_path, adapter),
         fleet_service(broker, tmp_path) as service,
         connect(broker, "dashboard") as dashboard,
+        connect(broker, "operator") as operator,
     ):
-        await dashboard.subscribe(f"{BASE}/fleet/#", qos=1)
+        await dashboard.subscribe(f"{BASE}/fleet/#", qos=1)  # its ACL lets job documents through
+        await operator.subscribe(f"{BASE}/fleet/response/+", qos=1)  # answers: roles that may ask
         await dashboard.publish(f"{BASE}/fleet/request/job_create", json.dumps({**job, "transaction": "t-dash"}), qos=1)
         # the barrier: an operator's request, after the denied one was acknowledged
-        async with connect(broker, "operator") as operator:
-            await operator.publish(f"{BASE}/fleet/request/job_list", '{"transaction":"t-list"}', qos=1)
-        listed = doc(await until(dashboard, lambda m: m.topic.value == f"{BASE}/fleet/response/job_list"))
+        await operator.publish(f"{BASE}/fleet/request/job_list", '{"transaction":"t-list"}', qos=1)
+        listed = doc(await until(operator, lambda m: m.topic.value == f"{BASE}/fleet/response/job_list"))
         assert listed["transaction"] == "t-list" and listed["data"]["jobs"] == []
         assert service.jobs.jobs == {} and adapter.calls == []
 
@@ -520,7 +614,7 @@ async def test_dashboard_cannot_create_a_job_and_the_fleet_role_can(broker: Brok
             await fleet.publish(
                 f"{BASE}/fleet/request/job_create", json.dumps({**job, "transaction": "t-fleet"}), qos=1
             )
-        created = doc(await until(dashboard, lambda m: m.topic.value == f"{BASE}/fleet/response/job_create"))
+        created = doc(await until(operator, lambda m: m.topic.value == f"{BASE}/fleet/response/job_create"))
         assert created["status"] == "succeeded", created
         job_topic = f"{BASE}/fleet/jobs/{created['data']['id']}"
 
@@ -595,8 +689,8 @@ async def _healthcheck(broker: Broker, vendor: str) -> subprocess.CompletedProce
     env = {
         **os.environ,
         "LOCKTWIN_MQTT__URL": broker.url,
-        "LOCKTWIN_MQTT__USERNAME": "bridge",
-        "LOCKTWIN_MQTT__PASSWORD_FILE": str(broker.workdir / "secrets" / "bridge.password"),
+        "LOCKTWIN_MQTT__USERNAME": TEST_BRIDGE,
+        "LOCKTWIN_MQTT__PASSWORD_FILE": str(broker.workdir / "secrets" / f"{TEST_BRIDGE}.password"),
         "PYTHONPATH": str(REPO),
     }
     with anyio.fail_after(30):
@@ -611,3 +705,151 @@ async def test_healthcheck_follows_the_bridge_state(broker: Broker, tmp_path: Pa
     result = await _healthcheck(broker, "fake")  # the bridge said offline on its way out
     assert result.returncode == 1
     assert b"offline" in result.stderr
+
+
+# -- issue 16: forged answers, reply topics, legacy discovery -----------------------------------
+
+
+def is_command(topic: str) -> bool:
+    """``<base>/<vendor>/<device>/set``, ``.../get`` or ``.../request/<action>``."""
+    parts = topic.split("/")
+    return (len(parts) == 4 and parts[3] in ("set", "get")) or (len(parts) == 5 and parts[3] == "request")
+
+
+def _leaks(message: aiomqtt.Message, secrets: tuple[bytes, ...]) -> bool:
+    """Whether a message shows any of ``secrets``, in its topic, payload or properties."""
+    props = message.properties
+    shown = [message.topic.value.encode(), message.payload if isinstance(message.payload, bytes) else b""]
+    for name in ("ResponseTopic", "CorrelationData", "UserProperty"):
+        value = getattr(props, name, None) if props is not None else None
+        shown.append(
+            value.encode() if isinstance(value, str) else value if isinstance(value, bytes) else repr(value).encode()
+        )
+    return any(secret in part for secret in secrets for part in shown)
+
+
+async def seen_until_event(client: aiomqtt.Client, event_topic: str, transaction: str) -> list[aiomqtt.Message]:
+    """Every message ``client`` got until the first event of ``transaction`` on ``event_topic``.
+
+    The barrier of these tests: a command sent after the others were acknowledged by the broker
+    (which routes a message to its subscribers before acknowledging it), so once its event is in,
+    anything the broker would have delivered of the earlier ones is in too."""
+    seen = []
+    with anyio.fail_after(15):
+        async for message in client.messages:
+            seen.append(message)
+            if message.topic.value == event_topic and doc(message)["data"].get("transaction") == transaction:
+                return seen
+    raise AssertionError("subscription ended")  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("victim", "spies"),
+    [("operator", ("homeassistant", "dashboard")), ("homeassistant", ("operator", "dashboard"))],
+)
+async def test_forged_answers_in_another_roles_reply_topic_fail(
+    broker: Broker, tmp_path: Path, victim: str, spies: tuple[str, ...]
+) -> None:
+    """Issue 16, replayed: a role read another client's ``/set`` with its v5 Response Topic and
+    Correlation Data, then sent an invalid ``/set`` with the same transaction, that Response Topic
+    and that correlation; the private topic got ``accepted``, the forged ``rejected``, then
+    ``succeeded``. Now no role but the bridge reads command topics: the spies never see the Response
+    Topic nor the correlation, and what they can send lands nowhere near the victim's answers."""
+    private = f"locktwin-replies/{victim}/{uuid.uuid4().hex}"
+    correlation = b"op-corr-42"
+    async with AsyncExitStack() as stack:
+        h = await stack.enter_async_context(bridge(broker, tmp_path))
+        sender = await stack.enter_async_context(connect(broker, victim))
+        watchers = {spy: await stack.enter_async_context(connect(broker, spy)) for spy in spies}
+        await sender.subscribe(private, qos=1)
+        for watcher in watchers.values():
+            await watcher.subscribe("#", qos=1)
+            await watcher.subscribe(f"{BASE}/#", qos=1)
+        await sender.publish(
+            h.topic("d1", "set"),
+            '{"lock":"UNLOCKED","transaction":"op-real-1"}',
+            qos=1,
+            properties=v5_reply(private, correlation),
+        )
+        await sender.publish(h.topic("d2", "set"), '{"lock":"LOCKED","transaction":"barrier-1"}', qos=1)
+        for spy, watcher in watchers.items():
+            seen = await seen_until_event(watcher, h.topic("d2", "event"), "barrier-1")
+            assert not [m.topic.value for m in seen if is_command(m.topic.value)], spy
+            assert not [m.topic.value for m in seen if _leaks(m, (correlation, private.encode()))], spy
+        # The attacker's best: the transaction (events name it, for dashboards), no reply topic to use.
+        attacker = next(watchers[s] for s in spies if s != "dashboard")
+        await attacker.publish(h.topic("d1", "set"), '{"lock":"SIDEWAYS","transaction":"op-real-1"}', qos=1)
+        answers = []
+
+        async def answers_until(transaction: str) -> None:
+            with anyio.fail_after(15):
+                async for message in sender.messages:
+                    body = doc(message)
+                    answers.append((body["transaction"], body["status"], message.properties.CorrelationData))
+                    if body["transaction"] == transaction and body["status"] != "accepted":
+                        return
+
+        await answers_until("op-real-1")
+        # barrier on the private topic: a later command of the victim, answered there too
+        await sender.publish(
+            h.topic("d1", "set"),
+            '{"lock":"LOCKED","transaction":"barrier-2"}',
+            qos=1,
+            properties=v5_reply(private, b"barrier-2"),
+        )
+        await answers_until("barrier-2")
+    assert answers == [
+        ("op-real-1", "accepted", correlation),
+        ("op-real-1", "succeeded", correlation),
+        ("barrier-2", "accepted", b"barrier-2"),
+        ("barrier-2", "succeeded", b"barrier-2"),
+    ]
+
+
+@pytest.mark.parametrize("discovery", [True, False], ids=["discovery-on", "discovery-off"])
+async def test_discovery_prefix_is_never_a_response_topic(broker: Broker, tmp_path: Path, discovery: bool) -> None:
+    """Issue 16: with discovery off, an operator's Response Topic homeassistant/lock/.../config was
+    written by the bridge (a topic its user may write: its own vendor's discovery configs)."""
+    target = "homeassistant/lock/locktwin_fake/d1/config"
+    adapter = FakeAdapter()
+    async with (
+        bridge(broker, tmp_path, adapter, discovery=discovery) as h,
+        connect(broker, "operator") as operator,
+        connect(broker, "homeassistant") as ha,
+    ):
+        await ha.subscribe(target, qos=1)
+        await ha.subscribe(h.topic("d1", "event"), qos=1)
+        await operator.subscribe(h.topic("d1", "response/find"), qos=1)
+        await operator.publish(
+            h.topic("d1", "request/find"), '{"transaction":"t-config"}', qos=1, properties=v5_reply(target, b"c")
+        )
+        refused = doc(await until(operator, final_of("t-config")))
+        assert refused["status"] == "rejected" and refused["error"]["code"] == "INVALID_PAYLOAD"
+        await operator.publish(h.topic("d1", "request/find"), '{"transaction":"t-after"}', qos=1)
+        seen = await seen_until_event(ha, h.topic("d1", "event"), "t-after")
+        on_target = [doc(m) for m in seen if m.topic.value == target]
+        assert {config["unique_id"] for config in on_target} == ({"locktwin_fake_d1_lock"} if discovery else set())
+        assert adapter.calls.count(("d1", "find")) == 1  # t-after only
+
+
+async def test_only_a_role_that_may_write_the_prefix_clears_legacy_configs(broker: Broker, tmp_path: Path) -> None:
+    """A vendor's bridge may not write the old per-device discovery topics (its user's grants name
+    locktwin_<vendor> as a level of its own); homeassistant may, and ``clear-legacy`` uses it."""
+    legacy = "homeassistant/lock/locktwin_fake_d1/lock/config"
+    async with (
+        bridge(broker, tmp_path) as h,
+        connect(broker, "homeassistant") as ha,
+        connect(broker, TEST_BRIDGE) as bridge_client,
+    ):
+        await ha.publish(legacy, '{"name":"old layout"}', qos=1, retain=True)  # as an earlier bridge left it
+        await bridge_client.publish(legacy, b"", qos=1, retain=True)  # denied: dropped by the broker
+        await h.wait_for(lambda: h.retained.get(f"{BASE}/bridge/fake/devices"))
+        as_ha = LocktwinSettings(
+            base_topic=BASE,
+            mqtt=MqttSettings(
+                url=broker.url, username="homeassistant", password=SecretStr(broker.passwords["homeassistant"])
+            ),
+        )
+        result = await clear_legacy_discovery(settings=as_ha)
+        assert result.found == [legacy] and result.remaining == []
+        assert result.devices == {"fake": 2}

@@ -12,8 +12,10 @@ server certificate is valid for the name the bridges use.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +30,26 @@ REPO = Path(__file__).resolve().parent.parent
 VENDORS = ("segway", "okai", "tuya", "smartcar")
 IMAGE = "locktwin:latest"
 CONFIG_IN_CONTAINER = "/etc/locktwin/locktwin.toml"
-BRIDGE_SECRET = "/run/secrets/mqtt_bridge_password"
 CA_SECRET = "/run/secrets/mqtt_ca"
 BRIDGE_URL = "mqtts://mosquitto:8883"
 HEALTHCHECK_IN_IMAGE = "/usr/local/lib/locktwin/healthcheck.py"
 #: host files make-passwords and make-certs write (never in the repository), by the script
 GENERATED = {
     "mosquitto/passwd": "make-passwords",
-    "mosquitto/secrets/bridge.password": "make-passwords",
+    **{f"mosquitto/secrets/bridge-{v}.password": "make-passwords" for v in ADAPTERS},
     "mosquitto/certs/ca.crt": "make-certs",
     "mosquitto/certs/server.crt": "make-certs",
     "mosquitto/certs/server.key": "make-certs",
 }
+
+
+def bridge_user(vendor: str) -> str:
+    """Each vendor's bridge has its own broker user (mosquitto/acl)."""
+    return f"bridge-{vendor}"
+
+
+def bridge_secret(vendor: str) -> str:
+    return f"/run/secrets/mqtt_bridge_{vendor}_password"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -120,11 +130,15 @@ def test_bridge_environment_and_secret(vendor: str) -> None:
     env = service["environment"]
     assert env["LOCKTWIN_MQTT__URL"] == BRIDGE_URL
     assert env["LOCKTWIN_MQTT__CA_FILE"] == CA_SECRET
-    assert env["LOCKTWIN_MQTT__USERNAME"] == "bridge"
-    assert env["LOCKTWIN_MQTT__PASSWORD_FILE"] == BRIDGE_SECRET
+    assert env["LOCKTWIN_MQTT__USERNAME"] == bridge_user(vendor)
+    assert env["LOCKTWIN_MQTT__PASSWORD_FILE"] == bridge_secret(vendor)
     assert "LOCKTWIN_MQTT__PASSWORD" not in env
     assert "LOCKTWIN_MQTT__TLS_INSECURE" not in env
-    assert service["secrets"] == [Path(BRIDGE_SECRET).name, Path(CA_SECRET).name]
+    assert service["secrets"] == [Path(bridge_secret(vendor)).name, Path(CA_SECRET).name]
+    # the secret is the password make-passwords keeps for that user, and nobody else's
+    assert COMPOSE["secrets"][Path(bridge_secret(vendor)).name] == {
+        "file": f"./mosquitto/secrets/{bridge_user(vendor)}.password"
+    }
     assert service["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     assert ("./deploy/locktwin.toml", CONFIG_IN_CONTAINER, "ro") in mounts(service)
     data = [(s, t) for s, t, _ in mounts(service) if t == "/var/lib/locktwin"]
@@ -142,12 +156,24 @@ def test_the_bridges_settings_load_as_compose_gives_them(monkeypatch: pytest.Mon
     for key, value in SERVICES["segway"]["environment"].items():
         monkeypatch.setenv(key, value)
     settings = load_settings(REPO / "deploy" / "locktwin.toml")
-    assert settings.mqtt.url == BRIDGE_URL and settings.mqtt.username == "bridge"
+    assert settings.mqtt.url == BRIDGE_URL and settings.mqtt.username == "bridge-segway"
     assert settings.mqtt.tls and (settings.mqtt.host, settings.mqtt.port) == ("mosquitto", 8883)
     assert settings.mqtt.ca_file == Path(CA_SECRET) and not settings.mqtt.tls_insecure
-    assert settings.mqtt.password_file == Path(BRIDGE_SECRET)
+    assert settings.mqtt.password_file == Path(bridge_secret("segway"))
     assert settings.data_dir == Path("/var/lib/locktwin")
     assert set(settings.vendors) == set(VENDORS)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_the_configuration_alone_gives_each_bridge_its_own_user(vendor: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without compose's variables (several bridges in one process, systemd), ``{vendor}`` in the
+    file gives each bridge the user and secret compose gives it."""
+    for key in [k for k in os.environ if k.startswith("LOCKTWIN_")]:
+        monkeypatch.delenv(key)
+    mqtt = load_settings(REPO / "deploy" / "locktwin.toml").mqtt.for_vendor(vendor)
+    env = SERVICES[vendor]["environment"]
+    assert mqtt.username == env["LOCKTWIN_MQTT__USERNAME"] == bridge_user(vendor)
+    assert mqtt.password_file == Path(env["LOCKTWIN_MQTT__PASSWORD_FILE"])
 
 
 @pytest.mark.parametrize("vendor", [vendor_param(v) for v in VENDORS])
@@ -172,6 +198,11 @@ def test_mounted_host_paths_exist_and_named_volumes_are_declared(name: str) -> N
             assert source in declared, f"{name}: volume {source} is not declared"
 
 
+def make_passwords_roles() -> list[str]:
+    script = REPO / "mosquitto" / "make-passwords"
+    return subprocess.run([str(script), "--list-roles"], capture_output=True, text=True, check=True).stdout.split()
+
+
 def test_secrets_are_declared_and_generated_by_make_passwords_or_make_certs() -> None:
     declared = COMPOSE["secrets"]
     used = {s for svc in SERVICES.values() for s in svc.get("secrets", [])}
@@ -184,7 +215,13 @@ def test_secrets_are_declared_and_generated_by_make_passwords_or_make_certs() ->
         relative = path.removeprefix("mosquitto/")
         assert relative in ignored or f"{relative.split('/')[0]}/" in ignored
         folder, _, name = relative.rpartition("/")
-        assert relative in script or (folder in script and name.split(".")[0] in script), path
+        assert relative in script or (folder in script and name.split(".")[0] in script) or "$1.password" in script, (
+            path
+        )
+    # the script writes passwd and secrets/<role>.password for every bridge role it knows
+    passwords = (REPO / "mosquitto" / "make-passwords").read_text()
+    assert '"$dir/passwd"' in passwords and 'echo "$dir/secrets/$1.password"' in passwords
+    assert [r for r in make_passwords_roles() if r.startswith("bridge-")] == [bridge_user(v) for v in ADAPTERS]
 
 
 def test_every_declared_volume_is_used() -> None:

@@ -63,7 +63,7 @@ def build_runtime(
     adapter = adapter_cls(settings=load_vendor_settings(adapter_cls.settings_model, table))
     return BridgeRuntime(
         adapter=adapter,
-        mqtt=settings.mqtt,
+        mqtt=settings.mqtt.for_vendor(adapter_cls.vendor),
         data_dir=settings.data_dir,
         base_topic=settings.base_topic,
         options=settings.bridge(adapter_cls.vendor),
@@ -188,6 +188,40 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return anyio.run(partial(_operator(args).watch, args.filter, once=args.once))
 
 
+def _cmd_homeassistant_clear_legacy(args: argparse.Namespace) -> int:
+    from aiomqtt import MqttError
+
+    from twin.homeassistant_legacy import clear_legacy_discovery
+
+    settings = load_settings(args.config)
+    cleanup = partial(clear_legacy_discovery, settings=settings, dry_run=args.dry_run, timeout=args.timeout)
+    try:
+        result = anyio.run(cleanup)
+    except TimeoutError:
+        print(f"no answer from {settings.mqtt.url} within {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except MqttError as exc:
+        print(f"locktwin: {settings.mqtt.url}: {exc}", file=sys.stderr)
+        return 1
+    listed = ", ".join(f"{vendor} {count}" for vendor, count in result.devices.items()) or "none"
+    print(f"devices listed by the bridges: {listed}", file=sys.stderr)
+    for topic in result.found:
+        print(topic)
+    if args.dry_run:
+        print(f"{len(result.found)} old discovery configs found (--dry-run: left as they are)", file=sys.stderr)
+        return 0
+    if result.remaining:
+        print(
+            f"{len(result.remaining)} of {len(result.found)} old configs are still there: the broker refused "
+            f"the empty payloads; run as a user that may write {settings.homeassistant.prefix}/# "
+            "(homeassistant in mosquitto/acl)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{len(result.found)} old discovery configs emptied", file=sys.stderr)
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from twin.asgi import serve_asgi
 
@@ -281,7 +315,18 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("filter", nargs="?", default="+/+", help="<vendor>/<device> with MQTT wildcards")
     watch.add_argument("--once", action="store_true", help="print the table once and exit")
     watch.set_defaults(func=_cmd_watch)
-    for cmd in (*[sub.choices[n] for n in ("lock", "unlock", "get", "request", "twin", "watch")],):
+    ha = sub.add_parser("homeassistant", help="Home Assistant discovery: clear-legacy").add_subparsers(
+        dest="homeassistant", required=True
+    )
+    legacy = ha.add_parser(
+        "clear-legacy",
+        help="empty the discovery configs earlier versions announced per device (once, after upgrading; "
+        "as a user that may write the discovery prefix)",
+    )
+    legacy.add_argument("--dry-run", action="store_true", help="print the old configs, change nothing")
+    legacy.add_argument("--timeout", type=float, default=30.0)
+    legacy.set_defaults(func=_cmd_homeassistant_clear_legacy)
+    for cmd in (*[sub.choices[n] for n in ("lock", "unlock", "get", "request", "twin", "watch")], legacy):
         cmd.add_argument("--config", type=Path, help="TOML file (LOCKTWIN_* variables override it)")
     for vendor in sorted(ADAPTERS):
         # dispatched by main() before parsing; listed here so that --help shows them

@@ -11,7 +11,7 @@ Example::
 
     [mqtt]
     url = "mqtts://broker.example"    # TLS, port 8883 unless given; mqtt://host:1883 in clear
-    username = "bridge"               # password: LOCKTWIN_MQTT__PASSWORD or password_file
+    username = "bridge-{vendor}"      # each bridge its own; password: LOCKTWIN_MQTT__PASSWORD or password_file
     ca_file = "/etc/locktwin/ca.crt"  # the broker's CA (default: the system's trust store)
     cert_file = "/etc/locktwin/bridge.crt"  # client certificate, for brokers that require one
     key_file = "/etc/locktwin/bridge.key"   # its passphrase: LOCKTWIN_MQTT__KEY_PASSWORD or key_password_file
@@ -136,6 +136,17 @@ class MqttSettings(BaseModel):
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or (DEFAULT_TLS_PORT if self.tls else DEFAULT_PORT)
+
+    def for_vendor(self, vendor: str) -> MqttSettings:
+        """These settings for one vendor's bridge: ``{vendor}`` in ``username`` and ``password_file``
+        becomes its name, so one file serves bridges that each have their own broker user
+        (``username = "bridge-{vendor}"``, as mosquitto/acl names them)."""
+        update: dict[str, Any] = {}
+        if self.username and "{vendor}" in self.username:
+            update["username"] = self.username.replace("{vendor}", vendor)
+        if self.password_file and "{vendor}" in str(self.password_file):
+            update["password_file"] = Path(str(self.password_file).replace("{vendor}", vendor))
+        return self.model_copy(update=update) if update else self
 
     def secret(self) -> str | None:
         if self.password is not None:

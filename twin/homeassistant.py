@@ -7,6 +7,17 @@ is the list of the bridge's and the device's topics with mode ``all``. The bridg
 as a device too (its connectivity), since every device names it in ``via_device``. Configurations are retained,
 announced again when ``homeassistant/status`` turns ``online``, re-announced when a device gains an
 entity (its first battery reading), and removed with an empty retained payload when a device is gone.
+
+Topics name the vendor in a level of its own (HA's optional node id), so that a broker's ACL, whose
+wildcards match whole levels, can let each vendor's bridge write only its own configs::
+
+    <prefix>/<component>/locktwin_<vendor>/<device>/config                  a device's entities
+    <prefix>/binary_sensor/locktwin_bridge_<vendor>/connectivity[_<shard>]/config   the bridge
+
+Earlier versions put the device in the node id (``<prefix>/<component>/locktwin_<vendor>_<device>/
+<component>/config``, and ``locktwin_bridge_<vendor>_<shard>`` for a shard); :meth:`legacy_topics`
+names those, for ``locktwin homeassistant clear-legacy`` to empty. Unique ids and device identifiers
+are the same in both layouts, so Home Assistant keeps its entities.
 """
 
 from __future__ import annotations
@@ -22,16 +33,21 @@ from twin.adapter import DeviceInfo
 from twin.extensions import BridgeContext, Connected, Extension, Message, TwinChanged
 from twin.store import TwinRecord
 
-__all__ = ["HomeAssistantDiscovery", "HomeAssistantExtension", "HomeAssistantSettings"]
+__all__ = ["DEFAULT_PREFIX", "HomeAssistantDiscovery", "HomeAssistantExtension", "HomeAssistantSettings"]
 
 Publish = Callable[[str, bytes], None]
+
+#: Home Assistant's own default discovery prefix
+DEFAULT_PREFIX = "homeassistant"
+#: every component a device may have, in the order they are announced
+COMPONENTS = ("lock", "sensor", "device_tracker", "binary_sensor")
 
 
 class HomeAssistantSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    prefix: str = Field(default="homeassistant", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
 class HomeAssistantDiscovery:
@@ -46,9 +62,13 @@ class HomeAssistantDiscovery:
     def status_topic(self) -> str:
         return f"{self.settings.prefix}/status"
 
+    @staticmethod
+    def _safe(device: str) -> str:
+        return "".join(c if c.isalnum() or c in "_-" else "_" for c in device)
+
     def _node(self, device: str) -> str:
-        safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in device)
-        return f"locktwin_{self.topics.vendor}_{safe}"
+        """The device's identifier in Home Assistant (and the stem of its entities' unique ids)."""
+        return f"locktwin_{self.topics.vendor}_{self._safe(device)}"
 
     @property
     def bridge_node(self) -> str:
@@ -60,7 +80,8 @@ class HomeAssistantDiscovery:
         """The bridge as a device with one entity, its connectivity (its ``bridge/.../state`` topic)."""
         node = self.bridge_node
         shard = "" if self.topics.shard is None else f" (shard {self.topics.shard})"
-        topic = f"{self.settings.prefix}/binary_sensor/{node}/connectivity/config"
+        entity = "connectivity" if self.topics.shard is None else f"connectivity_{self.topics.shard}"
+        topic = f"{self.settings.prefix}/binary_sensor/locktwin_bridge_{self.topics.vendor}/{entity}/config"
         return topic, {
             "name": "Connectivity",
             "unique_id": f"{node}_connectivity",
@@ -78,7 +99,17 @@ class HomeAssistantDiscovery:
         }
 
     def _config_topic(self, component: str, device: str) -> str:
-        return f"{self.settings.prefix}/{component}/{self._node(device)}/{component}/config"
+        return f"{self.settings.prefix}/{component}/locktwin_{self.topics.vendor}/{self._safe(device)}/config"
+
+    def legacy_topics(self, device: str) -> list[str]:
+        """Where earlier versions announced this device's entities."""
+        return [f"{self.settings.prefix}/{c}/{self._node(device)}/{c}/config" for c in COMPONENTS]
+
+    def legacy_bridge_topic(self) -> str | None:
+        """Where earlier versions announced this shard's bridge (None: unsharded, the topic is unchanged)."""
+        if self.topics.shard is None:
+            return None
+        return f"{self.settings.prefix}/binary_sensor/{self.bridge_node}/connectivity/config"
 
     @staticmethod
     def kinds(info: DeviceInfo, twin: TwinRecord) -> frozenset[str]:
@@ -195,7 +226,7 @@ class HomeAssistantDiscovery:
             self.announce(info, twin, publish)
 
     def remove(self, device: str, publish: Publish) -> None:
-        for component in ("lock", "sensor", "device_tracker", "binary_sensor"):
+        for component in COMPONENTS:
             publish(self._config_topic(component, device), b"")
         self._announced.pop(device, None)
 

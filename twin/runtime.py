@@ -38,7 +38,7 @@ from twin.config import BridgeOptions, MqttSettings, TlsSettingsError
 from twin.datalock import DataDirLock
 from twin.engine import TwinEngine
 from twin.extensions import BridgeContext, Connected, EventBus, Extension, Message, TwinChanged
-from twin.homeassistant import HomeAssistantExtension, HomeAssistantSettings
+from twin.homeassistant import DEFAULT_PREFIX, HomeAssistantExtension, HomeAssistantSettings
 from twin.intake import Arrival, best_effort_transaction
 from twin.jsonenc import dumps
 from twin.metrics import RECONNECTS, STORE_WRITABLE
@@ -161,6 +161,8 @@ class BridgeRuntime:
         self.extensions: list[Extension] = [Poller(), retention]
         if self.homeassistant.enabled:
             self.extensions.append(HomeAssistantExtension(settings=self.homeassistant, topics=self.topics))
+        #: never answered on, discovery on or off: a config written there is an entity in Home Assistant
+        self._reserved = (self.topics.base, self.homeassistant.prefix, DEFAULT_PREFIX)
 
     async def run(self) -> None:
         async with AsyncExitStack() as stack:
@@ -316,11 +318,9 @@ class BridgeRuntime:
             log.exception("failed to handle a message on %s", topic)
 
     def _reply_allowed(self, topic: str) -> bool:
-        # the discovery prefix whether discovery is on or off: it is Home Assistant's tree either way
-        reserved = [self.topics.base, self.homeassistant.prefix]
         if "+" in topic or "#" in topic or topic.startswith("$"):
             return False
-        return not any(topic == r or topic.startswith(r + "/") for r in reserved)
+        return not any(topic == r or topic.startswith(r + "/") for r in self._reserved)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -27,7 +27,8 @@ class Endpoint:
     arguments: type[a.WireArguments]
     capability: str
     description: str
-    #: the answer carries a secret (a device's local_key): published once, never stored
+    #: the request or the answer carries a secret (a card id, a device's local_key): its arguments and
+    #: answer are published only to the requester and never stored (twin.adapter.ActionSpec)
     sensitive: bool = False
 
     @property
@@ -36,10 +37,23 @@ class Endpoint:
 
 
 def _e(
-    name: str, method: str, path: str, arguments: type[a.WireArguments], capability: str, description: str
+    name: str,
+    method: str,
+    path: str,
+    arguments: type[a.WireArguments],
+    capability: str,
+    description: str,
+    *,
+    sensitive: bool = False,
 ) -> Endpoint:
     return Endpoint(
-        name=name, method=method, path=path, arguments=arguments, capability=capability, description=description
+        name=name,
+        method=method,
+        path=path,
+        arguments=arguments,
+        capability=capability,
+        description=description,
+        sensitive=sensitive,
     )
 
 
@@ -130,7 +144,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/v1.0/smart-lock/users/{uid}/devices",
         a.ListUserDevices,
         "users",
-        "the locks of a user (uid), paged",
+        "the locks of a user (uid), paged; each with its local_key",
+        sensitive=True,
     ),
     # lock
     _e(
@@ -143,7 +158,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     _e("list_open_logs", "GET", _DV + "/door-lock/open-logs", a.ListOpenLogs, "lock", "unlock records, paged"),
     # cards (tuya-doorlock-card-api)
-    _e("issue_card", "POST", _CARDS, a.IssueCard, "cards", "issue a card to the lock"),
+    _e("issue_card", "POST", _CARDS, a.IssueCard, "cards", "issue a card to the lock", sensitive=True),
     _e("get_card", "GET", _CARD_QUERY + "/{lock_card_id}", a.CardRef, "cards", "a card's validity window"),
     _e("modify_card", "PUT", _CARDS + "/{lock_card_id}", a.ModifyCard, "cards", "change a card's validity window"),
     _e(

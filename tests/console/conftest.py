@@ -2,7 +2,7 @@
 
 A private mosquitto with the shipped configuration, ACL and a password file (``acl_broker`` of the ACL
 test), every registered vendor's simulator (``Adapter.simulator(devices=3)``, as the demo starts them)
-served over real HTTP with a recorder of the calls each receives, one bridge per vendor as ``bridge``,
+served over real HTTP with a recorder of the calls each receives, one bridge per vendor as its own ``bridge-<vendor>``,
 the console on a real socket with an injected clock, and Debian's Chromium driven by Playwright
 (``executable_path``: Playwright never downloads a browser here).
 """
@@ -157,8 +157,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                     broker_url=broker.url,
                     data_dir=data / vendor,
                     base_topic="locktwin",
-                    username="bridge",
-                    password=broker.passwords["bridge"],
+                    username=f"bridge-{vendor}",
+                    password=broker.passwords[f"bridge-{vendor}"],
                 )
                 result.bridges[vendor] = await exits.enter_async_context(harness)
                 result.devices[vendor] = list(kit.device_ids)

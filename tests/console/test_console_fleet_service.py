@@ -78,8 +78,8 @@ async def fleet_service(stack: Stack) -> AsyncIterator[aiomqtt.Client]:
     async with aiomqtt.Client(
         "127.0.0.1",
         stack.broker.port,
-        username="bridge",
-        password=stack.broker.passwords["bridge"],
+        username="fleet",  # the fleet service's own role
+        password=stack.broker.passwords["fleet"],
         protocol=aiomqtt.ProtocolVersion.V5,
         identifier="test-fleet-service",
     ) as client:

@@ -25,13 +25,12 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.fake_adapter import FakeAdapter
-from tests.test_broker_acl import MOSQUITTO, Broker, make_certs, production_broker
+from tests.test_broker_acl import MOSQUITTO, ROLES, TEST_BRIDGE, Broker, make_certs, production_broker
 from twin.config import MqttSettings
 from twin.mqtt import mqtt_client
 from twin.testing import BridgeHarness
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ("bridge", "operator", "homeassistant", "dashboard")
 COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text())
 
 pytestmark = pytest.mark.skipif(
@@ -63,7 +62,7 @@ def test_make_certs_writes_a_ca_the_brokers_certificate_and_one_per_role(tmp_pat
     server = load(certs / "server.crt")
     server.verify_directly_issued_by(ca)
     # the name the bridges use in compose.yaml, the loopback ones, and the --host names
-    bridge_host = COMPOSE["x-bridge"]["environment"]["LOCKTWIN_MQTT__URL"].split("//")[1].split(":")[0]
+    bridge_host = COMPOSE["services"]["segway"]["environment"]["LOCKTWIN_MQTT__URL"].split("//")[1].split(":")[0]
     assert names(server) == {bridge_host, "localhost", "127.0.0.1", "broker.example", "10.0.0.7"}
     usage = server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -136,8 +135,8 @@ def bridge_over_tls(broker: Broker, tmp_path: Path, adapter: FakeAdapter) -> Bri
         mqtt=mqtt,
         data_dir=tmp_path / "bridge",
         base_topic="locktwin",
-        username="bridge",
-        password=broker.passwords["bridge"],
+        username=TEST_BRIDGE,
+        password=broker.passwords[TEST_BRIDGE],
     )
 
 
@@ -178,8 +177,8 @@ async def test_compose_broker_healthcheck_and_bridge_healthcheck_over_tls(broker
         "PYTHONPATH": str(REPO),
         "LOCKTWIN_MQTT__URL": f"mqtts://localhost:{broker.tls_port}",
         "LOCKTWIN_MQTT__CA_FILE": str(broker.certs / "ca.crt"),
-        "LOCKTWIN_MQTT__USERNAME": "bridge",
-        "LOCKTWIN_MQTT__PASSWORD_FILE": str(broker.workdir / "secrets" / "bridge.password"),
+        "LOCKTWIN_MQTT__USERNAME": TEST_BRIDGE,
+        "LOCKTWIN_MQTT__PASSWORD_FILE": str(broker.workdir / "secrets" / f"{TEST_BRIDGE}.password"),
     }
     script = [sys.executable, str(REPO / "deploy" / "healthcheck.py"), "fake"]
     async with bridge_over_tls(broker, tmp_path, FakeAdapter()):
@@ -187,6 +186,6 @@ async def test_compose_broker_healthcheck_and_bridge_healthcheck_over_tls(broker
             assert (await anyio.run_process(script, env=env, check=False)).returncode == 0
     with anyio.fail_after(30):
         wrong = await anyio.run_process(
-            script, env={**env, "LOCKTWIN_MQTT__CA_FILE": str(broker.certs / "bridge.crt")}, check=False
+            script, env={**env, "LOCKTWIN_MQTT__CA_FILE": str(broker.certs / "operator.crt")}, check=False
         )
     assert wrong.returncode == 1 and b"is not signed by a CA in mqtt.ca_file" in wrong.stderr

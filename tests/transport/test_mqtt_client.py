@@ -34,7 +34,14 @@ def test_public_surface() -> None:
         "mqtt_client",
     ]
     parameters = inspect.signature(mqtt_client).parameters
-    assert list(parameters) == ["settings", "identifier", "will", "persistent_session", "socket_options"]
+    assert list(parameters) == [
+        "settings",
+        "identifier",
+        "will",
+        "persistent_session",
+        "socket_options",
+        "max_queued_incoming",
+    ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for name, p in parameters.items() if name != "settings")
 
 
