@@ -7,6 +7,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ KNOWN_CODES = {
     "EXPIRED",
     "VERSION_CONFLICT",
     "RETAINED_COMMAND",
+    "TRANSACTION_REUSED",
 }
 
 
@@ -88,6 +90,19 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
+#: dates at the edges of the calendar with offsets up to 23:59 (their UTC time does not exist),
+#: and just around now: issue 16 found 9999-12-31T23:59:59-23:59 raising inside the bridge
+offsets = st.builds(
+    lambda sign, minutes: timezone(timedelta(minutes=sign * minutes)),
+    st.sampled_from([-1, 1]),
+    st.integers(0, 23 * 60 + 59),
+)
+edge_dates = st.one_of(
+    st.builds(lambda tz: datetime(9999, 12, 31, 23, 59, 59, tzinfo=tz).isoformat(), offsets),
+    st.builds(lambda tz: datetime(1, 1, 1, 0, 0, 0, tzinfo=tz).isoformat(), offsets),
+    st.datetimes(timezones=offsets).map(datetime.isoformat),
+    st.floats(-120, 120).map(lambda s: (datetime.now(UTC) + timedelta(seconds=s)).isoformat()),
+)
 envelope_like = st.fixed_dictionaries(
     {},
     optional={
@@ -95,7 +110,7 @@ envelope_like = st.fixed_dictionaries(
         "transaction": st.text(max_size=140) | json_values,
         "expires_in": st.floats() | st.integers() | json_values,
         "if_version": st.integers() | json_values,
-        "issued_at": st.text(max_size=30) | json_values,
+        "issued_at": edge_dates | st.text(max_size=30) | json_values,
         "volume": st.integers(-5, 10) | json_values,
     },
 )
@@ -129,4 +144,19 @@ def test_bridge_still_serves_after_garbage(bridge: tuple[subprocess.Popen[bytes]
     proc, peer = bridge
     answer = peer.ask(f"{peer.base}/fake/d1/set", b'{"lock": "UNLOCKED", "transaction": "after-garbage"}')
     assert answer["status"] in ("accepted", "rejected")  # rejected only if garbage reused the transaction
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("issued_at", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+@pytest.mark.parametrize("leaf", ["set", "request/find"])
+def test_dates_at_the_edges_of_the_calendar_are_answered(
+    bridge: tuple[subprocess.Popen[bytes], Peer], issued_at: str, leaf: str
+) -> None:
+    """Their UTC time does not exist: the bridge answers INVALID_PAYLOAD (it raised OverflowError)."""
+    proc, peer = bridge
+    body = {"issued_at": issued_at, "transaction": f"edge-{uuid.uuid4().hex[:8]}"}
+    if leaf == "set":
+        body["lock"] = "UNLOCKED"
+    answer = peer.ask(f"{peer.base}/fake/d1/{leaf}", json.dumps(body).encode())
+    assert answer["status"] == "rejected" and answer["error"]["code"] in ("INVALID_PAYLOAD", "EXPIRED"), answer
     assert proc.poll() is None

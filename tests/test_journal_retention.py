@@ -65,3 +65,47 @@ async def test_a_bridge_prunes_its_journal_and_still_refuses_a_replay(mqtt_broke
         await h.publish(h.topic("d1", "set"), {"lock": "UNLOCKED", "transaction": "kept"})
         await h.wait_for(lambda: len([r for r in h.responses("d1") if r["transaction"] == "kept"]) == 4)
         assert adapter.calls == [("d1", "unlock")]
+
+
+def _command(store: Store, n: int, *, accepted_at: float, status: str = "succeeded") -> None:
+    from contracts.messages import CommandStatus
+    from twin.store import CommandRecord
+
+    cmd = CommandRecord(
+        id=f"c{n}",
+        device="d1",
+        transaction=f"t{n}",
+        kind="set",
+        name="lock",
+        value="LOCKED",
+        status=CommandStatus(status),
+        source="mqtt",
+        accepted_at=accepted_at,
+        expires_at=accepted_at + 30,
+        updated_at=accepted_at,
+        answered=True,
+    )
+    store.insert_command(cmd)
+
+
+def test_commands_older_than_their_retention_go_and_open_ones_stay(store: Store) -> None:
+    """``commands_days``: ended and answered commands accepted before it go in batches, the young
+    and the open ones stay (twin.store.prune_commands)."""
+    now = time.time()
+    old = now - 40 * 86_400
+    with store.transaction():
+        for n in range(700):
+            _command(store, n, accepted_at=old)
+        _command(store, 700, accepted_at=old, status="accepted")  # never ended: kept
+        for n in range(701, 710):
+            _command(store, n, accepted_at=now)
+        store.refuse("d1", "r-old", "f", {"code": "EXPIRED"})
+        store.conn.execute("UPDATE refusals SET at=?", (old,))
+    before = now - 30 * 86_400
+    assert store.prune_commands(before=before, limit=500) == 500
+    assert store.prune_commands(before=before, limit=500) == 200
+    assert store.prune_commands(before=before, limit=500) == 0
+    left = [row[0] for row in store.conn.execute("SELECT txn FROM commands ORDER BY seq")]
+    assert left == ["t700", *(f"t{n}" for n in range(701, 710))]
+    assert store.refusal("d1", "r-old", "f") is None
+    assert store.command_by_transaction("d1", "t1") is None  # that transaction is forgotten

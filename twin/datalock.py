@@ -12,7 +12,7 @@ __all__ = ["DataDirLock", "DataDirLocked"]
 
 
 class DataDirLocked(RuntimeError):
-    """Another running process holds the folder."""
+    """Another running process holds the folder, or it cannot be used at all (read-only, not ours)."""
 
 
 class DataDirLock:
@@ -25,9 +25,12 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.folder / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise DataDirLocked(f"{self.folder}: cannot be used ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -30,7 +30,7 @@ __all__ = ["MAX_WAITING_GETS", "StatusReads"]
 log = logging.getLogger(__name__)
 
 #: /get of one device waiting for its read; more are refused DEVICE_BUSY (retryable)
-MAX_WAITING_GETS = 1000
+MAX_WAITING_GETS = 10_000
 
 Waiter = tuple[str | None, ReplyTo | None]
 
