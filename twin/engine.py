@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,12 @@ from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.admission import Admission
 from twin.document import iso
+from twin.fleetview import EngineFleet
 from twin.gate import VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
 from twin.metrics import IN_FLIGHT, OBSERVATIONS_CLAMPED
+from twin.outage import StoreOutage
 from twin.outbound import Outbound, ReplyTo
 from twin.plans import PlanRunner
 from twin.policies import HoldPolicy
@@ -123,21 +125,15 @@ class TwinEngine:
             out=self.out,
             get_interval=options.get_interval,
         )
-        #: outcomes decided while the store could not write them (decided again once it can)
-        self._pending: dict[str, tuple[CommandStatus, ErrorInfo | None, dict[str, Any] | None]] = {}
-        #: devices whose observed state the store could not take (saved once it can)
-        self._unsaved: set[str] = set()
-        #: set while the store writes; a new one while it cannot
-        self._store_back = anyio.Event()
-        self._store_back.set()
-        store.writable_listeners.append(self._on_store)
+        self.outage = StoreOutage(store=store, resave=self._resave)
         #: what extensions see of the fleet (twin.extensions.FleetView)
-        self.fleet = _Fleet(self)
+        self.fleet = EngineFleet(self)
 
     # -- start -----------------------------------------------------------------------------------
     async def start(self, tg: TaskGroup, devices: list[DeviceInfo]) -> None:
         """Load the store, adopt the adapter's devices, settle commands left by a previous run."""
         self._tg = tg
+        self.outage.start(tg)
         tg.start_soon(self.out.run, self.options.publish_coalesce)
         self.twins.update(self.store.load_twins())
         listed = {d.id for d in devices}
@@ -301,7 +297,7 @@ class TwinEngine:
                 try:
                     await self._run(rt.current)
                 except StoreUnavailable:
-                    await self._store_back.wait()  # then the same command goes on where it stopped
+                    await self.outage.back.wait()  # then the same command goes on where it stopped
                 finally:
                     rt.current = None
                     gauge.dec()
@@ -312,7 +308,7 @@ class TwinEngine:
 
     async def _run(self, cmd: CommandRecord) -> None:
         while not cmd.status.is_final:
-            pending = self._pending.get(cmd.id)
+            pending = self.outage.pending.get(cmd.id)
             if pending is not None:  # decided while the store could not write it
                 self._finish(cmd, pending[0], pending[1], data=pending[2])
             elif cmd.expires_at - time.time() <= 0:
@@ -435,9 +431,9 @@ class TwinEngine:
             self.lifecycle.finish(cmd, status, error, data=data)
         except StoreUnavailable:
             if cmd.parent is None:
-                self._pending[cmd.id] = (status, error, data)
+                self.outage.pending[cmd.id] = (status, error, data)
             raise
-        self._pending.pop(cmd.id, None)
+        self.outage.pending.pop(cmd.id, None)
         self._maybe_executed.discard(cmd.id)
         rt = self.devices.get(cmd.device)
         if rt is not None and cmd.parent is None:
@@ -489,7 +485,7 @@ class TwinEngine:
                         data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
                     )
             except StoreUnavailable:
-                self._unsaved.add(device_id)  # observed, not stored: saved and published once it can
+                self.outage.unsaved.add(device_id)  # observed, not stored: saved and published once it can
                 raise
             self.out.twin_changed(device_id)
             if "online" in found.changes:
@@ -518,27 +514,10 @@ class TwinEngine:
             self.store.journal(entry=f"event.{type.value}", device=device_id, source="vendor", data=data)
             self.out.event(device_id, type, data)
 
-    # -- the store's outages ------------------------------------------------------------------------
-    def _on_store(self, writable: bool) -> None:
-        if writable:
-            self._store_back.set()
-        elif self._store_back.is_set():
-            self._store_back = anyio.Event()
-            if self._tg is not None:
-                self._tg.start_soon(self._resync)
-
-    async def _resync(self) -> None:
-        """Once the store writes again: the twins it could not take are saved and published."""
-        await self._store_back.wait()
-        while self._unsaved:
-            device = self._unsaved.pop()
-            try:
-                with self.store.transaction():
-                    self.store.save_twin(self.twins[device])
-            except StoreUnavailable:
-                self._unsaved.add(device)
-                return  # down again: the next outage resyncs
-            self.out.twin_changed(device)
+    def _resave(self, device: str) -> None:
+        with self.store.transaction():
+            self.store.save_twin(self.twins[device])
+        self.out.twin_changed(device)
 
     # -- what the documents show -------------------------------------------------------------------
     def _queue(self, device: str) -> list[CommandRecord]:
@@ -553,27 +532,3 @@ class TwinEngine:
         rt = self.devices.get(device)
         cmd = None if rt is None else rt.current
         return cmd if cmd is not None and not cmd.status.is_final else None
-
-
-class _Fleet:
-    """The engine's fleet, read only (:class:`twin.extensions.FleetView`)."""
-
-    def __init__(self, engine: TwinEngine) -> None:
-        self._engine = engine
-
-    def devices(self) -> Sequence[DeviceInfo]:
-        return self._engine.out.devices
-
-    def info(self, device: str) -> DeviceInfo | None:
-        rt = self._engine.devices.get(device)
-        return None if rt is None else rt.info
-
-    def twin(self, device: str) -> TwinRecord | None:
-        return self._engine.twins.get(device)
-
-    def busy(self, device: str) -> bool:
-        rt = self._engine.devices.get(device)
-        return rt is not None and rt.current is not None
-
-    def gone(self) -> Sequence[str]:
-        return [device for device, twin in self._engine.twins.items() if not twin.present]
