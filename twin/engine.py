@@ -294,13 +294,18 @@ class TwinEngine:
             while rt.queue:
                 rt.current = rt.queue[0]
                 gauge.inc()
+                cmd = rt.current
                 try:
-                    await self._run(rt.current)
+                    await self._run(cmd)
                 except StoreUnavailable:
                     await self.outage.back.wait()  # then the same command goes on where it stopped
                 finally:
                     rt.current = None
                     gauge.dec()
+                if rt.queue and rt.queue[0] is cmd and cmd.status.is_final:
+                    # ended in memory, not in the store: never spin on it (the next start settles it)
+                    log.error("command %s of %s ended without its outcome stored", cmd.id, device)
+                    rt.queue.pop(0)
         except Exception:
             log.exception("worker of %s failed", device)
         finally:
@@ -427,17 +432,21 @@ class TwinEngine:
     def _finish(
         self, cmd: CommandRecord, status: CommandStatus, error: ErrorInfo | None, *, data: dict[str, Any] | None = None
     ) -> None:
-        try:
-            self.lifecycle.finish(cmd, status, error, data=data)
-        except StoreUnavailable:
+        def ended() -> None:  # once the outcome is durable (this commit, or the outer one joined)
+            self.outage.pending.pop(cmd.id, None)
+            self._maybe_executed.discard(cmd.id)
+            rt = self.devices.get(cmd.device)
+            if rt is not None and cmd.parent is None:
+                rt.queue[:] = [c for c in rt.queue if c.id != cmd.id]
+
+        def lost() -> None:  # the store could not take it: decided again once it can (twin.outage)
             if cmd.parent is None:
                 self.outage.pending[cmd.id] = (status, error, data)
-            raise
-        self.outage.pending.pop(cmd.id, None)
-        self._maybe_executed.discard(cmd.id)
-        rt = self.devices.get(cmd.device)
-        if rt is not None and cmd.parent is None:
-            rt.queue[:] = [c for c in rt.queue if c.id != cmd.id]
+
+        with self.store.transaction():
+            self.store.on_rollback(lost)
+            self.lifecycle.finish(cmd, status, error, data=data)
+            self.store.after_commit(ended)
 
     # -- reported state ----------------------------------------------------------------------------
     async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
@@ -475,18 +484,16 @@ class TwinEngine:
                 rt.refuted = (inflight.id, why)
         if found.changes:
             twin.version += 1
-            try:
-                with self.store.transaction():
-                    self.store.save_twin(twin)
-                    self.store.journal(
-                        entry="state",
-                        device=device_id,
-                        source=source,
-                        data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
-                    )
-            except StoreUnavailable:
-                self.outage.unsaved.add(device_id)  # observed, not stored: saved and published once it can
-                raise
+            with self.store.transaction():
+                # observed, not stored: saved and published once the store can (twin.outage)
+                self.store.on_rollback(lambda: self.outage.unsaved.add(device_id))
+                self.store.save_twin(twin)
+                self.store.journal(
+                    entry="state",
+                    device=device_id,
+                    source=source,
+                    data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
+                )
             self.out.twin_changed(device_id)
             if "online" in found.changes:
                 self.out.availability(device_id)

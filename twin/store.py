@@ -135,6 +135,7 @@ class Store:
         self._checkpointer: sqlite3.Connection | None = None
         self._depth = 0
         self._after: list[Callable[[], None]] = []
+        self._undo: list[Callable[[], None]] = []
         #: answered marks not written yet (see the module doc)
         self._later_answered: list[str] = []
         self._fingerprint_key = b""
@@ -187,6 +188,14 @@ class Store:
         except StoreUnavailable:
             return False
         return True
+
+    def _undone(self) -> None:
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            try:
+                fn()
+            except Exception:  # one failing undo must not keep the others back
+                log.exception("undoing after a rollback")
 
     def _failed(self, exc: BaseException) -> StoreUnavailable:
         reason = _reason(exc)
@@ -337,6 +346,12 @@ class Store:
         else:
             fn()
 
+    def on_rollback(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` if the outermost transaction open now rolls back (it undoes what the caller
+        changed in memory for the writes that are lost); forgotten once it commits."""
+        if self._depth:
+            self._undo.append(fn)
+
     def flush(self) -> None:
         """Commit the deferred marks now (the owner calls this every second, and :meth:`close` does)."""
         if self._later_answered:
@@ -356,11 +371,16 @@ class Store:
     def _end(self, ok: bool, exc: BaseException | None = None) -> None:
         self._depth -= 1
         if self._depth:
+            if not ok and exc is not None and _unwritable(exc):
+                # said at once, at every level: the callers in between restore what they changed on
+                # StoreUnavailable; the outermost rolls back
+                raise self._failed(exc) from exc
             return
         if not ok:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")  # deferred marks stay deferred; messages held are dropped
             self._after.clear()
+            self._undone()
             if exc is not None and _unwritable(exc):
                 raise self._failed(exc) from exc
             return
@@ -374,10 +394,12 @@ class Store:
         except sqlite3.Error as failure:
             if self.conn.in_transaction:  # a failed COMMIT (a full disk) may leave it open
                 self.conn.execute("ROLLBACK")
+            self._undone()
             if _unwritable(failure):
                 raise self._failed(failure) from failure
             raise
         self._later_answered.clear()
+        self._undo.clear()
         self._succeeded()
         for fn in after:
             try:
