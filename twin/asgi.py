@@ -11,11 +11,14 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import uvicorn
 from starlette.types import ASGIApp
+
+from twin.http_guard import ClientLimits, LimitHit, guarded_protocol
 
 __all__ = ["ServedApp", "serve_asgi"]
 
@@ -30,11 +33,25 @@ class ServedApp:
         return f"http://{self.host}:{self.port}"
 
 
+def _guard(limits: ClientLimits | None, on_limit: LimitHit | None) -> dict[str, Any]:
+    """uvicorn settings that enforce ``limits`` (none: uvicorn's own HTTP protocol, no deadlines)."""
+    if limits is None:
+        return {}
+    return {"http": guarded_protocol(limits, on_limit=on_limit)}
+
+
 @asynccontextmanager
 async def serve_asgi(
-    app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0, limit_concurrency: int | None = None
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    limit_concurrency: int | None = None,
+    client_limits: ClientLimits | None = None,
+    on_limit: LimitHit | None = None,
 ) -> AsyncIterator[ServedApp]:
-    """Run ``app`` until the block exits; yields where it listens."""
+    """Run ``app`` until the block exits; yields where it listens. ``client_limits`` cuts slow
+    clients off (``twin.http_guard``; ``on_limit`` hears each one)."""
     # IPPROTO_TCP explicitly: asyncio turns Nagle off on accepted connections only when the listening
     # socket says it is TCP; without it every request stalls ~40 ms on delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -49,6 +66,7 @@ async def serve_asgi(
         lifespan="off",
         limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=2,
+        **_guard(client_limits, on_limit),
     )
     server = uvicorn.Server(config)
     bound_port = sock.getsockname()[1]

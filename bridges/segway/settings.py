@@ -8,6 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridges.segway.replay import DEFAULT_PUSH_WINDOW, DEFAULT_REPLAY_CAPACITY
+from twin.http_guard import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_PUSH_MAX_BODY",
@@ -70,6 +73,16 @@ class SegwaySettings(BaseSettings):
     push_max_body: int = Field(default=DEFAULT_PUSH_MAX_BODY, gt=0)
     #: connections the push intake serves at once (more are answered 503; Segway retries once)
     push_max_concurrency: int = Field(default=100, ge=1)
+    #: a push dated more than this before it arrives changes nothing (answered 200); copies of a
+    #: stored push are recognised for this long (bridges.segway.replay)
+    push_window: float = Field(default=DEFAULT_PUSH_WINDOW, gt=0)
+    #: pushes remembered at most; beyond it the window shrinks (the oldest are forgotten and refused)
+    push_replay_capacity: int = Field(default=DEFAULT_REPLAY_CAPACITY, ge=100)
+    #: seconds a client may take to send a request's head, and then its body (408 and closed after)
+    push_header_timeout: float = Field(default=DEFAULT_HEADER_TIMEOUT, gt=0)
+    push_body_timeout: float = Field(default=DEFAULT_BODY_TIMEOUT, gt=0)
+    #: connections one client address may hold at once (more: 503 and closed); null: no cap
+    push_max_connections_per_client: int | None = Field(default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=1)
 
     @model_validator(mode="before")
     @classmethod
