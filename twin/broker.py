@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from twin.files import private_folder, write_private
+
 __all__ = ["MosquittoBroker", "free_port"]
 
 
@@ -39,18 +41,26 @@ class MosquittoBroker:
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
-            "max_queued_messages 0\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir}/\n" + self.extra_config
+        private_folder(self.workdir)  # the demo's is under its data folder: its messages are the bridges'
+        write_private(
+            conf,
+            (
+                f"listener {self.port} 127.0.0.1\n"
+                "allow_anonymous true\n"
+                "set_tcp_nodelay true\n"
+                "max_queued_messages 0\n"
+                "persistence true\n"
+                f"persistence_location {self.workdir}/\n" + self.extra_config
+            ).encode(),
         )
         # A session of its own: Ctrl-C in a terminal signals the whole foreground process group, and
         # the broker must outlive the bridges' goodbyes (its owner stops it last).
         self._proc = subprocess.Popen(  # noqa: S603
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            [binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            umask=0o077,  # its persistence file (retained messages, queued commands) 0600 too
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from twin.files import private_file, private_folder
+
 __all__ = ["DataDirLock", "DataDirLocked"]
 
 
@@ -25,9 +27,9 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(self.folder)
         path = self.folder / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(private_file(path), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -45,6 +45,7 @@ from twin.intake import (
 from twin.metrics import COMMANDS, IN_FLIGHT, VENDOR_CALL_SECONDS
 from twin.outbound import Outbound, ReplyTo
 from twin.plans import PlanRunner
+from twin.redaction import keep_redacted, public_value
 from twin.store import CommandRecord, Store, TwinRecord
 
 __all__ = ["EngineOptions", "TwinEngine"]
@@ -431,6 +432,7 @@ class TwinEngine:
             old.status = CommandStatus.SUPERSEDED
             old.error = None  # a retried error is not its outcome
         COMMANDS.labels(self.adapter.vendor, old.name, old.status.value).inc()
+        keep_redacted(old, fields=self.fields, actions=self.actions, store=self.store)  # as _finish does
         self.store.update_command(old)
         self.store.journal(
             entry="outcome",
@@ -696,8 +698,7 @@ class TwinEngine:
         cmd.error = None if error is None else error.model_dump()
         self._maybe_executed.discard(cmd.id)
         COMMANDS.labels(self.adapter.vendor, cmd.name, status.value).inc()
-        if cmd.sensitive:
-            cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended
+        keep_redacted(cmd, fields=self.fields, actions=self.actions, store=self.store)  # no key, no card id
         twin = self.twins.get(cmd.device)
         rt = self.devices.get(cmd.device)
         if rt is not None:
@@ -782,9 +783,7 @@ class TwinEngine:
         return True
 
     def _redacted(self, kind: str, name: str, value: Any, *, sensitive: bool) -> Any:
-        if sensitive:
-            return "<redacted>"
-        return self.fields[name].redact(value) if kind == "set" else value
+        return public_value(kind, name, value, sensitive=sensitive, fields=self.fields, actions=self.actions)
 
     def _latest(self, device: str) -> CommandRecord | None:
         rt = self.devices.get(device)

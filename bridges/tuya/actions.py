@@ -7,7 +7,9 @@ into query and body. Answers are the vendor's ``result``, paging fields included
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bridges.tuya import arguments as a
 
@@ -29,6 +31,8 @@ class Endpoint:
     description: str
     #: the answer carries a secret (a device's local_key): published once, never stored
     sensitive: bool = False
+    #: what of the arguments may be published, journaled and kept (a card id masked)
+    redact: Callable[[Any], Any] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -36,10 +40,23 @@ class Endpoint:
 
 
 def _e(
-    name: str, method: str, path: str, arguments: type[a.WireArguments], capability: str, description: str
+    name: str,
+    method: str,
+    path: str,
+    arguments: type[a.WireArguments],
+    capability: str,
+    description: str,
+    *,
+    redact: Callable[[Any], Any] | None = None,
 ) -> Endpoint:
     return Endpoint(
-        name=name, method=method, path=path, arguments=arguments, capability=capability, description=description
+        name=name,
+        method=method,
+        path=path,
+        arguments=arguments,
+        capability=capability,
+        description=description,
+        redact=redact,
     )
 
 
@@ -143,7 +160,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     _e("list_open_logs", "GET", _DV + "/door-lock/open-logs", a.ListOpenLogs, "lock", "unlock records, paged"),
     # cards (tuya-doorlock-card-api)
-    _e("issue_card", "POST", _CARDS, a.IssueCard, "cards", "issue a card to the lock"),
+    _e("issue_card", "POST", _CARDS, a.IssueCard, "cards", "issue a card to the lock", redact=a.IssueCard.redact),
     _e("get_card", "GET", _CARD_QUERY + "/{lock_card_id}", a.CardRef, "cards", "a card's validity window"),
     _e("modify_card", "PUT", _CARDS + "/{lock_card_id}", a.ModifyCard, "cards", "change a card's validity window"),
     _e(

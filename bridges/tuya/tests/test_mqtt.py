@@ -159,7 +159,7 @@ async def test_mqtt_card_reconciliation(mqtt_broker: str, tmp_path: Path) -> Non
     assert list(lock.cards.values()) == [foreign]  # issued elsewhere: never deleted
     assert all(b"CARD-A" not in p and b"CARD-B" not in p and b"FOREIGN" not in p for p in published)
     managed = json.loads((tmp_path / "tuya" / "cards.json").read_text())
-    assert managed == {device: {}}
+    assert managed["devices"] == {device: {}}
 
 
 async def test_mqtt_card_set_rejects_bad_window(mqtt_broker: str, tmp_path: Path) -> None:
