@@ -113,17 +113,26 @@ def guarded_protocol(limits: ClientLimits, *, on_limit: LimitHit | None = None) 
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            cycle = self.cycle
-            if self._phase == "head" and cycle is not None and cycle is not self._seen_cycle:
-                self._seen_cycle = cycle  # a new request's head is in
-                self._expect("body" if cycle.more_body else "app")
-            elif self._phase == "body" and cycle is not None and not cycle.more_body:
-                self._expect("app")
+            self._track()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._expect("head")  # kept alive: the next request has its head deadline too
+            self._expect("head")  # kept alive: the next request has its head deadline too
+            super().on_response_complete()  # which may start a pipelined request, in already
+            if self.transport.is_closing():
+                self._cancel()
+            else:
+                self._track()
+
+        def _track(self) -> None:
+            """Move on once the request's head, then its body, are in."""
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return
+            if self._phase == "head" and cycle is not self._seen_cycle:
+                self._seen_cycle = cycle  # a new request's head is in
+                self._expect("body" if cycle.more_body else "app")
+            elif self._phase == "body" and not cycle.more_body:
+                self._expect("app")
 
         def _expect(self, phase: str) -> None:
             self._cancel()
