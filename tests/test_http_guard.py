@@ -61,6 +61,10 @@ async def test_guard_cuts_a_slow_head_on_a_kept_alive_connection_and_caps_a_clie
             await conn.send(b"POST /slow HTTP/1.1\r\n")  # then nothing more
             with anyio.fail_after(5):
                 assert (await conn.receive()).startswith(b"HTTP/1.1 408")
+        async with await anyio.connect_tcp(served.host, served.port) as conn:
+            await conn.send(REQUEST.replace(b"length: 2", b"length: 9"))  # 7 bytes of body never come
+            with anyio.fail_after(5):
+                assert (await conn.receive()).startswith(b"HTTP/1.1 408")
         async with (
             await anyio.connect_tcp(served.host, served.port),
             await anyio.connect_tcp(served.host, served.port),
@@ -69,4 +73,40 @@ async def test_guard_cuts_a_slow_head_on_a_kept_alive_connection_and_caps_a_clie
             with anyio.fail_after(5):
                 refused = await third.receive()
     assert refused.startswith(b"HTTP/1.1 503")
-    assert hits == ["slow_header", "client_cap"]
+    assert hits == ["slow_header", "slow_body", "client_cap"]
+
+
+async def test_guard_refuses_only_when_requests_in_the_app_fill_the_limit() -> None:
+    """With a limit of 2: a slow client sending its body does not count, two requests at work do."""
+    hits: list[str] = []
+    gate = anyio.Event()
+    at_work: list[int] = []
+
+    async def held(request: Request) -> PlainTextResponse:
+        await request.body()
+        at_work.append(1)
+        await gate.wait()
+        return PlainTextResponse("done")
+
+    app = Starlette(routes=[Route("/slow", held, methods=["POST"])])
+    async with (
+        serve_asgi(app, limit_concurrency=2, client_limits=LIMITS, on_limit=hits.append) as served,
+        await anyio.connect_tcp(served.host, served.port, local_host="127.0.0.2") as trickling,
+        await anyio.connect_tcp(served.host, served.port, local_host="127.0.0.2") as first,
+        await anyio.connect_tcp(served.host, served.port, local_host="127.0.0.3") as second,
+        await anyio.connect_tcp(served.host, served.port, local_host="127.0.0.3") as third,
+    ):
+        await trickling.send(REQUEST.replace(b"length: 2", b"length: 9"))  # its body never ends
+        await first.send(REQUEST)
+        await second.send(REQUEST)
+        with anyio.fail_after(5):
+            while len(at_work) < 2:  # noqa: ASYNC110 - both in the app, held there
+                await anyio.sleep(0.01)
+        await third.send(REQUEST)
+        with anyio.fail_after(5):
+            refused = await third.receive()
+        gate.set()
+        answers = [await read_answers(c, 1) for c in (first, second)]
+    assert [a[:12] for a in answers] == [b"HTTP/1.1 200"] * 2
+    assert refused.startswith(b"HTTP/1.1 503")
+    assert [h for h in hits if h != "slow_body"] == ["busy"]  # the trickling one may be cut meanwhile

@@ -33,11 +33,12 @@ class ServedApp:
         return f"http://{self.host}:{self.port}"
 
 
-def _guard(limits: ClientLimits | None, on_limit: LimitHit | None) -> dict[str, Any]:
-    """uvicorn settings that enforce ``limits`` (none: uvicorn's own HTTP protocol, no deadlines)."""
-    if limits is None:
-        return {}
-    return {"http": guarded_protocol(limits, on_limit=on_limit)}
+def _limits(limit: int | None, client_limits: ClientLimits | None, on_limit: LimitHit | None) -> dict[str, Any]:
+    """uvicorn settings for ``limit`` concurrent connections, enforced by uvicorn, or, with
+    ``client_limits``, by twin.http_guard's protocol (deadlines, caps, room for new clients)."""
+    if client_limits is None:
+        return {"limit_concurrency": limit}
+    return {"limit_concurrency": None, "http": guarded_protocol(client_limits, limit=limit, on_limit=on_limit)}
 
 
 @asynccontextmanager
@@ -64,9 +65,8 @@ async def serve_asgi(
         log_level="warning",
         access_log=False,
         lifespan="off",
-        limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=2,
-        **_guard(client_limits, on_limit),
+        **_limits(limit_concurrency, client_limits, on_limit),
     )
     server = uvicorn.Server(config)
     bound_port = sock.getsockname()[1]

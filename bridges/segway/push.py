@@ -78,10 +78,13 @@ class PushStats:
     stale: int = 0
     #: a copy of a push already stored (200, nothing changed)
     replayed: int = 0
-    #: connections cut off by twin.http_guard: head or body too slow, too many from one client
+    #: connections cut off by twin.http_guard: head or body too slow, too many from one client,
+    #: waiting for a request while the intake was full; requests refused while it was busy (503)
     slow_header: int = 0
     slow_body: int = 0
     client_cap: int = 0
+    evicted: int = 0
+    busy: int = 0
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -155,6 +158,7 @@ def push_client_limits(settings: SegwaySettings) -> ClientLimits:
         header_timeout=settings.push_header_timeout,
         body_timeout=settings.push_body_timeout,
         max_connections_per_client=settings.push_max_connections_per_client,
+        evict_after=settings.push_evict_after,
     )
 
 

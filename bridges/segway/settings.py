@@ -9,7 +9,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridges.segway.replay import DEFAULT_PUSH_WINDOW, DEFAULT_REPLAY_CAPACITY
-from twin.http_guard import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+from twin.http_guard import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_EVICT_AFTER,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+)
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
@@ -83,6 +88,9 @@ class SegwaySettings(BaseSettings):
     push_body_timeout: float = Field(default=DEFAULT_BODY_TIMEOUT, gt=0)
     #: connections one client address may hold at once (more: 503 and closed); null: no cap
     push_max_connections_per_client: int | None = Field(default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=1)
+    #: with push_max_concurrency connections open, one that has waited this long for its request
+    #: (a slow client, an idle kept-alive connection) is closed to make room for a new one
+    push_evict_after: float = Field(default=DEFAULT_EVICT_AFTER, gt=0)
 
     @model_validator(mode="before")
     @classmethod
