@@ -15,9 +15,8 @@ makes uvicorn's HTTP/1.1 protocol class (h11) that takes over that limit, with
   open, the one that has waited longest for its request (more than ``evict_after``: a slow client,
   or an idle kept-alive connection) is closed to make room, so slow clients from many hosts still
   cannot keep a fast one out. A request that is in is never cut: only the wait for one is;
-- a request that finds ``limit`` others in and being worked on is answered 503. Uvicorn's own rule
-  counted every connection and every request still receiving its body, so slow clients alone made
-  every new request 503; here only the application's work counts.
+- a request that finds ``limit`` others in and being worked on is answered 503: only the
+  application's work counts, not connections waiting for a request or still sending one.
 
 A connection past a deadline, or closed to make room, is answered ``408 Request Timeout``; the
 application, if it was reading the body, sees the client disconnect. Deadlines only run while a

@@ -25,7 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 from twin.files import private_file, write_private
 
@@ -94,9 +105,24 @@ def _plain(cards: dict[str, CardSpec]) -> dict[str, Any]:
     return {card_id: spec.model_dump(mode="json") for card_id, spec in cards.items()}
 
 
+def _masked_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A refused ``cards`` value names its cards masked: pydantic puts a dict's keys, the card ids,
+    in its errors' locations, and the error is published in the answer."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_url=False, include_input=False)[:5]:
+            loc = [mask(part) if n == 0 and isinstance(part, str) else str(part) for n, part in enumerate(err["loc"])]
+            parts.append(f"{'.'.join(loc) or 'cards'}: {err['msg'].removeprefix('Value error, ')}")
+        raise ValueError("; ".join(parts)) from None
+
+
 CardId = Annotated[str, Field(pattern=CARD_ID_PATTERN)]
 #: the ``cards`` desired field: validated, then held as plain JSON
-CARDS_TYPE = Annotated[dict[CardId, CardSpec], Field(max_length=200), AfterValidator(_plain)]
+CARDS_TYPE = Annotated[
+    dict[CardId, CardSpec], Field(max_length=200), AfterValidator(_plain), WrapValidator(_masked_errors)
+]
 _CARDS = TypeAdapter(dict[CardId, CardSpec])
 
 

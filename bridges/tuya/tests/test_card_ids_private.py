@@ -84,7 +84,7 @@ async def test_mqtt_card_ids_masked_everywhere_and_files_private(mqtt_broker: st
     sim = TuyaSimulator(devices=1, bolt_seconds=0.05)
     device = sim.device_ids[0]
     lock = sim.fleet[device]
-    first, second, third, fourth, requested = ids = card_ids(5)
+    first, second, third, fourth, requested, refused = ids = card_ids(6)
     async with serve_simulator(sim) as served:
         adapter = TuyaAdapter(settings=tuya_settings(sim, served, poll_interval=30.0))
         async with BridgeHarness(adapter=adapter, broker_url=mqtt_broker, data_dir=data) as h:
@@ -96,6 +96,8 @@ async def test_mqtt_card_ids_masked_everywhere_and_files_private(mqtt_broker: st
             await h.publish(running, {"transaction": "cards-2", "cards": {third: window(5)}})
             await h.publish(running, {"transaction": "cards-3", "cards": {first: window(30), fourth: window(20)}})
             finals = [await h.final(device, t, timeout=20) for t in ("cards-1", "cards-2", "cards-3")]
+            bad = {refused: {"begin": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}}
+            rejected = await h.set(device, {"cards": bad})  # its error names the card
             # 2. a card issued by a /request of its own (slow too: its twin is published while it runs)
             issued = await h.request(device, "issue_card", {"card_id": requested})
             lock.latency = 0.0
@@ -118,6 +120,8 @@ async def test_mqtt_card_ids_masked_everywhere_and_files_private(mqtt_broker: st
     # every message the bridge published: masked ids only (and they are there: the control)
     assert [t for t, p in published if any(hidden(cid) in p for cid in ids)] == []
     assert any(b"****0005" in p for _, p in published)  # the issue_card request, as the twin shows it
+    assert rejected["status"] == "rejected"
+    assert "****0006: end must be after begin" in rejected["error"]["message"]
     assert twin["command"]["value"] == {"card_id": "****0005"}
     running_twins = [json.loads(p)["command"] for t, p in published if t.endswith("/twin")]
     assert {"name": "issue_card", "status": "sent", "value": {"card_id": "****0005"}} in [

@@ -204,6 +204,17 @@ def test_managed_cards_file_with_ids_rewritten_without(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_cards_type_errors_name_cards_masked() -> None:
+    bad = {"SECRETCARD-123456": {"begin": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "bad id 9876": {}}
+    with pytest.raises(ValidationError) as refused:
+        TypeAdapter(CARDS_TYPE).validate_python(bad)
+    text = str(refused.value.errors(include_url=False, include_input=False))  # as answers show it
+    assert "****3456: end must be after begin" in text
+    assert "****9876" in text
+    assert "SECRETCARD" not in text
+    assert "bad id" not in text
+
+
 def test_cards_type_same_masked_id_rejected() -> None:
     window = {"begin": "2026-01-01T00:00:00Z", "end": "2026-02-01T00:00:00Z"}
     with pytest.raises(ValidationError, match="same four characters"):
