@@ -43,6 +43,7 @@ from twin.outbound import Outbound, ReplyTo
 from twin.plans import PlanRunner
 from twin.policies import HoldPolicy
 from twin.reads import StatusReads
+from twin.redaction import keep_redacted, public_value
 from twin.reported import merge, watermarks
 from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord
 
@@ -102,7 +103,13 @@ class TwinEngine:
             on_published=on_published,
         )
         self.lifecycle = Lifecycle(
-            store=store, out=self.out, vendor=adapter.vendor, twins=self.twins, queued=self._queue
+            store=store,
+            out=self.out,
+            vendor=adapter.vendor,
+            twins=self.twins,
+            queued=self._queue,
+            # once a command ended the store keeps its value redacted: no key, no card id
+            settle=lambda cmd: keep_redacted(cmd, fields=self.fields, actions=self.actions, store=store),
         )
         self.plans = PlanRunner(lifecycle=self.lifecycle)
         self.gate = VendorGate(
@@ -263,7 +270,9 @@ class TwinEngine:
                 ErrorCode.DEVICE_BUSY, f"{device} has {waiting} commands waiting", retryable=True, retry_after=1.0
             )
             raise Rejected.of(busy, transaction=req.transaction)
-        shown = self.fields[req.name].redact(req.value) if req.kind == "set" else req.value
+        shown = public_value(
+            req.kind, req.name, req.value, sensitive=req.sensitive, fields=self.fields, actions=self.actions
+        )
         self.lifecycle.accept(
             cmd,
             self.twins[device],

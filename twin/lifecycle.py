@@ -131,6 +131,7 @@ class Lifecycle:
         vendor: str,
         twins: Mapping[str, TwinRecord],
         queued: Callable[[str], list[CommandRecord]],
+        settle: Callable[[CommandRecord], None] = lambda cmd: None,
     ) -> None:
         self.store = store
         self.out = out
@@ -138,6 +139,8 @@ class Lifecycle:
         self.twins = twins
         #: the open commands of a device (a finished /set's desired value stays while a newer one waits)
         self.queued = queued
+        #: what the store keeps of a command's value once it ended (twin.redaction.keep_redacted)
+        self.settle = settle
 
     def accept(
         self,
@@ -153,12 +156,12 @@ class Lifecycle:
         the same commit; then answered ``accepted``. When the store cannot write, nothing changed
         (StoreUnavailable; undone by the store when the outer transaction this one joined rolls back)."""
         before = (dict(twin.desired), twin.version, twin.command_id)
-        olds = [(old, old.status, old.error, old.result) for old, _ in superseded]
+        olds = [(old, old.status, old.error, old.result, old.value) for old, _ in superseded]
 
         def undo() -> None:
             twin.desired, twin.version, twin.command_id = before
-            for old, status, error, result in olds:
-                old.status, old.error, old.result = status, error, result
+            for old, status, error, result, value in olds:
+                old.status, old.error, old.result, old.value = status, error, result, value
 
         with self.store.transaction():
             self.store.on_rollback(undo)
@@ -170,8 +173,7 @@ class Lifecycle:
             twin.command_id = cmd.id
             twin.version += 1
             self.store.save_twin(twin)
-            value = "<redacted>" if cmd.sensitive else shown
-            self._journal(cmd, "request", {"kind": cmd.kind, "name": cmd.name, "value": value})
+            self._journal(cmd, "request", {"kind": cmd.kind, "name": cmd.name, "value": shown})
         for old, _ in superseded:
             COMMANDS.labels(self.vendor, old.name, old.status.value).inc()
             self.out.command_event(old, CommandStatus.ACCEPTED)
@@ -202,8 +204,7 @@ class Lifecycle:
         kept = (cmd.error, cmd.value)
         cmd.status = status
         cmd.error = None if error is None else error.model_dump()
-        if cmd.sensitive:
-            cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended
+        self.settle(cmd)  # no key nor card id kept once it ended
         twin = None if cmd.parent is not None else self.twins.get(cmd.device)
         twin_before = None if twin is None else (dict(twin.desired), twin.version)
 
@@ -243,6 +244,7 @@ class Lifecycle:
         else:
             old.status = CommandStatus.SUPERSEDED
             old.error = None  # a retried error is not its outcome
+        self.settle(old)  # as an outcome does: no card id kept once it ended
         self.store.update_command(old)
         self._journal(old, "outcome", {"status": old.status.value, "by": new.id, "error": old.error})
 

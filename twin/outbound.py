@@ -40,6 +40,7 @@ from contracts.topics import Topics
 from twin.adapter import ActionSpec, DesiredField, DeviceInfo
 from twin.document import render_event, render_state, render_twin, response_for
 from twin.jsonenc import dumps
+from twin.redaction import redactor
 from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord
 
 __all__ = ["DEVICES_PAGE_BYTES", "Outbound", "ReplyTo", "Transport"]
@@ -240,9 +241,9 @@ class Outbound:
         return render_twin(twin, last, hold=self.held(device), redact=self._redactor(last))
 
     def _redactor(self, cmd: CommandRecord | None) -> Callable[[Any], Any]:
-        if cmd is not None and cmd.kind == "set" and cmd.name in self.fields:
-            return self.fields[cmd.name].redact
-        return lambda value: value
+        if cmd is None:
+            return lambda value: value
+        return redactor(cmd.kind, cmd.name, fields=self.fields, actions=self.actions)
 
     def twin_changed(self, device: str) -> None:
         """The device's twin changed: publish its documents now, or at the end of the window."""
