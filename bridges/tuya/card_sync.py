@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridges.tuya.cards import (
@@ -22,10 +21,9 @@ from bridges.tuya.models import CardInfo, CardOperateResult
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
-__all__ = ["CardSync", "OperationObserver"]
+__all__ = ["CardSync"]
 
 #: hears each card operation's outcome: the operation and None, or the error it ended with
-OperationObserver = Callable[[CardOperation, VendorError | None], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +80,6 @@ class CardSync:
             self._store.remove(device_id, gone)  # gone from the lock and no longer wanted
         named = {k: card.masked for k, card in managed.items()}
         return plan_cards(desired, reported, named, key=key)
-
-    async def reconcile(
-        self, device_id: str, desired: dict[str, CardSpec], *, notify: OperationObserver | None = None
-    ) -> list[CardOperation]:
-        """Plan and execute in one go, one call per operation (``notify`` hears each outcome)."""
-        ops = await self.plan(device_id, desired)
-        issued: dict[str, str] = {}
-        for op in ops:
-            try:
-                await self.execute(device_id, op, issued)
-            except VendorError as exc:
-                if notify is not None:
-                    await notify(op, exc)
-                raise
-            if notify is not None:
-                await notify(op, None)
-        return ops
 
     async def execute(self, device_id: str, op: CardOperation, issued: dict[str, str]) -> None:
         """One planned operation; ``issued`` carries lock card ids from issue steps to later steps."""
