@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from bridges.okai.adapter import OkaiAdapter
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import OkaiSimulator, serve_simulator
 from bridges.okai.tests.helpers import USER_KEY, settings_for
 from twin.config import BridgeOptions
@@ -39,7 +39,7 @@ async def test_command_waiting_for_a_slot_is_never_sent_after_it_expired(mqtt_br
                 assert final["status"] == "expired", final
                 sim.fleet.latency = 0.0
             await anyio.sleep(3.5)  # a late call, if any, has arrived by now
-    late = [c for c in sim.calls_to(SWITCH_LOCK_PATH) if c.params["imei"] == quick]
+    late = [c for c in sim.calls_to(PATHS["switch_lock"]) if c.params["imei"] == quick]
     assert late == [], f"{len(late)} switchLock after the command expired: {late[0].params}"
 
 

@@ -8,7 +8,7 @@ from pydantic import SecretStr, ValidationError
 
 import bridges.okai
 from bridges.okai.adapter import OkaiAdapter
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator
 from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, NullSink, context, served_adapter
@@ -86,7 +86,7 @@ async def test_lock_unlock_confirmed_by_status(signed: bool) -> None:
         assert await _until_lock(adapter, imei, LockState.UNLOCKED) == LockState.UNLOCKED
         await adapter.lock(imei, locked=True, ctx=context(imei))
         assert await _until_lock(adapter, imei, LockState.LOCKED) == LockState.LOCKED
-    assert [c.params["operate"] for c in sim.calls_to(SWITCH_LOCK_PATH)] == ["unlock", "lock"]
+    assert [c.params["operate"] for c in sim.calls_to(PATHS["switch_lock"])] == ["unlock", "lock"]
 
 
 @pytest.mark.anyio
@@ -97,7 +97,7 @@ async def test_lock_expire_time_is_remaining_seconds() -> None:
         await adapter.lock(imei, locked=True, ctx=context(imei, seconds=7.9))
         await adapter.lock(imei, locked=True, ctx=context(imei, seconds=0.2))
         await adapter.lock(imei, locked=True, ctx=context(imei, seconds=-5))
-    assert [c.params["expireTime"] for c in sim.calls_to(SWITCH_LOCK_PATH)] == [7, 1, 1]
+    assert [c.params["expireTime"] for c in sim.calls_to(PATHS["switch_lock"])] == [7, 1, 1]
 
 
 @pytest.mark.anyio

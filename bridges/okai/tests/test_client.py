@@ -7,8 +7,8 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from bridges.okai.client import OkaiClient
-from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH, OkaiCode
+from bridges.okai.client import PATHS, OkaiClient
+from bridges.okai.models import OkaiCode
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator
 from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, served_client
@@ -29,7 +29,7 @@ async def test_status_unsigned_mode() -> None:
     assert status.online is True
     call = sim.calls[-1]
     assert call.method == "GET"
-    assert call.path == STATUS_PATH
+    assert call.path == PATHS["status"]
     assert "sign" not in call.params
     assert call.code == OkaiCode.SUCCESS
 
@@ -44,7 +44,7 @@ async def test_switch_lock_signed_mode(auth_in: str, sign_params: str) -> None:
         await client.switch_lock(imei, operate="unlock", expire_time=5)
         status = await client.status(imei)
     assert status.lockStatus == 0
-    switch = sim.calls_to(SWITCH_LOCK_PATH)[0]
+    switch = sim.calls_to(PATHS["switch_lock"])[0]
     assert switch.auth_in == auth_in
     assert switch.params["expireTime"] == 5
     assert switch.params["operate"] == "unlock"
