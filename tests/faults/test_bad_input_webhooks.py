@@ -30,9 +30,9 @@ from paho.mqtt.properties import Properties
 from bridges.segway.push import PUSH_PATHS
 from bridges.segway.settings import DEFAULT_PUSH_MAX_BODY
 from bridges.segway.simulator import DEMO_CLIENT_SECRET, SegwaySimulator, sign_push
-from tests.bridge_process import wait_retained
-from tests.faults.common import BridgeProcess, log
+from tests.faults.common import log
 from twin.broker import free_port
+from twin.testing_process import BridgeProcess
 
 FORM = "application/x-www-form-urlencoded"
 ERROR_STATUSES = {400, 401, 404, 405, 413, 415}
@@ -103,7 +103,7 @@ def running(mqtt_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
         bridge.start()
         try:
-            wait_retained(mqtt_broker, f"{base}/bridge/segway/state", b"online")
+            bridge.wait_online()
             time.sleep(6)  # the first polls (jittered over 5 s) are in the twins
             versions = twin_versions(mqtt_broker, base, ids)
             yield Running(bridge, f"http://127.0.0.1:{push_port}", base, mqtt_broker, ids, sim.client_id, versions)

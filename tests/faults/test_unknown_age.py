@@ -23,7 +23,8 @@ import pytest
 
 from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
-from tests.faults.common import ROOT, Client, okai_bridge, start_bridge
+from tests.faults.common import Client, okai_bridge, start_bridge
+from twin.testing_process import ROOT
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,9 @@ from bridges.smartcar.simulator import ERRORS, InjectedError, SmartcarSimulator,
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink
 
-from .conftest import RecordingSink, linked, make_settings, make_simulator
+from .conftest import linked, make_settings, make_simulator
 
 pytestmark = pytest.mark.anyio
 
