@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -53,8 +54,10 @@ class TuyaAdapter(Adapter[TuyaSettings]):
     settings_model: ClassVar[type[BaseModel]] = TuyaSettings
     confirm_interval: ClassVar[float] = 0.5
 
-    def __init__(self, *, settings: TuyaSettings) -> None:
+    def __init__(self, *, settings: TuyaSettings, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(settings=settings)
+        #: the access token's clock (monotonic seconds; tests move their own)
+        self._clock = clock
         self._client: TuyaClient | None = None
         self._cards: CardSync | None = None
         self._sink: BridgeSink | None = None
@@ -80,6 +83,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
             token_refresh_margin=s.token_refresh_margin,
             send_nonce=s.send_nonce,
             lang=s.lang,
+            clock=self._clock,
         )
         self._client = await client.__aenter__()
         if s.project_id and store is not None:

@@ -19,6 +19,7 @@ __all__ = [
     "CLIENT_ID",
     "DEVICES",
     "SECRET",
+    "make_settings",
 ]
 
 CLIENT_ID = "E20081"

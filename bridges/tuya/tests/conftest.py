@@ -22,6 +22,8 @@ from bridges.tuya.simulator import (
 from twin.asgi import ServedApp
 from twin.testing_fakes import RecordingSink
 
+__all__ = ["tuya_settings"]
+
 
 @pytest.fixture
 def sim() -> TuyaSimulator:
