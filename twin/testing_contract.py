@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -43,7 +42,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from twin.adapter import Adapter
 from twin.config import BridgeOptions
 from twin.registry import ADAPTERS
-from twin.testing import BridgeHarness
+from twin.testing import BridgeHarness, json_or_text
 
 __all__ = [
     "OPTIONS",
@@ -212,7 +211,7 @@ async def _set_confirmed(h: BridgeHarness, device: str, target: str) -> None:
     mark = len(h.messages)
     final = await h.set(device, {"lock": target, "expires_in": EXPIRES_IN})
     assert final["status"] == "succeeded", final
-    seen = [(t, _json(p)) for t, p, _, _ in h.messages[mark:]]
+    seen = [(t, json_or_text(p)) for t, p, _, _ in h.messages[mark:]]
 
     def acknowledged(event: dict[str, Any]) -> bool:
         step = event["data"]
@@ -405,10 +404,3 @@ async def test_no_secret_on_any_topic(kit: VendorKit, mqtt_broker: str, tmp_path
         assert read["status"] == "succeeded", read
         await kit.exercise(h)
         # the check itself runs as the bridge stops, as after every test of the suite
-
-
-def _json(payload: bytes) -> Any:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return payload.decode(errors="replace")

@@ -66,33 +66,29 @@ class TokenManager:
             )
         return await refresher.get(refused=stale)
 
-    def _stored(self, user_id: str) -> Token[str]:
+    def _account(self, user_id: str) -> Account:
+        """The linked account, as stored now; a missing or refused one cannot be used."""
         account = self._store.account(user_id)
         if account is None:
             raise VendorError(ErrorCode.AUTH_FAILED, f"no linked Smartcar account; {RECONNECT_MESSAGE}")
         if account.refused:
             raise VendorError(ErrorCode.AUTH_FAILED, f"Smartcar refused the token; {RECONNECT_MESSAGE}")
-        return self._token(account)
+        return account
+
+    def _stored(self, user_id: str) -> Token[str]:
+        return self._token(self._account(user_id))
 
     def _token(self, account: Account) -> Token[str]:
         expires = account.access_expires_at
         return Token(account.access_token, expires_at=expires, refresh_at=expires - self._refresh_margin)
 
     async def _refresh(self, user_id: str, current: Token[str] | None) -> Token[str]:
-        account = self._store.account(user_id)
-        if account is None:  # unlinked meanwhile
-            raise VendorError(ErrorCode.AUTH_FAILED, f"no linked Smartcar account; {RECONNECT_MESSAGE}")
+        account = self._account(user_id)  # its refresh token, as stored
         try:
             tokens = await self._client.refresh(account.refresh_token)
         except VendorError as exc:
             if exc.info.code is ErrorCode.AUTH_FAILED:
-                await self.refuse(user_id)
-                raise VendorError(
-                    ErrorCode.AUTH_FAILED,
-                    f"Smartcar refused the refresh token; {RECONNECT_MESSAGE}",
-                    vendor_code=exc.info.vendor_code,
-                    vendor_message=exc.info.vendor_message,
-                ) from None
+                raise await self.refused(user_id, "refresh token", exc) from None
             raise
         # durable before use: the old refresh token is about to stop working
         saved = self._store.save_tokens(user_id, tokens, now=self._clock())
@@ -106,3 +102,14 @@ class TokenManager:
         log.warning("smartcar: tokens of user %s refused; %s", user_id, RECONNECT_MESSAGE)
         if self._on_refused is not None:
             await self._on_refused(user_id)
+
+    async def refused(self, user_id: str, what: str, error: VendorError) -> VendorError:
+        """Smartcar refused the account's ``what`` (its refresh or access token): the account is
+        marked refused (:meth:`refuse`); returns the error to raise, which says how to link it again."""
+        await self.refuse(user_id)
+        return VendorError(
+            ErrorCode.AUTH_FAILED,
+            f"Smartcar refused the {what}; {RECONNECT_MESSAGE}",
+            vendor_code=error.info.vendor_code,
+            vendor_message=error.info.vendor_message,
+        )

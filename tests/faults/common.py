@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridges.okai.simulator import DEMO_USER_KEY
+from twin.testing import json_or_text
 from twin.testing_process import BridgeProcess
 
 FINAL = frozenset({"succeeded", "failed", "expired", "superseded", "rejected"})
@@ -224,12 +225,7 @@ class Client:
 
     def retained_json(self, device: str, leaf: str) -> Any:
         raw = self.retained.get(self.topic(device, leaf))
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode(errors="replace")
+        return None if raw is None else json_or_text(raw)
 
 
 async def start_bridge(bridge: BridgeProcess, client: Client, *, timeout: float = 30.0) -> None:
