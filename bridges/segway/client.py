@@ -172,8 +172,6 @@ class SegwayClient:
         """One API call; returns the envelope's ``data`` or raises VendorError."""
         refused: str | None = None
         for attempt in (1, 2):
-            if self._http is None:
-                raise RuntimeError("SegwayClient.start() was not called")
             token = await self._tokens.get(refused=refused)
             response = await self._send(method, path, token=token, params=params, json=json)
             if response.status_code != 200:

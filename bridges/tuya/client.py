@@ -183,8 +183,6 @@ class TuyaClient:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         """One business call; returns the envelope's ``result`` or raises :class:`VendorError`."""
-        if self._http is None:
-            raise RuntimeError("TuyaClient used outside 'async with'")
         token = await self._tokens.get()
         envelope = await self._send(method, path, params=params, body=body, access_token=token.access_token)
         if not envelope.success and envelope.code in TOKEN_INVALID_CODES:

@@ -29,7 +29,23 @@ from paho.mqtt.properties import Properties
 
 from bridges.okai.simulator import DEMO_USER_KEY
 from twin.testing import json_or_text
-from twin.testing_process import BridgeProcess
+from twin.testing_process import ROOT, BridgeProcess
+
+__all__ = [
+    "FINAL",
+    "ROOT",  # the repository, for the fault tests that run locktwin themselves
+    "Answers",
+    "BridgeProcess",
+    "Client",
+    "Sent",
+    "fd_kinds",
+    "log",
+    "metric_sum",
+    "okai_bridge",
+    "read_store",
+    "scrape",
+    "start_bridge",
+]
 
 FINAL = frozenset({"succeeded", "failed", "expired", "superseded", "rejected"})
 
