@@ -4,6 +4,7 @@ import logging
 import socket
 import time
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -11,7 +12,7 @@ from bridges.okai.client import PATHS, OkaiClient
 from bridges.okai.models import OkaiCode
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator
-from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, served_client
+from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, served_client, settings_for
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
@@ -228,3 +229,19 @@ async def test_status_query_secrets_redacted_in_logs(caplog: pytest.LogCaptureFi
     lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert lines and all("userKey=***" in line and "sign=***" in line for line in lines)
     assert all(USER_KEY not in line for line in lines)
+
+
+@pytest.mark.anyio
+async def test_client_takes_its_transport_from_the_caller() -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    sim = OkaiSimulator(user_key=USER_KEY, sign_key=SIGN_KEY, devices=1)
+    imei = sim.fleet.imeis[0]
+    settings = settings_for(f"http://okai.test{sim.base_path}", sim)
+    client = OkaiClient(settings=settings, transport=httpx.ASGITransport(app=sim.app))
+    await client.open()
+    try:
+        status = await client.status(imei)
+    finally:
+        await client.aclose()
+    assert status.imei == imei
+    assert [c.path for c in sim.calls] == [PATHS["status"]]

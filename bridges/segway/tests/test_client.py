@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import anyio
+import httpx
 import pytest
 
 from bridges.segway.client import PATHS, SegwayClient
@@ -203,3 +204,12 @@ async def test_aiohttp_transport_option(served: ServedApp, sim: SegwaySimulator)
         assert (await client.status(BIKE)).iot_code == BIKE
         await client.lock(BIKE)
     assert len(sim.calls_to(PATHS["lock"])) == 1
+
+
+@pytest.mark.anyio
+async def test_client_takes_its_transport_from_the_caller(sim: SegwaySimulator) -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    transport = httpx.ASGITransport(app=sim.app)
+    async with SegwayClient(settings=make_settings("http://segway.test"), transport=transport) as client:
+        assert (await client.status(BIKE)).iot_code == BIKE
+    assert [c.path for c in sim.calls] == [PATHS["token"], PATHS["status"]]

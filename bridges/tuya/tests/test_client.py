@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -172,3 +173,15 @@ async def test_request_unknown_path_is_unsupported(client: TuyaClient) -> None:
     with pytest.raises(VendorError) as caught:
         await client.get("/v9.9/nothing")
     assert caught.value.info.code == ErrorCode.UNSUPPORTED
+
+
+@pytest.mark.anyio
+async def test_client_takes_its_transport_from_the_caller(sim: TuyaSimulator) -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    transport = httpx.ASGITransport(app=sim.app)
+    secret = SecretStr(DEFAULT_CLIENT_SECRET)
+    async with TuyaClient(
+        base_url="http://tuya.test", client_id=DEFAULT_CLIENT_ID, secret=secret, transport=transport
+    ) as client:
+        await client.get(_status_path(sim))
+    assert [c.path for c in sim.calls] == ["/v1.0/token", _status_path(sim)]
