@@ -283,7 +283,10 @@ async def test_forged_or_missing_csrf_token_is_refused(stack: Stack) -> None:
     await open_device(page, key)
     sets = f"locktwin/{key}/set"
     async with aiomqtt.Client(
-        "127.0.0.1", stack.broker.port, username="bridge-segway", password=stack.broker.passwords["bridge-segway"],
+        "127.0.0.1",
+        stack.broker.port,
+        username="bridge-segway",
+        password=stack.broker.passwords["bridge-segway"],
         protocol=aiomqtt.ProtocolVersion.V5,
     ) as observer:
         await observer.subscribe(sets, qos=1)

@@ -19,9 +19,10 @@ import pytest
 from bridges.segway import SegwayAdapter
 from bridges.segway.push import push_signature
 from bridges.segway.settings import SegwaySettings
-from bridges.segway.tests.conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink
+from bridges.segway.tests.conftest import CLIENT_ID, DEVICES, SECRET
 from tests.transport.conftest import PASSPHRASE, Pki
 from twin.config import load_vendor_settings
+from twin.testing_fakes import RecordingSink
 from twin.tlsfiles import TlsSettingsError
 
 pytestmark = pytest.mark.anyio

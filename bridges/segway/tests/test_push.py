@@ -15,8 +15,9 @@ from bridges.segway.push import PushStats
 from bridges.segway.simulator import SegwaySimulator
 from contracts.messages import EventType, LockState
 from twin.asgi import serve_asgi
+from twin.testing_fakes import RecordingSink
 
-from .conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink, eventually, make_settings
+from .conftest import CLIENT_ID, DEVICES, SECRET, eventually, make_settings
 
 BIKE = DEVICES[0]
 #: the receiver's clock in these tests: the pushes below are dated around 1_700_000_000
