@@ -53,6 +53,7 @@ __all__ = [
     "load_kit",
     "test_a_call_left_unanswered_is_never_answered_expired",
     "test_bad_arguments_are_refused_before_any_vendor_call",
+    "test_a_command_without_time_to_reach_the_vendor_is_not_sent",
     "test_lock_and_unlock_are_confirmed_by_reported_state",
     "test_no_secret_on_any_topic",
     "test_offline_device_is_retried_then_expires",
@@ -295,11 +296,27 @@ async def test_a_call_left_unanswered_is_never_answered_expired(
     device = kit.device
     async with _bridge(kit, mqtt_broker, tmp_path, call_timeout=0.3) as h:
         kit.hang(0.8)
-        final = await h.set(device, {"lock": "UNLOCKED", "expires_in": 1.0})
+        # a second of life past the time a call needs left to start (the vendor's send margin)
+        final = await h.set(device, {"lock": "UNLOCKED", "expires_in": 1.0 + h.adapter.send_margin})
         kit.hang(0.0)
         # "expired" promises the vendor never got it; a call without an answer may have been carried out
         assert final["status"] == "failed", final
         assert final["error"]["code"] == "NOT_CONFIRMED", final
+
+
+@pytest.mark.anyio
+async def test_a_command_without_time_to_reach_the_vendor_is_not_sent(
+    kit: VendorKit, mqtt_broker: str, tmp_path: Path
+) -> None:
+    device = kit.device
+    margin = 0.5  # above any bridge's own delay between accepting a command and calling the vendor
+    async with _bridge(kit, mqtt_broker, tmp_path, send_margin=margin) as h:
+        before = kit.calls()
+        final = await h.set(device, {"lock": "UNLOCKED", "expires_in": margin / 2})
+        # it would reach the vendor after its expiry: "expired", the promise that the vendor never got it
+        assert (final["status"], final["error"]["code"]) == ("expired", "EXPIRED"), final
+        assert kit.calls() == before
+        assert kit.locked()
 
 
 @pytest.mark.anyio

@@ -43,6 +43,8 @@ class NoArguments(BaseModel):
 class OkaiAdapter(Adapter[OkaiSettings]):
     vendor: ClassVar[str] = "okai"
     settings_model: ClassVar[type[BaseModel]] = OkaiSettings
+    #: expireTime is whole seconds (at least 1): with less than 1 s left it would outlive the command
+    send_margin: ClassVar[float] = 1.0
 
     def __init__(self, *, settings: OkaiSettings) -> None:
         super().__init__(settings=settings)
