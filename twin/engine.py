@@ -42,7 +42,7 @@ from twin.plans import PlanRunner
 from twin.policies import HoldPolicy
 from twin.reads import StatusReads
 from twin.reported import merge, watermarks
-from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord
+from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
 
 if TYPE_CHECKING:
     from twin.config import BridgeOptions
@@ -76,7 +76,7 @@ class TwinEngine:
         self,
         *,
         adapter: Adapter[Any],
-        store: Store,
+        store: TwinStore,
         topics: Topics,
         options: BridgeOptions,
         owns: Callable[[str], bool] = lambda device: True,

@@ -40,7 +40,7 @@ from contracts.topics import Topics
 from twin.adapter import ActionSpec, DesiredField, DeviceInfo
 from twin.document import render_event, render_state, render_twin, response_for
 from twin.jsonenc import dumps
-from twin.store import CommandRecord, Store, TwinRecord
+from twin.store import CommandRecord, TwinRecord, TwinStore
 
 __all__ = ["DEVICES_PAGE_BYTES", "Outbound", "ReplyTo", "Transport"]
 
@@ -91,7 +91,7 @@ class Outbound:
         self,
         *,
         topics: Topics,
-        store: Store,
+        store: TwinStore,
         held: Callable[[str], bool],
         current_of: Callable[[str], CommandRecord | None],
         latest_of: Callable[[str], CommandRecord | None] = lambda device: None,
