@@ -81,6 +81,8 @@ class TwinEngine:
         options: BridgeOptions,
         owns: Callable[[str], bool] = lambda device: True,
         on_published: Callable[[str], None] | None = None,
+        gate: VendorGate | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.adapter = adapter
         self.owns = owns
@@ -103,11 +105,15 @@ class TwinEngine:
             store=store, out=self.out, vendor=adapter.vendor, twins=self.twins, queued=self._queue
         )
         self.plans = PlanRunner(lifecycle=self.lifecycle)
-        self.gate = VendorGate(
+        # one gate for the adapter: the engines of a shared store's partitions pass theirs in
+        self.gate = gate or VendorGate(
             vendor=adapter.vendor,
             limit=options.max_in_flight or adapter.max_in_flight,
             call_timeout=options.call_timeout,
         )
+        #: raises when this engine may no longer act (its partition's lease is gone): checked right
+        #: before every vendor call, so that an instance woken from a pause never sends one late
+        self._fence = fence or (lambda: None)
         self._validators: dict[str, TypeAdapter[Any]] = {}
         #: commands one of whose calls got no answer: the vendor may have acted on it
         self._maybe_executed: set[str] = set()
@@ -378,6 +384,7 @@ class TwinEngine:
             rt.wake_retry = None
 
     async def _execute(self, cmd: CommandRecord, ctx: CommandContext) -> ExecuteResult:
+        self._fence()
         if cmd.kind == "set":
             desired = self.fields[cmd.name]
             validator = self._validators.get(cmd.name)

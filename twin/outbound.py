@@ -355,9 +355,14 @@ class Outbound:
         Those answers go first, each after its device's documents; the rest of the fleet is fed to
         the publisher one device at a time, rendered when there is room to send it.
         """
-        self._published.clear()  # the broker may have lost them: publish everything again
         self.actions_table()
         self.devices_list()
+        self.republish_devices()
+
+    def republish_devices(self) -> None:
+        """Every device's retained documents and the final answers not delivered yet (answers first),
+        without the bridge's own documents (a partition's engine, twin.cluster)."""
+        self._published.clear()  # the broker may have lost them: publish everything again
         ahead: set[str] = set()
         for cmd in self.store.unanswered_finals():
             if cmd.device in self.twins and cmd.device not in ahead:

@@ -10,13 +10,14 @@ The discipline both keep: :meth:`TwinStore.transaction` nests, an inner one join
 outermost commit (and drops it on a rollback); :meth:`TwinStore.mark_answered` is deferred to the next
 commit or :meth:`TwinStore.flush`. A write that cannot be stored raises :class:`StoreUnavailable`
 (SQLite) with nothing of the transaction kept; the PostgreSQL store raises
-:class:`twin.leases.LeaseLost` instead when the partition's lease is gone, which ends the partition's
+:class:`LeaseLost` instead when the partition's lease is gone, which ends the partition's
 engine (another instance serves it from the store).
 
 Exceptions::
 
     StoreError          the store cannot be used at all (a damaged file, a schema that does not fit)
     StoreUnavailable    a write was refused now and rolled back (a full disk, a read-only file)
+    LeaseLost           (PostgreSQL) the partition's lease, or the connection, is gone: its engine ends
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from contracts.messages import CommandStatus
 
-__all__ = ["CommandRecord", "StoreError", "StoreUnavailable", "TwinRecord", "TwinStore"]
+__all__ = ["CommandRecord", "LeaseLost", "StoreError", "StoreUnavailable", "TwinRecord", "TwinStore"]
 
 
 @dataclass(kw_only=True)
@@ -79,6 +80,17 @@ class StoreError(Exception):
 class StoreUnavailable(Exception):
     """The store cannot write now (a full disk, an I/O error, a read-only file): the transaction was
     rolled back, so nothing of it is stored and nothing it would have announced was sent."""
+
+
+class LeaseLost(Exception):
+    """A write or read of the shared store failed: the partition's lease moved on (``partition``), or
+    the connection broke (``partition`` None: every partition of the instance). Not a
+    :class:`StoreUnavailable`: nothing is answered for it; the partition's engine ends and whoever
+    holds the lease next serves it from the store."""
+
+    def __init__(self, partition: int | None, why: str) -> None:
+        super().__init__(why if partition is None else f"partition {partition}: {why}")
+        self.partition = partition
 
 
 class TwinStore(Protocol):
