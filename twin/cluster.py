@@ -339,7 +339,6 @@ class ClusterRuntime:
         )
         engine.out.use(_Guarded(self.publisher, lease.valid))
         part = _Partition(lease, engine, store)
-        self.partitions[partition] = part
         await self._tg.start(self._serve, part)
 
     async def _serve(self, part: _Partition, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -349,6 +348,8 @@ class ClusterRuntime:
             with part.scope:
                 async with anyio.create_task_group() as tg:
                     await part.engine.start(tg, self.by_partition.get(partition, []))
+                    # served (the inbox, pushes, reads) only once its twins and commands are loaded
+                    self.partitions[partition] = part
                     if self.publisher.connected:
                         part.engine.out.republish_devices()
                     task_status.started()

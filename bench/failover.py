@@ -1,0 +1,189 @@
+"""Failover (issue 22): the PostgreSQL store's command throughput over the SQLite store's, and the time
+a partition takes to move when its instance dies or pauses, over the lease time plus 2 s.
+
+    python -m bench.failover [--quick]
+
+- **throughput**: one in-process bridge on SQLite and one in-process instance on a fresh PostgreSQL
+  database (``LOCKTWIN_TEST_PG``'s server, default 127.0.0.1:5432), same broker, same zero-latency
+  OKAI simulator, same client, under different base topics; alternating rounds of one command per
+  device on every device at once (as ``bench.throughput``). Goal >= 0.7.
+- **takeover**: two ``locktwin run okai`` processes on another fresh database; one is killed
+  (SIGKILL), later the other is paused (SIGSTOP); measured from the signal to the lease log's first
+  acquisition of a partition the victim held. Goal <= 1 over ``lease_seconds + 2``.
+
+Results in ``bench/results/failover.json`` (and ``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import psycopg
+
+from bench.command import BenchOkaiAdapter, Stack, commander, concurrent, okai_stack
+from bench.common import Report, private_broker
+from tests.faults import pg
+from twin.cluster import ClusterRuntime
+from twin.config import ClusterSettings, MqttSettings
+from twin.homeassistant import HomeAssistantSettings
+from twin.runtime import BridgeRuntime
+
+ROOT = Path(__file__).resolve().parent.parent
+PARTITIONS = 8
+
+
+async def throughput(report: Report, rounds: int, devices: int) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="locktwin-fo-") as tmp,
+        private_broker(Path(tmp)) as broker,
+        pg.fresh_database() as url,
+    ):
+        async with okai_stack(broker.port, devices) as stack, anyio.create_task_group() as tg:
+            mqtt = MqttSettings(url=f"mqtt://127.0.0.1:{broker.port}")
+            sqlite = BridgeRuntime(
+                adapter=BenchOkaiAdapter(settings=stack.settings()),
+                mqtt=mqtt.model_copy(update={"client_id": f"bench-{uuid.uuid4().hex[:6]}"}),
+                data_dir=stack.work / "sqlite",
+                homeassistant=HomeAssistantSettings(enabled=False),
+            )
+            cluster = ClusterRuntime(
+                adapter=BenchOkaiAdapter(settings=stack.settings()),
+                mqtt=mqtt,
+                store_url=url,
+                store_password=None,
+                data_dir=stack.work / "pg",
+                base_topic="benchpg",
+                cluster=ClusterSettings(instance="bench", partitions=PARTITIONS),
+            )
+            tg.start_soon(sqlite.run)
+            tg.start_soon(cluster.run)
+            with anyio.fail_after(60):
+                await sqlite.connected.wait()
+                while len(cluster.partitions) < PARTITIONS or cluster.intake is None:
+                    await anyio.sleep(0.1)
+                await cluster.connected.wait()
+                await anyio.sleep(1.0)  # the intake's session and its subscriptions
+            async with commander(broker.port) as lite, commander(broker.port, prefix="benchpg/okai") as shared:
+                await concurrent(lite.command, stack.devices, 1)  # warm-up
+                await concurrent(shared.command, stack.devices, 1)
+                took = {"sqlite": 0.0, "pg": 0.0}
+                for i in range(rounds):
+                    series = [("sqlite", lite.command), ("pg", shared.command)]
+                    for name, send in series if i % 2 == 0 else reversed(series):
+                        took[name] += devices / await concurrent(send, stack.devices, 1)
+            tg.cancel_scope.cancel()
+    commands = devices * rounds
+    report.ratio(
+        f"throughput, {devices} in flight: PostgreSQL store over SQLite",
+        commands / took["pg"],
+        commands / took["sqlite"],
+        ">= 0.7",
+        " cmd/s",
+    )
+
+
+def _instance(name: str, *, url: str, port: int, stack: Stack, lease: float, tmp: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOCKTWIN_MQTT__URL": f"mqtt://127.0.0.1:{port}",
+        "LOCKTWIN_STORE": url,
+        "LOCKTWIN_CLUSTER__INSTANCE": name,
+        "LOCKTWIN_CLUSTER__PARTITIONS": str(PARTITIONS),
+        "LOCKTWIN_CLUSTER__LEASE_SECONDS": str(lease),
+        "LOCKTWIN_DATA_DIR": str(tmp / name),
+        "LOCKTWIN_OKAI_USER_KEY": stack.settings().user_key.get_secret_value(),
+        "LOCKTWIN_OKAI_SIGN_KEY": stack.settings().sign_key.get_secret_value()
+        if stack.settings().sign_key is not None
+        else "",
+        "LOCKTWIN_OKAI_BASE_URL": stack.base_url,
+        "LOCKTWIN_OKAI_DEVICES": json.dumps(stack.devices),
+    }
+    log = (tmp / f"{name}.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "twin.cli", "run", "okai"], env=env, stdout=log, stderr=log)
+
+
+def _held(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[str, list[int]]:
+    rows = conn.execute(f'SELECT owner, partition FROM "{schema}".leases WHERE owner IS NOT NULL').fetchall()
+    out: dict[str, list[int]] = {}
+    for owner, partition in rows:
+        out.setdefault(str(owner).split("#")[0], []).append(int(partition))  # type: ignore[call-overload]
+    return out
+
+
+async def _takeover(conn: psycopg.Connection[tuple[object, ...]], schema: str, victim: str, since: float) -> float:
+    while True:
+        row = conn.execute(
+            f'SELECT min(EXTRACT(EPOCH FROM at)) FROM "{schema}".lease_log WHERE previous LIKE %s '
+            "AND EXTRACT(EPOCH FROM at) > %s",
+            (f"{victim}#%", since),
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            return float(row[0]) - since  # type: ignore[arg-type]
+        await anyio.sleep(0.05)
+
+
+async def takeover(report: Report, lease: float) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="locktwin-fo-") as tmp,
+        private_broker(Path(tmp)) as broker,
+        pg.fresh_database() as url,
+    ):
+        async with okai_stack(broker.port, 20) as stack:
+            procs = {n: _instance(n, url=url, port=broker.port, stack=stack, lease=lease, tmp=Path(tmp)) for n in "ab"}
+            schema = "locktwin_okai"
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    with anyio.fail_after(60):
+                        while sorted(len(v) for v in _held(conn, schema).values() if v) != [PARTITIONS // 2] * 2:
+                            await anyio.sleep(0.2)
+                    killed = time.time()
+                    procs["a"].send_signal(signal.SIGKILL)
+                    procs["a"].wait()
+                    with anyio.fail_after(lease + 10):
+                        after_kill = await _takeover(conn, schema, "a", killed)
+                    procs["a"] = _instance("a", url=url, port=broker.port, stack=stack, lease=lease, tmp=Path(tmp))
+                    with anyio.fail_after(60):
+                        while sorted(len(v) for v in _held(conn, schema).values() if v) != [PARTITIONS // 2] * 2:
+                            await anyio.sleep(0.2)
+                    paused = time.time()
+                    procs["a"].send_signal(signal.SIGSTOP)
+                    with anyio.fail_after(lease + 10):
+                        after_pause = await _takeover(conn, schema, "a", paused)
+                    procs["a"].send_signal(signal.SIGCONT)
+            finally:
+                for proc in procs.values():
+                    proc.send_signal(signal.SIGCONT)
+                    proc.terminate()
+                    proc.wait(timeout=15)
+    report.value("lease time", lease, " s")
+    report.ratio("takeover after SIGKILL (the session's lock ends with it)", after_kill, lease + 2, "<= 1", " s")
+    report.ratio("takeover after SIGSTOP (the lease runs out)", after_pause, lease + 2, "<= 1", " s")
+
+
+async def main(quick: bool) -> Report:
+    report = Report(name="failover")
+    why = pg.available()
+    if why is not None:
+        report.value(f"skipped: {why}", 0)
+        return report
+    await throughput(report, 4 if quick else 10, 100 if quick else 200)
+    await takeover(report, 10.0)
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    anyio.run(main, args.quick).write()
