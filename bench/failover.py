@@ -69,7 +69,7 @@ async def throughput(report: Report, rounds: int, devices: int) -> None:
             tg.start_soon(cluster.run)
             with anyio.fail_after(60):
                 await sqlite.connected.wait()
-                while len(cluster.partitions) < PARTITIONS or cluster.intake is None:
+                while len(cluster.partitions) < PARTITIONS or cluster.intake is None:  # noqa: ASYNC110
                     await anyio.sleep(0.1)
                 await cluster.connected.wait()
                 await anyio.sleep(1.0)  # the intake's session and its subscriptions
@@ -145,7 +145,7 @@ async def takeover(report: Report, lease: float) -> None:
             try:
                 with psycopg.connect(url, autocommit=True) as conn:
                     with anyio.fail_after(60):
-                        while sorted(len(v) for v in _held(conn, schema).values() if v) != [PARTITIONS // 2] * 2:
+                        while sorted(len(v) for v in _held(conn, schema).values() if v) != [PARTITIONS // 2] * 2:  # noqa: ASYNC110
                             await anyio.sleep(0.2)
                     killed = time.time()
                     procs["a"].send_signal(signal.SIGKILL)
@@ -154,7 +154,7 @@ async def takeover(report: Report, lease: float) -> None:
                         after_kill = await _takeover(conn, schema, "a", killed)
                     procs["a"] = _instance("a", url=url, port=broker.port, stack=stack, lease=lease, tmp=Path(tmp))
                     with anyio.fail_after(60):
-                        while sorted(len(v) for v in _held(conn, schema).values() if v) != [PARTITIONS // 2] * 2:
+                        while sorted(len(v) for v in _held(conn, schema).values() if v) != [PARTITIONS // 2] * 2:  # noqa: ASYNC110
                             await anyio.sleep(0.2)
                     paused = time.time()
                     procs["a"].send_signal(signal.SIGSTOP)
