@@ -114,7 +114,10 @@ def _instance(name: str, *, url: str, port: int, stack: Stack, lease: float, tmp
 
 
 def _held(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[str, list[int]]:
-    rows = conn.execute(f'SELECT owner, partition FROM "{schema}".leases WHERE owner IS NOT NULL').fetchall()
+    try:
+        rows = conn.execute(f'SELECT owner, partition FROM "{schema}".leases WHERE owner IS NOT NULL').fetchall()
+    except psycopg.errors.UndefinedTable:
+        return {}  # the first instance has not made the schema yet
     out: dict[str, list[int]] = {}
     for owner, partition in rows:
         out.setdefault(str(owner).split("#")[0], []).append(int(partition))  # type: ignore[call-overload]
@@ -172,6 +175,7 @@ async def takeover(report: Report, lease: float) -> None:
 
 
 async def main(quick: bool) -> Report:
+    """The figures (the throughput's rounds alternate, as bench.throughput's)."""
     report = Report(name="failover")
     why = pg.available()
     if why is not None:
