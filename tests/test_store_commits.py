@@ -134,3 +134,18 @@ def test_outbound_announces_nothing_before_its_commit(store: Store) -> None:
         out.event("d1", EventType.DRIFT, {"field": "lock"})
         raise RuntimeError("rolled back: never announced")
     assert sent == ["locktwin/fake/d1/event"]
+
+
+def test_undo_runs_when_the_outermost_transaction_rolls_back(store: Store) -> None:
+    """What a nested writer changed in memory is undone when the commit it joined is lost."""
+    undone: list[str] = []
+    with pytest.raises(RuntimeError), store.transaction():
+        with store.transaction():  # an inner writer: it returned normally
+            store.on_rollback(lambda: undone.append("inner"))
+            store.set_meta("k", "v")
+        raise RuntimeError("the outer one fails after it")
+    assert undone == ["inner"] and store.meta("k") is None
+    with store.transaction():
+        store.on_rollback(lambda: undone.append("committed"))
+        store.set_meta("k", "v")
+    assert undone == ["inner"] and store.meta("k") == "v"

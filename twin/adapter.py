@@ -155,6 +155,10 @@ class ExecuteResult:
 ActionHandler = Callable[[str, Any, CommandContext], Awaitable[ExecuteResult]]
 
 
+def _unchanged(value: Any) -> Any:
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class ActionSpec:
     """A vendor operation that is not state, served on ``/request/{name}``.
@@ -162,6 +166,9 @@ class ActionSpec:
     ``arguments`` validates the payload before any vendor call (ranges from the vendor's document).
     ``idempotent`` actions may be sent again after a crash left their outcome unknown; others are
     never repeated. ``sensitive`` answers (a bluetooth key) are published once, never stored.
+    ``redact`` is what of the arguments (as JSON) may be published and journaled, and all that is
+    kept of them once the action ended (a card id masked); applied to its own output it must change
+    nothing.
     """
 
     name: str
@@ -171,6 +178,12 @@ class ActionSpec:
     idempotent: bool = False
     sensitive: bool = False
     capability: str | None = None
+    redact: Callable[[Any], Any] = _unchanged
+
+    @property
+    def carries_secrets(self) -> bool:
+        """Its request or answer holds something not everyone may read (a key, a card id)."""
+        return self.sensitive or self.redact is not _unchanged
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,10 +203,6 @@ class PlannedOperation:
 Planner = Callable[[str, Any, CommandContext], Awaitable[Sequence[PlannedOperation]]]
 
 
-def _unchanged(value: Any) -> Any:
-    return value
-
-
 @dataclass(frozen=True, kw_only=True)
 class DesiredField:
     """A field users may set on ``/set``. ``lock`` is the common one; vendors may add more.
@@ -201,7 +210,9 @@ class DesiredField:
     A field with a ``plan`` (door-lock cards) is reconciled in several vendor calls: the runtime
     asks for the plan when the command runs (so it is made against the vendor's state of that
     moment, and made again after a retry or a restart), and runs each planned operation as a
-    command of its own. ``redact`` is what of a value may be published and journaled.
+    command of its own. ``redact`` is what of a value may be published and journaled, and all that
+    is kept of it once its command ended (the store keeps the whole value only while it runs, since
+    the plan is made again after a restart); applied to its own output it must change nothing.
     """
 
     name: str

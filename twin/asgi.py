@@ -14,12 +14,14 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import uvicorn
 from starlette.types import ASGIApp
 
+from twin.http_guard import ClientLimits, LimitHit, guarded_protocol
 from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_certificate
 
 __all__ = ["CertificateFiles", "ServedApp", "TlsSettingsError", "serve_asgi"]
@@ -48,6 +50,14 @@ def _tls_options(certificate: CertificateFiles | None) -> dict[str, object]:
     }
 
 
+def _limits(limit: int | None, client_limits: ClientLimits | None, on_limit: LimitHit | None) -> dict[str, Any]:
+    """uvicorn settings for ``limit`` concurrent connections, enforced by uvicorn, or, with
+    ``client_limits``, by twin.http_guard's protocol (deadlines, caps, room for new clients)."""
+    if client_limits is None:
+        return {"limit_concurrency": limit}
+    return {"limit_concurrency": None, "http": guarded_protocol(client_limits, limit=limit, on_limit=on_limit)}
+
+
 @asynccontextmanager
 async def serve_asgi(
     app: ASGIApp,
@@ -56,8 +66,11 @@ async def serve_asgi(
     port: int = 0,
     limit_concurrency: int | None = None,
     certificate: CertificateFiles | None = None,
+    client_limits: ClientLimits | None = None,
+    on_limit: LimitHit | None = None,
 ) -> AsyncIterator[ServedApp]:
-    """Run ``app`` until the block exits (HTTPS with ``certificate``); yields where it listens."""
+    """Run ``app`` until the block exits (HTTPS with ``certificate``); yields where it listens.
+    ``client_limits`` cuts slow clients off (``twin.http_guard``; ``on_limit`` hears each one)."""
     tls = _tls_options(certificate)
     # IPPROTO_TCP explicitly: asyncio turns Nagle off on accepted connections only when the listening
     # socket says it is TCP; without it every request stalls ~40 ms on delayed ACKs.
@@ -71,9 +84,9 @@ async def serve_asgi(
         log_level="warning",
         access_log=False,
         lifespan="off",
-        limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=2,
         **tls,  # type: ignore[arg-type]
+        **_limits(limit_concurrency, client_limits, on_limit),
     )
     server = uvicorn.Server(config)
     bound_port = sock.getsockname()[1]

@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+from twin.files import private_folder, write_private
+
 __all__ = ["MosquittoBroker", "NatsBroker", "RabbitMqBroker", "free_port"]
 
 
@@ -69,6 +71,7 @@ class _BrokerProcess:
             stderr=subprocess.PIPE,
             env=self._environment(),
             start_new_session=self.process_group or self.own_session,
+            umask=0o077,  # what it writes (a persistence file: retained messages, queued commands) 0600
         )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -127,13 +130,17 @@ class MosquittoBroker(_BrokerProcess):
 
     def _command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
-            "max_queued_messages 0\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir}/\n" + self.extra_config
+        private_folder(self.workdir)  # the demo's is under its data folder: its messages are the bridges'
+        write_private(
+            conf,
+            (
+                f"listener {self.port} 127.0.0.1\n"
+                "allow_anonymous true\n"
+                "set_tcp_nodelay true\n"
+                "max_queued_messages 0\n"
+                "persistence true\n"
+                f"persistence_location {self.workdir}/\n" + self.extra_config
+            ).encode(),
         )
         return [_binary("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]
 

@@ -100,7 +100,8 @@ async def run_bridges(
 
 
 async def _run_bridges(runtimes: Sequence[BridgeRuntime | ClusterRuntime], *, metrics: tuple[str, int] | None) -> None:
-    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+    # the metrics server outside the bridges' task group: its own task group must close after theirs
+    async with AsyncExitStack() as stack:
         if metrics is not None:
             from prometheus_client import make_asgi_app
 
@@ -108,22 +109,23 @@ async def _run_bridges(runtimes: Sequence[BridgeRuntime | ClusterRuntime], *, me
 
             served = await stack.enter_async_context(serve_asgi(make_asgi_app(), host=metrics[0], port=metrics[1]))
             log.info("metrics on %s/metrics", served.url)
+        async with anyio.create_task_group() as tg:
 
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("stopping on %s", signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
-                    return
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("stopping on %s", signal.Signals(signum).name)
+                        tg.cancel_scope.cancel()
+                        return
 
-        tg.start_soon(stop_on_signal)
-        for runtime in runtimes:
-            tg.start_soon(runtime.run)
-        for runtime in runtimes:
-            await runtime.ready.wait()
-        # What the bridges loaded at start (a fleet's twins and devices) lives as long as the
-        # process: keep it out of the collector's full passes, which would otherwise walk it all.
-        gc.freeze()
+            tg.start_soon(stop_on_signal)
+            for runtime in runtimes:
+                tg.start_soon(runtime.run)
+            for runtime in runtimes:
+                await runtime.ready.wait()
+            # What the bridges loaded at start (a fleet's twins and devices) lives as long as the
+            # process: keep it out of the collector's full passes, which would otherwise walk it all.
+            gc.freeze()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -3,12 +3,8 @@
 What an instance runs, in one task group:
 
 - **leases** (:mod:`twin.leases`): a tick about once a second renews what it holds and takes what
-  its quota wants; a partition it acquires gets an engine of its own (:class:`~twin.engine.TwinEngine`
-  over a :class:`~twin.pgstore.PartitionStore`), started exactly as a bridge starts after a
-  restart: twins loaded, open commands settled by the same rules (expired ones end expired or
-  failed, a call that may have gone out is repeated only when idempotent), final answers not known
-  delivered sent again. A partition lost or released ends its engine (its task group is cancelled);
-  nothing of it stays in memory;
+  its quota wants; a partition it acquires gets an engine of its own, started as a bridge starts
+  after a restart (:mod:`twin.partitions`); a partition lost or released ends its engine;
 - **intake** (:mod:`twin.clusterintake`), on the one instance that holds the intake lease: the one
   MQTT session (a fixed client id) that subscribes to the command topics. It stores each command in
   the ``inbox`` table and acknowledges it to the broker (manual PUBACK) only once that committed;
@@ -17,11 +13,18 @@ What an instance runs, in one task group:
   (``bench/shared_subscriptions.py``): a shared subscription gives nothing a dead member held to the
   others (its persistent session keeps them, and keeps its turn; a clean one loses them);
 - **inbox**: the owner of a partition takes its rows in order and hands each to its engine; the
-  row is deleted in the same commit as what the engine stored for it (the command, a refusal), so a
-  command is taken in exactly once whoever dies when;
+  row is deleted in the same commit as what the engine stored for it (the command, a refusal), and
+  its answers are published after that commit, so a command is taken in exactly once whoever dies
+  when;
 - **MQTT**: its own connection (client id ``<prefix>-<vendor>-<instance>``) for what its engines
   publish, through a guard that drops a message once its partition's lease is no longer valid
   locally; its availability ``bridge/{vendor}/instances/{instance}/state`` and its partitions.
+
+The store's connection is the instance's proof of life (its member lock, :mod:`twin.leases`): when it
+breaks (:class:`~twin.storeapi.StoreUnavailable`), others may take every partition at once, so the
+instance ends them all and joins again as a new member once it can connect, with backoff. A server
+that refuses for a while but keeps the connection (a full disk) is probed each second; the engines
+keep what they decided meanwhile (twin.outage) and catch up once it writes.
 """
 
 from __future__ import annotations
@@ -29,8 +32,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,116 +41,31 @@ import aiomqtt
 import anyio
 from anyio.abc import TaskGroup
 
-from contracts.messages import EventType, InstancePartitions
+from contracts.messages import InstancePartitions
 from contracts.topics import Topics
 from twin.adapter import Adapter, DeviceInfo, ReportedPatch
 from twin.clusterintake import Inbox, Intake
 from twin.config import BridgeOptions, ClusterSettings, MqttSettings, TlsSettingsError
-from twin.engine import TwinEngine
 from twin.extensions import BridgeContext, EventBus, Extension, TwinChanged
 from twin.gate import VendorGate
 from twin.jsonenc import dumps
 from twin.leases import Lease, LeaseManager, new_owner
-from twin.metrics import RECONNECTS
-from twin.mqtt import describe_error, mqtt_client
+from twin.metrics import RECONNECTS, STORE_WRITABLE
+from twin.mqtt import describe_error, disconnect_shielded, mqtt_client
+from twin.partitions import ClusterFleet, ClusterSink, Partition, Partitions
+from twin.pgdb import PgDatabase
 from twin.pgschema import INTAKE, schema_for
-from twin.pgstore import PartitionStore, PgDatabase
 from twin.polling import Poller
 from twin.publisher import Publisher
-from twin.runtime import OUTBOX_LIMIT, PUBLISH_WINDOW, _disconnect_shielded
-from twin.storeapi import LeaseLost, TwinRecord
+from twin.runtime import OUTBOX_LIMIT, PUBLISH_WINDOW
+from twin.storeapi import StoreUnavailable
 
 __all__ = ["ClusterRuntime"]
 
 log = logging.getLogger(__name__)
 
-
-class _Guarded:
-    """The publisher as one partition's engine sees it: nothing goes out once its lease is not valid."""
-
-    def __init__(self, publisher: Publisher, valid: Callable[[], bool]) -> None:
-        self._publisher = publisher
-        self._valid = valid
-
-    def send(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        retain: bool,
-        correlation: bytes | None = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> None:
-        if self._valid():
-            self._publisher.send(
-                topic, payload, retain=retain, correlation=correlation, on_sent=on_sent, guard=self._valid
-            )
-
-    def feed(self, steps: Any) -> None:
-        self._publisher.feed(steps)
-
-    @property
-    def maximum_packet_size(self) -> int | None:
-        return self._publisher.maximum_packet_size
-
-
-class _Partition:
-    def __init__(self, lease: Lease, engine: TwinEngine, store: PartitionStore) -> None:
-        self.lease = lease
-        self.engine = engine
-        self.store = store
-        self.scope = anyio.CancelScope()
-        self.stopped = anyio.Event()
-
-
-class _Fleet:
-    """Every partition's engine as one read-only fleet (twin.extensions.FleetView)."""
-
-    def __init__(self, runtime: ClusterRuntime) -> None:
-        self._rt = runtime
-
-    def devices(self) -> Sequence[DeviceInfo]:
-        return self._rt.devices
-
-    def info(self, device: str) -> DeviceInfo | None:
-        part = self._rt.serving(device)
-        return None if part is None else part.engine.fleet.info(device)
-
-    def twin(self, device: str) -> TwinRecord | None:
-        part = self._rt.serving(device)
-        return None if part is None else part.engine.fleet.twin(device)
-
-    def busy(self, device: str) -> bool:
-        part = self._rt.serving(device)
-        return part is None or part.engine.fleet.busy(device)
-
-    def gone(self) -> Sequence[str]:
-        return [d for part in list(self._rt.partitions.values()) for d in part.engine.fleet.gone()]
-
-
-class _Sink:
-    def __init__(self, runtime: ClusterRuntime, data_dir: Path) -> None:
-        self._rt = runtime
-        self._data_dir = data_dir
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
-    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
-        part = self._rt.serving(device_id)
-        if part is None:
-            return False  # another instance serves it (and reads it itself)
-        try:
-            return await part.engine.report(device_id, patch, source=source)
-        except LeaseLost:
-            return False
-
-    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
-        part = self._rt.serving(device_id)
-        if part is not None:
-            with suppress(LeaseLost):
-                await part.engine.event(device_id, type, data)
+#: the longest wait between two attempts to join again after the store failed
+REJOIN_MAX = 10.0
 
 
 class ClusterRuntime:
@@ -186,41 +103,52 @@ class ClusterRuntime:
         )
         self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
         self.bus = EventBus()
-        self.fleet = _Fleet(self)
         self.devices: list[DeviceInfo] = []
-        self.by_partition: dict[int, list[DeviceInfo]] = {}
-        self.partitions: dict[int, _Partition] = {}
+        self.parts = Partitions(
+            adapter=adapter,
+            topics=self.topics,
+            options=self.options,
+            gate=self.gate,
+            publisher=self.publisher,
+            on_published=lambda device: self.bus.emit(TwinChanged(device)),
+            on_ended=self._on_ended,
+        )
+        self.fleet = ClusterFleet(self.parts, lambda: self.devices)
         self.ready = anyio.Event()
         self.connected = anyio.Event()
         self.db: PgDatabase | None = None
         self.leases: LeaseManager | None = None
         self.intake: Intake | None = None
+        #: member runs started (1 at the first; each failure of the store's connection adds one)
+        self.joins = 0
         self._tg: TaskGroup | None = None
-        self._since = datetime.now(UTC)
         self._wake_leases = anyio.Event()
 
-    def serving(self, device: str) -> _Partition | None:
-        if self.db is None:
-            return None
-        part = self.partitions.get(self.db.partition_of(device))
-        return part if part is not None and part.lease.valid() else None
+    @property
+    def partitions(self) -> dict[int, Partition]:
+        """The partitions served here now, by number."""
+        return self.parts.served
+
+    def serving(self, device: str) -> Partition | None:
+        return self.parts.serving(device)
 
     # -- run -------------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Serve until cancelled; a store that fails as a whole ends every partition, and the
-        instance joins again as a new member once it can connect."""
+        """Serve until cancelled; a store that fails as a whole (or does not answer yet) ends every
+        partition, and the instance joins again as a new member once it can connect. A store
+        whose schema does not fit this bridge (StoreError) ends the run."""
         async with AsyncExitStack() as stack:
-            await self.adapter.start(_Sink(self, self.data_dir))
+            await self.adapter.start(ClusterSink(self.parts, self.data_dir))
             stack.push_async_callback(self.adapter.stop)
             self.devices = list(await self.adapter.list_devices())
             delay = 0.5
             while True:
                 try:
                     await self._run_member()
-                except LeaseLost as exc:
-                    log.warning("the store failed (%s); joining again in %.1fs", exc, delay)
+                except StoreUnavailable as exc:
+                    log.warning("%s; joining again in %.1fs", exc, delay)
                 await anyio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, REJOIN_MAX)
 
     async def _run_member(self) -> None:
         owner = new_owner(self.instance)
@@ -231,38 +159,38 @@ class ClusterRuntime:
             partitions=self.cluster.partitions,
             owner=owner,
         )
+        db.writable_listeners.append(lambda writable: STORE_WRITABLE.labels(self.adapter.vendor).set(int(writable)))
         db.open()
         self.db = db
-        self.by_partition = {}
-        for info in self.devices:
-            self.by_partition.setdefault(db.partition_of(info.id), []).append(info)
+        self.joins += 1
+        self.parts.use(db, self.devices)
         leases = self.leases = LeaseManager(
             db=db, vendor=self.adapter.vendor, name=self.instance, lease_seconds=self.cluster.lease_seconds
         )
         lost = anyio.Event()
         db.on_lost = lambda partition, why: self._on_lost(partition, why, lost)
-        leases.join()
-        inbox = Inbox(runtime=self, db=db)
+        STORE_WRITABLE.labels(self.adapter.vendor).set(1)
         try:
+            leases.join()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._mqtt_loop)
                 tg.start_soon(self._lease_loop, leases)
-                tg.start_soon(inbox.run)
+                tg.start_soon(Inbox(runtime=self, db=db).run)
                 tg.start_soon(self._housekeeping, db)
                 await self._start_extensions(tg)
                 self.ready.set()
                 await lost.wait()
                 tg.cancel_scope.cancel()
         finally:
-            for part in list(self.partitions.values()):
-                part.scope.cancel()
-            self.partitions.clear()
+            self.parts.drop_all()
             if db.is_open:
                 leases.leave()
             db.close()
             self.db = None
-        raise LeaseLost(None, "the store's connection failed")
+            self.intake = None
+            STORE_WRITABLE.labels(self.adapter.vendor).set(0)
+        raise StoreUnavailable(f"the store {db.describe()}: its connection broke")
 
     async def _start_extensions(self, tg: TaskGroup) -> None:
         extensions: list[Extension] = [Poller(), *self.adapter.extensions()]
@@ -274,7 +202,7 @@ class ClusterRuntime:
             fleet=self.fleet,
             gate=self.gate,
             bus=self.bus,
-            sink=_Sink(self, self.data_dir),
+            sink=ClusterSink(self.parts, self.data_dir),
             read=self._read,
             publish_retained=lambda topic, payload: self.publisher.send(topic, payload, retain=True),
             task_group=tg,
@@ -283,34 +211,48 @@ class ClusterRuntime:
             await ext.start(context)
 
     async def _read(self, device: str) -> ReportedPatch | None:
-        part = self.serving(device)
+        part = self.parts.serving(device)
         if part is None:
             return None
         return await part.engine.reads.read(device)
 
     def _on_lost(self, partition: int | None, why: str, whole: anyio.Event) -> None:
         if partition is None:
-            whole.set()
+            whole.set()  # the connection: every partition ends now (others may take them at once)
+            self.parts.drop_all()
+            if self.intake is not None:
+                self.intake.stop()
             return
         if self.leases is not None:
-            self.leases._lose(partition, why)
+            self.leases.lose(partition, why)
         self._drop(partition)
+
+    def _on_ended(self, partition: int) -> None:
+        """A partition's engine ended by itself: its lease goes back (another instance may do better)."""
+        if self.leases is not None and self.leases.valid(partition):
+            self.leases.lose(partition, "its engine ended")
+        self._wake_leases.set()
 
     # -- partitions ------------------------------------------------------------------------------
     async def _lease_loop(self, leases: LeaseManager) -> None:
+        assert self._tg is not None
         while True:
-            changes = leases.tick()
+            try:
+                changes = leases.tick()
+            except StoreUnavailable as exc:  # a broken connection ends this member run meanwhile
+                log.warning("lease tick: %s", exc)
+                await anyio.sleep(1.0)
+                continue
             for partition in changes.lost:
                 self._drop(partition)
             for lease in changes.acquired:
                 if lease.partition == INTAKE:
                     self._start_intake(lease)
                 else:
-                    await self._adopt(lease)
+                    await self.parts.adopt(lease, self._tg)
             for partition in changes.release:
-                part = self.partitions.get(partition)
+                part = self.parts.drop(partition)
                 if part is not None:
-                    self._drop(partition)
                     await part.stopped.wait()
                 leases.release(partition)
             if changes.lost or changes.acquired or changes.release:
@@ -319,66 +261,13 @@ class ClusterRuntime:
                 await self._wake_leases.wait()
             self._wake_leases = anyio.Event()
 
-    async def _adopt(self, lease: Lease) -> None:
-        assert self.db is not None and self._tg is not None
-        partition = lease.partition
-        store = PartitionStore(self.db, partition=partition, epoch=lease.epoch)
-
-        def fence() -> None:
-            if not lease.valid() or self.partitions.get(partition) is not part:
-                raise LeaseLost(partition, "the lease is no longer valid here")
-
-        engine = TwinEngine(
-            adapter=self.adapter,
-            store=store,
-            topics=self.topics,
-            options=self.options,
-            gate=self.gate,
-            fence=fence,
-            on_published=lambda device: self.bus.emit(TwinChanged(device)),
-        )
-        engine.out.use(_Guarded(self.publisher, lease.valid))
-        part = _Partition(lease, engine, store)
-        await self._tg.start(self._serve, part)
-
-    async def _serve(self, part: _Partition, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        partition = part.lease.partition
-        started = False
-        try:
-            with part.scope:
-                async with anyio.create_task_group() as tg:
-                    await part.engine.start(tg, self.by_partition.get(partition, []))
-                    # served (the inbox, pushes, reads) only once its twins and commands are loaded
-                    self.partitions[partition] = part
-                    if self.publisher.connected:
-                        part.engine.out.republish_devices()
-                    task_status.started()
-                    started = True
-                    await anyio.sleep_forever()
-        except LeaseLost as exc:
-            log.warning("partition %s ends: %s", partition, exc)
-        except Exception:
-            log.exception("the engine of partition %s failed", partition)
-        finally:
-            if self.partitions.get(partition) is part:
-                del self.partitions[partition]
-                if self.leases is not None and self.leases.valid(partition):
-                    self.leases._lose(partition, "its engine ended")
-                self._wake_leases.set()
-            part.stopped.set()
-            if not started:
-                task_status.started()
-
     def _drop(self, partition: int) -> None:
         if partition == INTAKE:
             if self.intake is not None:
                 self.intake.stop()
             return
-        part = self.partitions.pop(partition, None)
-        if part is not None:
-            part.scope.cancel()
+        self.parts.drop(partition)
 
-    # -- intake ----------------------------------------------------------------------------------
     def _start_intake(self, lease: Lease) -> None:
         assert self.db is not None and self._tg is not None
         self.intake = Intake(runtime=self, db=self.db, lease=lease)
@@ -394,13 +283,13 @@ class ClusterRuntime:
         delay = 0.5
         while True:
             try:
-                async with _disconnect_shielded(self._client()) as client:
+                async with disconnect_shielded(self._client()) as client:
                     delay = 0.5
                     state = self.topics.bridge_instance(self.instance, "state")
                     await client.publish(state, b"online", qos=1, retain=True)
                     self.publisher.attach(client)
                     self._publish_partitions()
-                    for part in list(self.partitions.values()):
+                    for part in list(self.parts.served.values()):
                         part.engine.out.republish_devices()
                     self.connected.set()
                     try:
@@ -420,7 +309,7 @@ class ClusterRuntime:
             delay = min(delay * 2, self.mqtt.reconnect_max)
 
     def _publish_partitions(self) -> None:
-        held = sorted(p for p in self.partitions if self.leases is not None and self.leases.valid(p))
+        held = sorted(p for p in self.parts.served if self.leases is not None and self.leases.valid(p))
         doc = InstancePartitions(
             instance=self.instance,
             partitions=held,
@@ -434,13 +323,16 @@ class ClusterRuntime:
     async def _housekeeping(self, db: PgDatabase) -> None:
         while True:
             await anyio.sleep(1.0)
-            db.flush(None)  # the answered marks are at most a second old when the process dies
+            if not db.writable and not db.probe():
+                continue  # the engines wait for the store (twin.outage); the leases run out meanwhile
+            try:
+                db.flush()  # the answered marks are at most a second old when the process dies
+            except StoreUnavailable:
+                continue
             if self.intake is not None:
                 self.intake.heartbeat()
+            await anyio.to_thread.run_sync(db.vacuum_if_due)
 
 
 class _NoStore:
     """Extensions of a cluster instance see no store of their own (retention runs on the intake's)."""
-
-
-Reader = Callable[[str], Awaitable[ReportedPatch | None]]

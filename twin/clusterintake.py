@@ -30,12 +30,12 @@ from twin.intake import Arrival, best_effort_transaction
 from twin.leases import Lease
 from twin.mqtt import describe_error, mqtt_client
 from twin.outbound import Outbound, ReplyTo
-from twin.pgschema import INTAKE
-from twin.pgstore import Fence, PgDatabase, VendorStore
+from twin.pgdb import PgDatabase
+from twin.pgstore import VendorStore
 from twin.publisher import Publisher, paho_of
 from twin.retention import PRUNE_BATCH
 from twin.session import SessionClock
-from twin.storeapi import LeaseLost
+from twin.storeapi import LeaseLost, StoreUnavailable
 
 if TYPE_CHECKING:
     from twin.cluster import ClusterRuntime
@@ -56,7 +56,6 @@ class Intake:
         self.db = db
         self.lease = lease
         self.store = VendorStore(db, epoch=lease.epoch)
-        self.fence = Fence(INTAKE, db.owner, lease.epoch)
         self.session = SessionClock(store=self.store, marker_topic=runtime.topics.bridge_session_marker)
         self.publisher = Publisher(window=64, limit=1000)
         self._scope = anyio.CancelScope()
@@ -71,6 +70,7 @@ class Intake:
                 self.session.heartbeat()
             except LeaseLost:
                 self.stop()
+                return
             self._prune()
 
     def _prune(self) -> None:
@@ -84,7 +84,7 @@ class Intake:
                 self.store.prune_journal(before=now - options.journal_days * 86_400, limit=PRUNE_BATCH)
             if options.commands_days:
                 self.store.prune_commands(before=now - options.commands_days * 86_400, limit=PRUNE_BATCH)
-        except LeaseLost as exc:
+        except (LeaseLost, StoreUnavailable) as exc:
             log.warning("store retention failed: %s", exc)
 
     async def run(self) -> None:
@@ -140,7 +140,12 @@ class Intake:
             if not self.lease.valid():
                 return  # not acknowledged: the next holder of the session gets them
             if rows:
-                self.db.put_inbox(rows, self.fence)
+                try:
+                    self.store.put_inbox(rows)
+                except StoreUnavailable as exc:
+                    # not acknowledged: the broker gives them again on the next connection
+                    log.warning("intake: %s; reconnecting", exc)
+                    return
             for m in batch:
                 inner.ack(m.mid, m.qos)
 
@@ -192,8 +197,8 @@ class Inbox:
         while True:
             try:
                 kwargs: dict[str, Any] = {"autocommit": True}
-                if self.db._password is not None:
-                    kwargs["password"] = self.db._password
+                if self.db.password is not None:
+                    kwargs["password"] = self.db.password
                 async with await psycopg.AsyncConnection.connect(self.db.conninfo, **kwargs) as conn:
                     await conn.execute(f'LISTEN "{self.db.schema}_inbox"')
                     async for _ in conn.notifies():
@@ -203,28 +208,47 @@ class Inbox:
                 await anyio.sleep(1.0)
 
     async def _drain(self) -> None:
-        while True:
+        while self.db.writable:
             held = [p for p, part in self.rt.partitions.items() if part.lease.valid()]
             if not held:
                 return
-            rows = self.db.take_inbox(held, 100)
-            if not rows:
+            try:
+                rows = self._take(held, 100)
+                if not rows:
+                    return
+                for row in rows:
+                    if not await self._handle(row):
+                        return  # the rest waits: a device's commands are taken in order
+            except StoreUnavailable as exc:
+                log.info("the inbox waits for the store: %s", exc)
                 return
-            for row in rows:
-                await self._handle(row)
             await anyio.lowlevel.checkpoint()
 
-    async def _handle(self, row: tuple[Any, ...]) -> None:
+    def _take(self, partitions: list[int], limit: int) -> list[tuple[Any, ...]]:
+        with self.db.reading() as conn:
+            return conn.execute(
+                "SELECT seq, partition, topic, payload, retained, response_topic, correlation, expiry_left, "
+                "queued_since, received_at FROM inbox WHERE partition = ANY(%s) ORDER BY seq LIMIT %s",
+                (partitions, limit),
+            ).fetchall()
+
+    async def _handle(self, row: tuple[Any, ...]) -> bool:
+        """Hand one row to its partition's engine; False when it stays in the inbox (the partition
+        is no longer served here, or the store could not take what was stored for it)."""
         seq, partition, topic, payload, retained, response_topic, correlation, expiry_left, queued, received = row
         part = self.rt.partitions.get(partition)
         if part is None or not part.lease.valid():
-            return
+            return False
         engine = part.engine
-        now = time.time()
         inbound = self.rt.topics.parse(topic)
-        self.db.consuming = seq
         try:
-            if inbound is not None:
+            # One commit: the row goes with what the engine stores for it (the command, a refusal),
+            # and every answer is published after it; a failed commit keeps the row and sends nothing.
+            # engine.handle does not suspend, so no other task's write joins this transaction.
+            with part.store.transaction():
+                part.store.consume(seq)
+                if inbound is None:
+                    return True
                 reply = None
                 if response_topic:
                     if not _reply_allowed(response_topic, self.rt.topics.base):
@@ -232,21 +256,16 @@ class Inbox:
                             ErrorCode.INVALID_PAYLOAD, f"response topic not allowed under {self.rt.topics.base}/"
                         )
                         engine.refuse(inbound, bytes(payload), error, transaction=best_effort_transaction(payload))
-                        inbound = None
-                    else:
-                        reply = ReplyTo(
-                            topic=response_topic, correlation=None if correlation is None else bytes(correlation)
-                        )
-                if inbound is not None:
-                    arrival = _arrival(queued, received, expiry_left, now)
-                    await engine.handle(inbound, bytes(payload), retained=retained, reply=reply, arrival=arrival)
-            if self.db.consuming == seq:
-                with part.store.transaction():
-                    pass  # the row goes in a commit of its own: nothing else was stored for it
+                        return True
+                    reply = ReplyTo(
+                        topic=response_topic, correlation=None if correlation is None else bytes(correlation)
+                    )
+                arrival = _arrival(queued, received, expiry_left, time.time())
+                await engine.handle(inbound, bytes(payload), retained=retained, reply=reply, arrival=arrival)
         except LeaseLost as exc:
             log.info("inbox row %s stays for the next owner: %s", seq, exc)
-        finally:
-            self.db.consuming = None
+            return False
+        return True
 
 
 def _arrival(queued: float | None, received: float, expiry_left: float | None, now: float) -> Arrival:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from twin.files import private_file, private_folder
+
 __all__ = ["DataDirLock", "DataDirLocked"]
 
 
@@ -27,8 +29,8 @@ class DataDirLock:
     def acquire(self) -> None:
         path = self.folder / ".lock"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            private_folder(self.folder)
+            fd = os.open(private_file(path), os.O_RDWR)
         except OSError as exc:
             raise DataDirLocked(f"{self.folder}: cannot be used ({exc.strerror})") from None
         try:

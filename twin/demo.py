@@ -82,7 +82,6 @@ async def start_embedded_broker(stack: AsyncExitStack, port: int) -> MqttSetting
 async def _start_broker(stack: AsyncExitStack, data_dir: Path, port: int, kind: str) -> MqttSettings:
     if kind == "mosquitto" or (kind == "auto" and MosquittoBroker.available()):
         broker = MosquittoBroker(port=port, workdir=data_dir / "broker")
-        broker.workdir.mkdir(parents=True, exist_ok=True)
         broker.start()
         stack.callback(broker.stop)
         print(f"broker: mosquitto on 127.0.0.1:{port} (data in {broker.workdir})")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,14 +33,17 @@ from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.admission import Admission
 from twin.document import iso
+from twin.fleetview import EngineFleet
 from twin.gate import VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
 from twin.metrics import IN_FLIGHT, OBSERVATIONS_CLAMPED
+from twin.outage import StoreOutage
 from twin.outbound import Outbound, ReplyTo
 from twin.plans import PlanRunner
 from twin.policies import HoldPolicy
 from twin.reads import StatusReads
+from twin.redaction import keep_redacted, public_value
 from twin.reported import merge, watermarks
 from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
 
@@ -102,7 +105,13 @@ class TwinEngine:
             on_published=on_published,
         )
         self.lifecycle = Lifecycle(
-            store=store, out=self.out, vendor=adapter.vendor, twins=self.twins, queued=self._queue
+            store=store,
+            out=self.out,
+            vendor=adapter.vendor,
+            twins=self.twins,
+            queued=self._queue,
+            # once a command ended the store keeps its value redacted: no key, no card id
+            settle=lambda cmd: keep_redacted(cmd, fields=self.fields, actions=self.actions, store=store),
         )
         self.plans = PlanRunner(lifecycle=self.lifecycle)
         # one gate for the adapter: the engines of a shared store's partitions pass theirs in
@@ -129,21 +138,15 @@ class TwinEngine:
             out=self.out,
             get_interval=options.get_interval,
         )
-        #: outcomes decided while the store could not write them (decided again once it can)
-        self._pending: dict[str, tuple[CommandStatus, ErrorInfo | None, dict[str, Any] | None]] = {}
-        #: devices whose observed state the store could not take (saved once it can)
-        self._unsaved: set[str] = set()
-        #: set while the store writes; a new one while it cannot
-        self._store_back = anyio.Event()
-        self._store_back.set()
-        store.writable_listeners.append(self._on_store)
+        self.outage = StoreOutage(store=store, resave=self._resave)
         #: what extensions see of the fleet (twin.extensions.FleetView)
-        self.fleet = _Fleet(self)
+        self.fleet = EngineFleet(self)
 
     # -- start -----------------------------------------------------------------------------------
     async def start(self, tg: TaskGroup, devices: list[DeviceInfo]) -> None:
         """Load the store, adopt the adapter's devices, settle commands left by a previous run."""
         self._tg = tg
+        self.outage.start(tg)
         tg.start_soon(self.out.run, self.options.publish_coalesce)
         self.twins.update(self.store.load_twins())
         listed = {d.id for d in devices}
@@ -273,7 +276,9 @@ class TwinEngine:
                 ErrorCode.DEVICE_BUSY, f"{device} has {waiting} commands waiting", retryable=True, retry_after=1.0
             )
             raise Rejected.of(busy, transaction=req.transaction)
-        shown = self.fields[req.name].redact(req.value) if req.kind == "set" else req.value
+        shown = public_value(
+            req.kind, req.name, req.value, sensitive=req.sensitive, fields=self.fields, actions=self.actions
+        )
         self.lifecycle.accept(
             cmd,
             self.twins[device],
@@ -304,13 +309,18 @@ class TwinEngine:
             while rt.queue:
                 rt.current = rt.queue[0]
                 gauge.inc()
+                cmd = rt.current
                 try:
-                    await self._run(rt.current)
+                    await self._run(cmd)
                 except StoreUnavailable:
-                    await self._store_back.wait()  # then the same command goes on where it stopped
+                    await self.outage.back.wait()  # then the same command goes on where it stopped
                 finally:
                     rt.current = None
                     gauge.dec()
+                if rt.queue and rt.queue[0] is cmd and cmd.status.is_final:
+                    # ended in memory, not in the store: never spin on it (the next start settles it)
+                    log.error("command %s of %s ended without its outcome stored", cmd.id, device)
+                    rt.queue.pop(0)
         except Exception:
             log.exception("worker of %s failed", device)
         finally:
@@ -318,7 +328,7 @@ class TwinEngine:
 
     async def _run(self, cmd: CommandRecord) -> None:
         while not cmd.status.is_final:
-            pending = self._pending.get(cmd.id)
+            pending = self.outage.pending.get(cmd.id)
             if pending is not None:  # decided while the store could not write it
                 self._finish(cmd, pending[0], pending[1], data=pending[2])
             elif cmd.expires_at - time.time() <= 0:
@@ -438,17 +448,21 @@ class TwinEngine:
     def _finish(
         self, cmd: CommandRecord, status: CommandStatus, error: ErrorInfo | None, *, data: dict[str, Any] | None = None
     ) -> None:
-        try:
-            self.lifecycle.finish(cmd, status, error, data=data)
-        except StoreUnavailable:
+        def ended() -> None:  # once the outcome is durable (this commit, or the outer one joined)
+            self.outage.pending.pop(cmd.id, None)
+            self._maybe_executed.discard(cmd.id)
+            rt = self.devices.get(cmd.device)
+            if rt is not None and cmd.parent is None:
+                rt.queue[:] = [c for c in rt.queue if c.id != cmd.id]
+
+        def lost() -> None:  # the store could not take it: decided again once it can (twin.outage)
             if cmd.parent is None:
-                self._pending[cmd.id] = (status, error, data)
-            raise
-        self._pending.pop(cmd.id, None)
-        self._maybe_executed.discard(cmd.id)
-        rt = self.devices.get(cmd.device)
-        if rt is not None and cmd.parent is None:
-            rt.queue[:] = [c for c in rt.queue if c.id != cmd.id]
+                self.outage.pending[cmd.id] = (status, error, data)
+
+        with self.store.transaction():
+            self.store.on_rollback(lost)
+            self.lifecycle.finish(cmd, status, error, data=data)
+            self.store.after_commit(ended)
 
     # -- reported state ----------------------------------------------------------------------------
     async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
@@ -486,18 +500,16 @@ class TwinEngine:
                 rt.refuted = (inflight.id, why)
         if found.changes:
             twin.version += 1
-            try:
-                with self.store.transaction():
-                    self.store.save_twin(twin)
-                    self.store.journal(
-                        entry="state",
-                        device=device_id,
-                        source=source,
-                        data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
-                    )
-            except StoreUnavailable:
-                self._unsaved.add(device_id)  # observed, not stored: saved and published once it can
-                raise
+            with self.store.transaction():
+                # observed, not stored: saved and published once the store can (twin.outage)
+                self.store.on_rollback(lambda: self.outage.unsaved.add(device_id))
+                self.store.save_twin(twin)
+                self.store.journal(
+                    entry="state",
+                    device=device_id,
+                    source=source,
+                    data={k: {"from": a, "to": b} for k, (a, b) in found.changes.items()},
+                )
             self.out.twin_changed(device_id)
             if "online" in found.changes:
                 self.out.availability(device_id)
@@ -525,27 +537,10 @@ class TwinEngine:
             self.store.journal(entry=f"event.{type.value}", device=device_id, source="vendor", data=data)
             self.out.event(device_id, type, data)
 
-    # -- the store's outages ------------------------------------------------------------------------
-    def _on_store(self, writable: bool) -> None:
-        if writable:
-            self._store_back.set()
-        elif self._store_back.is_set():
-            self._store_back = anyio.Event()
-            if self._tg is not None:
-                self._tg.start_soon(self._resync)
-
-    async def _resync(self) -> None:
-        """Once the store writes again: the twins it could not take are saved and published."""
-        await self._store_back.wait()
-        while self._unsaved:
-            device = self._unsaved.pop()
-            try:
-                with self.store.transaction():
-                    self.store.save_twin(self.twins[device])
-            except StoreUnavailable:
-                self._unsaved.add(device)
-                return  # down again: the next outage resyncs
-            self.out.twin_changed(device)
+    def _resave(self, device: str) -> None:
+        with self.store.transaction():
+            self.store.save_twin(self.twins[device])
+        self.out.twin_changed(device)
 
     # -- what the documents show -------------------------------------------------------------------
     def _queue(self, device: str) -> list[CommandRecord]:
@@ -560,27 +555,3 @@ class TwinEngine:
         rt = self.devices.get(device)
         cmd = None if rt is None else rt.current
         return cmd if cmd is not None and not cmd.status.is_final else None
-
-
-class _Fleet:
-    """The engine's fleet, read only (:class:`twin.extensions.FleetView`)."""
-
-    def __init__(self, engine: TwinEngine) -> None:
-        self._engine = engine
-
-    def devices(self) -> Sequence[DeviceInfo]:
-        return self._engine.out.devices
-
-    def info(self, device: str) -> DeviceInfo | None:
-        rt = self._engine.devices.get(device)
-        return None if rt is None else rt.info
-
-    def twin(self, device: str) -> TwinRecord | None:
-        return self._engine.twins.get(device)
-
-    def busy(self, device: str) -> bool:
-        rt = self._engine.devices.get(device)
-        return rt is not None and rt.current is not None
-
-    def gone(self) -> Sequence[str]:
-        return [device for device, twin in self._engine.twins.items() if not twin.present]

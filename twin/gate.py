@@ -32,6 +32,7 @@ from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.backoff import VendorBackoff
 from twin.metrics import VENDOR_CALL_SECONDS
+from twin.store import StoreUnavailable
 
 __all__ = ["VendorGate"]
 
@@ -91,6 +92,9 @@ class VendorGate:
             raise VendorError(
                 ErrorCode.DEVICE_TIMEOUT, f"no answer from the vendor within {limit:.1f}s", maybe_executed=True
             ) from None
+        except StoreUnavailable:
+            outcome = "error"
+            raise  # not the vendor's: the command waits for its store (twin.outage)
         except Exception as exc:
             outcome = "error"
             log.exception("adapter call failed")

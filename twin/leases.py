@@ -38,8 +38,8 @@ from typing import Any
 import psycopg
 
 from twin.metrics import LEASES_ACQUIRED, LEASES_HELD, LEASES_LOST
+from twin.pgdb import PgDatabase
 from twin.pgschema import INTAKE, LockKeys
-from twin.pgstore import PgDatabase
 from twin.storeapi import StoreError
 
 __all__ = ["MARGIN", "Lease", "LeaseChanges", "LeaseManager", "new_owner"]
@@ -133,7 +133,7 @@ class LeaseManager:
         now = time.monotonic()
         gone = [p for p, lease in self.held.items() if not lease.valid(now)]
         for partition in gone:
-            self._lose(partition, "its local deadline passed before a renewal")
+            self.lose(partition, "its local deadline passed before a renewal")
         return gone
 
     def tick(self) -> LeaseChanges:
@@ -161,13 +161,16 @@ class LeaseManager:
         ]
         intake = [r for r in takeable if r["partition"] == INTAKE]
         take = intake + [r for r in takeable if r["partition"] != INTAKE][:wanted]
-        renewed, acquired = self._write([p for p in self.held], take)
+        written = self._write(list(self.held), take)
+        if written is None:
+            return changes  # nothing renewed nor taken this time; the local deadlines still hold
+        renewed, acquired = written
         deadline = sent + self.lease_seconds - MARGIN
         for partition in list(self.held):
             if renewed.get(partition) == self.held[partition].epoch:
                 self.held[partition].deadline = deadline
             else:
-                self._lose(partition, "another instance took it over")
+                self.lose(partition, "another instance took it over")
                 changes.lost.append(partition)
         for partition, (epoch, previous, how) in acquired.items():
             lease = Lease(partition, epoch, deadline)
@@ -224,7 +227,10 @@ class LeaseManager:
 
     def _write(
         self, renew: list[int], take: list[dict[str, Any]]
-    ) -> tuple[dict[int, int], dict[int, tuple[int, str | None, str]]]:
+    ) -> tuple[dict[int, int], dict[int, tuple[int, str | None, str]]] | None:
+        """Renew ``renew`` and take ``take`` in one pipelined transaction: what was renewed (with its
+        epoch) and what was acquired; None when the transaction waited too long for a lock (a
+        takeover of the same rows by another member): the next tick tries again."""
         ttl = self.lease_seconds
         conn = self.db.conn
         try:
@@ -254,8 +260,11 @@ class LeaseManager:
                         "SELECT partition, epoch, owner, %s, %s FROM leases WHERE partition = %s AND owner = %s",
                         (next(r["owner"] for r in take if r["partition"] == partition), how, partition, self.owner),
                     )
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            log.info("lease tick: %s; the next tick tries again", str(exc).strip().splitlines()[0])
+            return None
         except psycopg.Error as exc:
-            raise self.db._lost(exc, None) from exc
+            raise self.db.failure(exc, None) from exc
         renewed = {int(r[0]): int(r[1]) for r in cur.fetchall()}
         acquired: dict[int, tuple[int, str | None, str]] = {}
         for partition, how, taken in takes:
@@ -280,7 +289,8 @@ class LeaseManager:
         finally:
             self._drop(partition)
 
-    def _lose(self, partition: int, why: str) -> None:
+    def lose(self, partition: int, why: str) -> None:
+        """The partition is no longer ours (a fence refused us, its engine ended): dropped now."""
         if partition in self.held:
             LEASES_LOST.labels(self.vendor).inc()
             log.warning("lost partition %s: %s", partition, why)
@@ -290,10 +300,3 @@ class LeaseManager:
         self.held.pop(partition, None)
         self.releasing.discard(partition)
         LEASES_HELD.labels(self.vendor).set(len([p for p in self.held if p != INTAKE]))
-
-    def forget_all(self, why: str) -> list[int]:
-        """The store's connection failed: every lease is lost (we are no longer a live member)."""
-        gone = list(self.held)
-        for partition in gone:
-            self._lose(partition, why)
-        return gone

@@ -37,7 +37,7 @@ from contracts.messages import CommandStatus
 from twin.intake import CommandRequest
 from twin.metrics import COMMANDS
 from twin.outbound import Outbound, ReplyTo
-from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
+from twin.store import CommandRecord, TwinRecord, TwinStore
 
 __all__ = ["Lifecycle", "Outcome", "at_expiry", "new_command", "settle_at_start", "unanswered"]
 
@@ -131,6 +131,7 @@ class Lifecycle:
         vendor: str,
         twins: Mapping[str, TwinRecord],
         queued: Callable[[str], list[CommandRecord]],
+        settle: Callable[[CommandRecord], None] = lambda cmd: None,
     ) -> None:
         self.store = store
         self.out = out
@@ -138,6 +139,8 @@ class Lifecycle:
         self.twins = twins
         #: the open commands of a device (a finished /set's desired value stays while a newer one waits)
         self.queued = queued
+        #: what the store keeps of a command's value once it ended (twin.redaction.keep_redacted)
+        self.settle = settle
 
     def accept(
         self,
@@ -151,26 +154,26 @@ class Lifecycle:
         """A command enters: stored (a set's desired value as ``shown``, its redacted form), the
         commands it supersedes (each with whether a call of it may have reached the vendor) ended in
         the same commit; then answered ``accepted``. When the store cannot write, nothing changed
-        (StoreUnavailable)."""
+        (StoreUnavailable; undone by the store when the outer transaction this one joined rolls back)."""
         before = (dict(twin.desired), twin.version, twin.command_id)
-        olds = [(old, old.status, old.error, old.result) for old, _ in superseded]
-        try:
-            with self.store.transaction():
-                for old, maybe_executed in superseded:
-                    self._supersede(old, cmd, maybe_executed=maybe_executed)
-                if cmd.kind == "set":
-                    twin.desired[cmd.name] = shown
-                self.store.insert_command(cmd)
-                twin.command_id = cmd.id
-                twin.version += 1
-                self.store.save_twin(twin)
-                value = "<redacted>" if cmd.sensitive else shown
-                self._journal(cmd, "request", {"kind": cmd.kind, "name": cmd.name, "value": value})
-        except StoreUnavailable:
+        olds = [(old, old.status, old.error, old.result, old.value) for old, _ in superseded]
+
+        def undo() -> None:
             twin.desired, twin.version, twin.command_id = before
-            for old, status, error, result in olds:
-                old.status, old.error, old.result = status, error, result
-            raise
+            for old, status, error, result, value in olds:
+                old.status, old.error, old.result, old.value = status, error, result, value
+
+        with self.store.transaction():
+            self.store.on_rollback(undo)
+            for old, maybe_executed in superseded:
+                self._supersede(old, cmd, maybe_executed=maybe_executed)
+            if cmd.kind == "set":
+                twin.desired[cmd.name] = shown
+            self.store.insert_command(cmd)
+            twin.command_id = cmd.id
+            twin.version += 1
+            self.store.save_twin(twin)
+            self._journal(cmd, "request", {"kind": cmd.kind, "name": cmd.name, "value": shown})
         for old, _ in superseded:
             COMMANDS.labels(self.vendor, old.name, old.status.value).inc()
             self.out.command_event(old, CommandStatus.ACCEPTED)
@@ -195,34 +198,32 @@ class Lifecycle:
         self, cmd: CommandRecord, status: CommandStatus, error: ErrorInfo | None, *, data: dict[str, Any] | None = None
     ) -> None:
         """An outcome: the command ends with its final answer (a planned operation's is its parent's).
-        When the store cannot write, the command is as it was (StoreUnavailable): the caller decides
-        the same outcome again once it can."""
+        When the store cannot write (now, or when the outer transaction this one joined commits), the
+        command is as it was: the caller decides the same outcome again once it can."""
         before = cmd.status
         kept = (cmd.error, cmd.value)
         cmd.status = status
         cmd.error = None if error is None else error.model_dump()
-        if cmd.sensitive:
-            cmd.value = None  # arguments of a sensitive action (a key) are not kept once it ended
+        self.settle(cmd)  # no key nor card id kept once it ended
         twin = None if cmd.parent is not None else self.twins.get(cmd.device)
         twin_before = None if twin is None else (dict(twin.desired), twin.version)
-        try:
-            with self.store.transaction():
-                self.store.update_command(cmd)
-                if twin is not None:
-                    newer = [
-                        c for c in self.queued(cmd.device) if c.kind == "set" and c.name == cmd.name and c is not cmd
-                    ]
-                    if cmd.kind == "set" and not newer:
-                        twin.desired.pop(cmd.name, None)
-                    twin.version += 1
-                    self.store.save_twin(twin)
-                outcome: dict[str, Any] = {"status": status.value, "error": cmd.error}
-                self._journal(cmd, "outcome", {"parent": cmd.parent, **outcome} if cmd.parent else outcome)
-        except StoreUnavailable:
+
+        def undo() -> None:
             cmd.status, (cmd.error, cmd.value) = before, kept
             if twin is not None and twin_before is not None:
                 twin.desired, twin.version = twin_before
-            raise
+
+        with self.store.transaction():
+            self.store.on_rollback(undo)
+            self.store.update_command(cmd)
+            if twin is not None:
+                newer = [c for c in self.queued(cmd.device) if c.kind == "set" and c.name == cmd.name and c is not cmd]
+                if cmd.kind == "set" and not newer:
+                    twin.desired.pop(cmd.name, None)
+                twin.version += 1
+                self.store.save_twin(twin)
+            outcome: dict[str, Any] = {"status": status.value, "error": cmd.error}
+            self._journal(cmd, "outcome", {"parent": cmd.parent, **outcome} if cmd.parent else outcome)
         COMMANDS.labels(self.vendor, cmd.name, status.value).inc()
         if cmd.parent is not None:
             self.out.command_event(cmd, before)
@@ -243,6 +244,7 @@ class Lifecycle:
         else:
             old.status = CommandStatus.SUPERSEDED
             old.error = None  # a retried error is not its outcome
+        self.settle(old)  # as an outcome does: no card id kept once it ended
         self.store.update_command(old)
         self._journal(old, "outcome", {"status": old.status.value, "by": new.id, "error": old.error})
 

@@ -40,7 +40,8 @@ from contracts.topics import Topics
 from twin.adapter import ActionSpec, DesiredField, DeviceInfo
 from twin.document import render_event, render_state, render_twin, response_for
 from twin.jsonenc import dumps
-from twin.store import CommandRecord, TwinRecord, TwinStore
+from twin.redaction import redactor
+from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
 
 __all__ = ["DEVICES_PAGE_BYTES", "Outbound", "ReplyTo", "Transport"]
 
@@ -240,9 +241,9 @@ class Outbound:
         return render_twin(twin, last, hold=self.held(device), redact=self._redactor(last))
 
     def _redactor(self, cmd: CommandRecord | None) -> Callable[[Any], Any]:
-        if cmd is not None and cmd.kind == "set" and cmd.name in self.fields:
-            return self.fields[cmd.name].redact
-        return lambda value: value
+        if cmd is None:
+            return lambda value: value
+        return redactor(cmd.kind, cmd.name, fields=self.fields, actions=self.actions)
 
     def twin_changed(self, device: str) -> None:
         """The device's twin changed: publish its documents now, or at the end of the window."""
@@ -341,13 +342,20 @@ class Outbound:
             pages[-1].append(entry)
             size += entry_size
         before = int(self.store.meta(_PAGES_KEY) or 1)
-        with self.store.transaction():  # the count is durable before the pages it describes are out
-            self.store.set_meta(_PAGES_KEY, str(len(pages)))
-            for number, entries in enumerate(pages):
-                body = BridgeDevices(vendor=self.topics.vendor, devices=entries, page=number, pages=len(pages))
-                self._send(self.topics.bridge_devices_page(number), dumps(body.model_dump(mode="json")), retain=True)
-            for number in range(len(pages), before):
-                self._send(self.topics.bridge_devices_page(number), b"", retain=True)  # an empty retained deletes
+        try:
+            with self.store.transaction():  # the count is durable before the pages it describes are out
+                self.store.set_meta(_PAGES_KEY, str(len(pages)))
+                self._send_pages(pages, before)
+        except StoreUnavailable:
+            log.warning("the device list's page count could not be stored (the store cannot write)")
+            self._send_pages(pages, before)
+
+    def _send_pages(self, pages: list[list[DeviceEntry]], before: int) -> None:
+        for number, entries in enumerate(pages):
+            body = BridgeDevices(vendor=self.topics.vendor, devices=entries, page=number, pages=len(pages))
+            self._send(self.topics.bridge_devices_page(number), dumps(body.model_dump(mode="json")), retain=True)
+        for number in range(len(pages), before):
+            self._send(self.topics.bridge_devices_page(number), b"", retain=True)  # an empty retained deletes
 
     def republish_all(self) -> None:
         """After (re)connecting: every retained topic from the store and the answers not delivered yet.

@@ -24,6 +24,7 @@ import anyio
 
 from twin.extensions import BridgeContext, Extension
 from twin.metrics import POLL_BACKOFF, POLL_LAG
+from twin.store import StoreUnavailable
 
 __all__ = ["Poller"]
 
@@ -87,6 +88,8 @@ class Poller(Extension):
             patch = await bridge.read(device_id)
             if patch is not None:
                 await bridge.sink.report(device_id, patch, source="poll")
+        except StoreUnavailable:
+            pass  # the engine keeps what it observed and saves it once the store writes again
         finally:
             self._busy.discard(device_id)
             bridge.gate.read_slots.release()

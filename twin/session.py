@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 
-from twin.store import TwinStore
+from twin.store import StoreUnavailable, TwinStore
 
 __all__ = ["SessionClock"]
 
@@ -77,8 +77,11 @@ class SessionClock:
     def heartbeat(self, now: float | None = None) -> None:
         """Record that the bridge is live now (the owner calls this once a second, and at a clean stop)."""
         if self._live:
-            with self.store.transaction():
-                self.store.set_meta(_LIVE_AT, repr(time.time() if now is None else now))
+            try:
+                with self.store.transaction():
+                    self.store.set_meta(_LIVE_AT, repr(time.time() if now is None else now))
+            except StoreUnavailable:
+                pass  # a full disk: the last beat stands, which only makes the rule stricter
 
     def _go_live(self) -> None:
         self._live = True

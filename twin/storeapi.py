@@ -7,17 +7,20 @@ lifecycle, admission, the outbound renderer, the session clock and retention see
 
 The discipline both keep: :meth:`TwinStore.transaction` nests, an inner one joining the outermost;
 :meth:`TwinStore.after_commit` holds what must not be seen before the write is durable until the
-outermost commit (and drops it on a rollback); :meth:`TwinStore.mark_answered` is deferred to the next
-commit or :meth:`TwinStore.flush`. A write that cannot be stored raises :class:`StoreUnavailable`
-(SQLite) with nothing of the transaction kept; the PostgreSQL store raises
-:class:`LeaseLost` instead when the partition's lease is gone, which ends the partition's
-engine (another instance serves it from the store).
+outermost commit (and drops it on a rollback), and :meth:`TwinStore.on_rollback` undoes what a writer
+changed in memory when that commit is lost; :meth:`TwinStore.mark_answered` is deferred to the next
+commit or :meth:`TwinStore.flush`. A write that cannot be stored raises :class:`StoreUnavailable` with
+nothing of the transaction kept (a full disk; for PostgreSQL also a broken connection), and the
+store tells its :attr:`TwinStore.writable_listeners` until :meth:`TwinStore.probe` finds it writing
+again. The PostgreSQL store raises :class:`LeaseLost` when the partition's lease is gone, which ends
+the partition's engine (another instance serves it from the store).
 
 Exceptions::
 
     StoreError          the store cannot be used at all (a damaged file, a schema that does not fit)
-    StoreUnavailable    a write was refused now and rolled back (a full disk, a read-only file)
-    LeaseLost           (PostgreSQL) the partition's lease, or the connection, is gone: its engine ends
+    StoreUnavailable    a write or read was refused now and rolled back (a full disk, a read-only
+                        file, a database that does not answer)
+    LeaseLost           (PostgreSQL) the partition's lease moved on: its engine ends
 """
 
 from __future__ import annotations
@@ -83,23 +86,24 @@ class StoreUnavailable(Exception):
 
 
 class LeaseLost(Exception):
-    """A write or read of the shared store failed: the partition's lease moved on (``partition``), or
-    the connection broke (``partition`` None: every partition of the instance). Not a
-    :class:`StoreUnavailable`: nothing is answered for it; the partition's engine ends and whoever
-    holds the lease next serves it from the store."""
+    """A commit for a partition was refused: its lease moved on to another instance (or this one's
+    local deadline passed). Not a :class:`StoreUnavailable`: nothing is answered for it; the
+    partition's engine ends and whoever holds the lease next serves it from the store."""
 
-    def __init__(self, partition: int | None, why: str) -> None:
-        super().__init__(why if partition is None else f"partition {partition}: {why}")
+    def __init__(self, partition: int, why: str) -> None:
+        super().__init__(f"partition {partition}: {why}")
         self.partition = partition
 
 
 class TwinStore(Protocol):
     """Durable twins, commands, refusals, meta and journal of one adapter (or of one partition of it)."""
 
-    #: why the last write failed; None while writes succeed
-    unwritable: str | None
     #: called with the new state when writes start failing or succeed again
     writable_listeners: list[Callable[[bool], None]]
+
+    @property
+    def unwritable(self) -> str | None:
+        """Why the last write failed; None while writes succeed."""
 
     @property
     def writable(self) -> bool: ...
@@ -110,6 +114,10 @@ class TwinStore(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
     def after_commit(self, fn: Callable[[], None]) -> None: ...
+
+    def on_rollback(self, fn: Callable[[], None]) -> None: ...
+
+    def forget_old_copies(self) -> None: ...
 
     def flush(self) -> None: ...
 

@@ -28,7 +28,7 @@ from bridges.segway.actions import (
 from bridges.segway.client import SegwayClient
 from bridges.segway.mapping import location_patch, merge, status_patch
 from bridges.segway.models import SoundControlRequest, VehicleLocation, VehicleStatus
-from bridges.segway.push import PushStats, create_push_app
+from bridges.segway.push import PushStats, create_push_app, open_push_ledger, push_client_limits
 from bridges.segway.settings import SegwaySettings
 from contracts.errors import ErrorCode
 from twin.adapter import (
@@ -115,7 +115,9 @@ class SegwayAdapter(Adapter[SegwaySettings]):
             await client.start()
             stack.push_async_callback(client.stop)
             if config.push_enabled:
-                app = create_push_app(sink, config, stats=self.push_stats)
+                ledger = open_push_ledger(sink.data_dir, config)
+                stack.callback(ledger.close)
+                app = create_push_app(sink, config, stats=self.push_stats, ledger=ledger)
                 self.push_address = await stack.enter_async_context(
                     serve_asgi(
                         app,
@@ -123,6 +125,8 @@ class SegwayAdapter(Adapter[SegwaySettings]):
                         port=config.push_port,
                         limit_concurrency=config.push_max_concurrency,
                         certificate=config.push_certificate,
+                        client_limits=push_client_limits(config),
+                        on_limit=self.push_stats.count,
                     )
                 )
                 log.info("segway push intake on %s", self.push_address.url)

@@ -8,6 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridges.segway.replay import DEFAULT_PUSH_WINDOW, DEFAULT_REPLAY_CAPACITY
+from twin.http_guard import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_EVICT_AFTER,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+)
 from twin.tlsfiles import CertificateFiles
 
 __all__ = [
@@ -79,6 +86,19 @@ class SegwaySettings(BaseSettings):
     #: the key's passphrase, from ``LOCKTWIN_SEGWAY_PUSH_KEY_PASSWORD`` or ``push_key_password_file``
     push_key_password: SecretStr | None = None
     push_key_password_file: Path | None = None
+    #: a push dated more than this before it arrives changes nothing (answered 200); copies of a
+    #: stored push are recognised for this long (bridges.segway.replay)
+    push_window: float = Field(default=DEFAULT_PUSH_WINDOW, gt=0)
+    #: pushes remembered at most; beyond it the window shrinks (the oldest are forgotten and refused)
+    push_replay_capacity: int = Field(default=DEFAULT_REPLAY_CAPACITY, ge=100)
+    #: seconds a client may take to send a request's head, and then its body (408 and closed after)
+    push_header_timeout: float = Field(default=DEFAULT_HEADER_TIMEOUT, gt=0)
+    push_body_timeout: float = Field(default=DEFAULT_BODY_TIMEOUT, gt=0)
+    #: connections one client address may hold at once (more: 503 and closed); null: no cap
+    push_max_connections_per_client: int | None = Field(default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT, ge=1)
+    #: with push_max_concurrency connections open, one that has waited this long for its request
+    #: (a slow client, an idle kept-alive connection) is closed to make room for a new one
+    push_evict_after: float = Field(default=DEFAULT_EVICT_AFTER, gt=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,12 +6,13 @@ survives a crash of the process right after it. Tokens never appear in a ``repr`
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from twin.files import private_file
 
 from .models import TokenResponse
 
@@ -73,11 +74,8 @@ class TokenStore:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.path.exists()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        if fresh:
-            os.chmod(self.path, 0o600)
+        # 0600 before SQLite opens it (its -wal and -shm take the file's mode), never chmod-ed after
+        self._db = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

@@ -7,7 +7,9 @@ into query and body. Answers are the vendor's ``result``, paging fields included
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from bridges.tuya import arguments as a
 
@@ -30,6 +32,8 @@ class Endpoint:
     #: the request or the answer carries a secret (a card id, a device's local_key): its arguments and
     #: answer are published only to the requester and never stored (twin.adapter.ActionSpec)
     sensitive: bool = False
+    #: what of the arguments may be published, journaled and kept (a card id masked)
+    redact: Callable[[Any], Any] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -45,6 +49,7 @@ def _e(
     description: str,
     *,
     sensitive: bool = False,
+    redact: Callable[[Any], Any] | None = None,
 ) -> Endpoint:
     return Endpoint(
         name=name,
@@ -54,6 +59,7 @@ def _e(
         capability=capability,
         description=description,
         sensitive=sensitive,
+        redact=redact,
     )
 
 
@@ -158,7 +164,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     _e("list_open_logs", "GET", _DV + "/door-lock/open-logs", a.ListOpenLogs, "lock", "unlock records, paged"),
     # cards (tuya-doorlock-card-api)
-    _e("issue_card", "POST", _CARDS, a.IssueCard, "cards", "issue a card to the lock", sensitive=True),
+    _e(
+        "issue_card",
+        "POST",
+        _CARDS,
+        a.IssueCard,
+        "cards",
+        "issue a card to the lock",
+        redact=a.IssueCard.redact,  # its card id masked wherever it is shown, and once it ended
+    ),
     _e("get_card", "GET", _CARD_QUERY + "/{lock_card_id}", a.CardRef, "cards", "a card's validity window"),
     _e("modify_card", "PUT", _CARDS + "/{lock_card_id}", a.ModifyCard, "cards", "change a card's validity window"),
     _e(

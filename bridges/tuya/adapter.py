@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from bridges.tuya.actions import ENDPOINTS, Endpoint
 from bridges.tuya.arguments import WireArguments
 from bridges.tuya.card_sync import CardSync
-from bridges.tuya.cards import CARDS_TYPE, CardOperation, ManagedCards, cards_confirmed, mask, parse_cards, redact_cards
+from bridges.tuya.cards import CARDS_TYPE, CardOperation, ManagedCards, cards_confirmed, parse_cards, redact_cards
 from bridges.tuya.client import TuyaClient
 from bridges.tuya.models import REMOTE_WITHOUT_PASSWORD, DeviceDetail, PasswordTicket, RemoteUnlock
 from bridges.tuya.settings import TuyaSettings
@@ -119,7 +119,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
                 await self._sink.event(device_id, EventType.ALERT, {"alarm": alarm})
         if self._cards is not None:
             try:
-                values["cards"] = self._cards.view(await self._cards.read(device_id))
+                values["cards"] = self._cards.view(device_id, await self._cards.read(device_id))
             except VendorError as exc:
                 log.info("tuya cards of %s not read: %s", device_id, exc.info.code)
         return ReportedPatch(values=values, observed_at=datetime.now(UTC))
@@ -194,7 +194,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
                 await cards.execute(device_id, op, issued)
                 return ExecuteResult(data=op.describe())
 
-            return PlannedOperation(name=op.kind, label=mask(op.card_id), run=run)
+            return PlannedOperation(name=op.kind, label=op.masked, run=run)
 
         return [step(op) for op in await cards.plan(device_id, parse_cards(value))]
 
@@ -232,6 +232,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
                 idempotent=e.idempotent,
                 sensitive=e.sensitive,
                 capability=e.capability,
+                **({} if e.redact is None else {"redact": e.redact}),
             )
             for e in ENDPOINTS
             if e.capability != "cards" or self.settings.project_id

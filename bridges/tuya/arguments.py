@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from bridges.tuya.cards import CARD_ID_PATTERN, to_ms
+from bridges.tuya.cards import CARD_ID_PATTERN, mask, to_ms
 
 __all__ = [
     "AddUser",
@@ -230,6 +230,13 @@ class IssueCard(WireArguments):
 
     def body(self) -> dict[str, Any] | None:
         return {"card_id": self.card_id}
+
+    @staticmethod
+    def redact(arguments: Any) -> Any:
+        """The arguments as they may be published and kept: the card id masked (``****1234``)."""
+        if isinstance(arguments, dict) and isinstance(arguments.get("card_id"), str):
+            return {**arguments, "card_id": mask(arguments["card_id"])}
+        return arguments
 
 
 class CardRef(WireArguments):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridges.tuya.cards import (
@@ -13,7 +13,6 @@ from bridges.tuya.cards import (
     ManagedCards,
     ReportedCard,
     card_view,
-    mask,
     plan_cards,
 )
 from bridges.tuya.client import TuyaClient
@@ -22,10 +21,9 @@ from bridges.tuya.models import CardInfo, CardOperateResult
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
-__all__ = ["CardSync", "OperationObserver"]
+__all__ = ["CardSync"]
 
 #: hears each card operation's outcome: the operation and None, or the error it ended with
-OperationObserver = Callable[[CardOperation, VendorError | None], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +44,11 @@ class CardSync:
         return f"/v1.0/osaas/projects/{self._project}/card-issue-devices/lock-devices/{device_id}/cards"
 
     async def read(self, device_id: str) -> dict[str, ReportedCard]:
-        """The managed cards as the cloud reports them (a card the cloud no longer knows is absent)."""
+        """The managed cards as the cloud reports them, by card key (a card the cloud no longer
+        knows is absent)."""
         cards: dict[str, ReportedCard] = {}
         query = f"/v1.0/cloud/osaas/projects/{self._project}/card-issue-devices/lock-devices/{device_id}/cards"
-        for card_id, managed in self._store.cards(device_id).items():
+        for key, managed in self._store.cards(device_id).items():
             try:
                 raw = await self._client.get(f"{query}/{managed.lock_card_id}")
             except VendorError as exc:
@@ -58,51 +57,45 @@ class CardSync:
                 raise
             info = CardInfo.model_validate(raw)
             frozen = managed.frozen if info.freeze_status is None else info.freeze_status == 1
-            cards[card_id] = ReportedCard(
-                card_id=card_id, lock_card_id=info.lock_card_id, begin=info.begin_time, end=info.end_time, frozen=frozen
+            cards[key] = ReportedCard(
+                lock_card_id=info.lock_card_id, begin=info.begin_time, end=info.end_time, frozen=frozen
             )
         return cards
 
-    @staticmethod
-    def view(cards: dict[str, ReportedCard]) -> dict[str, Any]:
-        return {mask(cid): card_view(c.begin, c.end, c.frozen) for cid, c in sorted(cards.items())}
+    def view(self, device_id: str, cards: dict[str, ReportedCard]) -> dict[str, Any]:
+        """Cards as they appear in reported state: by masked id."""
+        managed = self._store.cards(device_id)
+        return {
+            managed[key].masked: card_view(c.begin, c.end, c.frozen)
+            for key, c in sorted(cards.items(), key=lambda item: managed[item[0]].masked)
+            if key in managed
+        }
 
     async def plan(self, device_id: str, desired: dict[str, CardSpec]) -> list[CardOperation]:
         """The operations that make the lock match ``desired``, planned against what the cloud reports now."""
+        key = functools.partial(self._store.key, device_id)
         reported = await self.read(device_id)
         managed = self._store.cards(device_id)
-        for card_id in managed.keys() - reported.keys() - desired.keys():
-            self._store.remove(device_id, card_id)  # gone from the lock and no longer wanted
-        return plan_cards(desired, reported, set(managed))
-
-    async def reconcile(
-        self, device_id: str, desired: dict[str, CardSpec], *, notify: OperationObserver | None = None
-    ) -> list[CardOperation]:
-        """Plan and execute in one go, one call per operation (``notify`` hears each outcome)."""
-        ops = await self.plan(device_id, desired)
-        issued: dict[str, str] = {}
-        for op in ops:
-            try:
-                await self.execute(device_id, op, issued)
-            except VendorError as exc:
-                if notify is not None:
-                    await notify(op, exc)
-                raise
-            if notify is not None:
-                await notify(op, None)
-        return ops
+        for gone in managed.keys() - reported.keys() - {key(card_id) for card_id in desired}:
+            self._store.remove(device_id, gone)  # gone from the lock and no longer wanted
+        named = {k: card.masked for k, card in managed.items()}
+        return plan_cards(desired, reported, named, key=key)
 
     async def execute(self, device_id: str, op: CardOperation, issued: dict[str, str]) -> None:
         """One planned operation; ``issued`` carries lock card ids from issue steps to later steps."""
-        log.info("tuya card %s on %s: %s", mask(op.card_id), device_id, op.kind)
+        log.info("tuya card %s on %s: %s", op.masked, device_id, op.kind)
         if op.kind == "issue":
+            if op.card_id is None:  # pragma: no cover - the planner always names the card it issues
+                raise VendorError(ErrorCode.VENDOR_ERROR, "card issue without a card id")
             result = await self._operate("POST", self._base(device_id), {"card_id": op.card_id})
             if not result.lock_card_id:
-                raise VendorError(ErrorCode.VENDOR_ERROR, f"issuing card {mask(op.card_id)} gave no lock card id")
-            issued[op.card_id] = result.lock_card_id
-            self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=result.lock_card_id, frozen=False))
+                raise VendorError(ErrorCode.VENDOR_ERROR, f"issuing card {op.masked} gave no lock card id")
+            issued[op.key] = result.lock_card_id
+            self._store.put(
+                device_id, op.key, ManagedCard(lock_card_id=result.lock_card_id, masked=op.masked, frozen=False)
+            )
             return
-        lock_card_id = op.lock_card_id or issued.get(op.card_id)
+        lock_card_id = op.lock_card_id or issued.get(op.key)
         if lock_card_id is None:  # pragma: no cover - the planner never emits this
             raise VendorError(ErrorCode.VENDOR_ERROR, "card operation without a lock card id")
         path = f"{self._base(device_id)}/{lock_card_id}"
@@ -111,14 +104,14 @@ class CardSync:
         elif op.kind in ("freeze", "unfreeze"):
             frozen = op.kind == "freeze"
             await self._operate("PUT", f"{path}/freeze-status", {"freeze_status": 1 if frozen else 0})
-            self._store.put(device_id, op.card_id, ManagedCard(lock_card_id=lock_card_id, frozen=frozen))
+            self._store.put(device_id, op.key, ManagedCard(lock_card_id=lock_card_id, masked=op.masked, frozen=frozen))
         else:
             try:
                 await self._operate("DELETE", path, None)
             except VendorError as exc:
                 if not _not_found(exc):
                     raise
-            self._store.remove(device_id, op.card_id)
+            self._store.remove(device_id, op.key)
 
     async def _operate(self, method: str, path: str, body: dict[str, Any] | None) -> CardOperateResult:
         result = CardOperateResult.model_validate(await self._client.request(method, path, body=body))

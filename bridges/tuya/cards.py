@@ -5,19 +5,40 @@
 validity windows, freeze or unfreeze, delete cards locktwin manages that are no longer desired.
 A card locktwin did not issue (or adopt by being desired) is never touched. Card ids leave this
 module only masked (``****1234``).
+
+A full card id is needed once: to issue the card. After that the lock knows it by its own
+``lock_card_id``, and locktwin by a keyed digest of the id (:meth:`ManagedCards.key`), which is
+enough to tell whether a desired card is one it manages. So the full id lives only in the
+``/set`` command while it runs (the engine keeps its redacted form once it ended) and in memory
+during the issue call; ``cards.json`` holds digests, masked ids and lock card ids.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-import os
-from collections.abc import Mapping, Set
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+
+from twin.files import private_file, write_private
 
 __all__ = [
     "CARDS_TYPE",
@@ -40,8 +61,14 @@ CARD_ID_PATTERN = r"^[A-Za-z0-9_-]{4,64}$"
 
 
 def mask(card_id: str) -> str:
-    """``****`` plus the last four characters: the only form of a card id in state and logs."""
+    """``****`` plus the last four characters: the only form of a card id in state and logs (a
+    masked id masks to itself)."""
     return f"****{card_id[-4:]}"
+
+
+def _masked(card_id: object) -> bool:
+    # no card id has a "*" (CARD_ID_PATTERN): a key starting with one is masked already
+    return isinstance(card_id, str) and card_id.startswith("****")
 
 
 def to_ms(moment: datetime) -> int:
@@ -80,9 +107,24 @@ def _plain(cards: dict[str, CardSpec]) -> dict[str, Any]:
     return {card_id: spec.model_dump(mode="json") for card_id, spec in cards.items()}
 
 
+def _masked_errors(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """A refused ``cards`` value names its cards masked: pydantic puts a dict's keys, the card ids,
+    in its errors' locations, and the error is published in the answer."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_url=False, include_input=False)[:5]:
+            loc = [mask(part) if n == 0 and isinstance(part, str) else str(part) for n, part in enumerate(err["loc"])]
+            parts.append(f"{'.'.join(loc) or 'cards'}: {err['msg'].removeprefix('Value error, ')}")
+        raise ValueError("; ".join(parts)) from None
+
+
 CardId = Annotated[str, Field(pattern=CARD_ID_PATTERN)]
 #: the ``cards`` desired field: validated, then held as plain JSON
-CARDS_TYPE = Annotated[dict[CardId, CardSpec], Field(max_length=200), AfterValidator(_plain)]
+CARDS_TYPE = Annotated[
+    dict[CardId, CardSpec], Field(max_length=200), AfterValidator(_plain), WrapValidator(_masked_errors)
+]
 _CARDS = TypeAdapter(dict[CardId, CardSpec])
 
 
@@ -92,7 +134,6 @@ def parse_cards(value: Any) -> dict[str, CardSpec]:
 
 @dataclass(frozen=True, kw_only=True)
 class ReportedCard:
-    card_id: str
     lock_card_id: str
     begin: int | None
     end: int | None
@@ -108,40 +149,65 @@ class CardOperation:
     """One vendor call of a plan; ``lock_card_id`` None means "the id the issue step returns"."""
 
     kind: OperationKind
-    card_id: str
+    #: the card as locktwin knows it: the keyed digest of its id (:meth:`ManagedCards.key`)
+    key: str
+    #: how answers, events and logs name the card (``****1234``)
+    masked: str
+    #: the full card id: on an ``issue`` only, the one call that needs it
+    card_id: str | None = None
     lock_card_id: str | None = None
     begin: int | None = None
     end: int | None = None
 
     def describe(self) -> dict[str, Any]:
         """The operation with the card id masked (for answers, events and logs)."""
-        out: dict[str, Any] = {"op": self.kind, "card": mask(self.card_id)}
+        out: dict[str, Any] = {"op": self.kind, "card": self.masked}
         if self.begin is not None and self.end is not None:
             out.update(begin=from_ms(self.begin), end=from_ms(self.end))
         return out
 
 
+def _same(card_id: str) -> str:
+    return card_id
+
+
 def plan_cards(
-    desired: Mapping[str, CardSpec], reported: Mapping[str, ReportedCard], managed_ids: Set[str]
+    desired: Mapping[str, CardSpec],
+    reported: Mapping[str, ReportedCard],
+    managed: Mapping[str, str],
+    *,
+    key: Callable[[str], str] = _same,
 ) -> list[CardOperation]:
-    """The operations that make the lock's cards match ``desired`` (deletions first, then by id)."""
+    """The operations that make the lock's cards match ``desired`` (deletions first, then by key).
+
+    ``desired`` is by card id; ``reported`` and ``managed`` (key -> masked id) are by card key,
+    ``key`` turns a card id into its key."""
+    wanted = {key(card_id): card_id for card_id in desired}
     ops: list[CardOperation] = []
-    for card_id in sorted(managed_ids - desired.keys()):
-        card = reported.get(card_id)
+    for card_key in sorted(managed.keys() - wanted.keys()):
+        card = reported.get(card_key)
         if card is not None:
-            ops.append(CardOperation(kind="delete", card_id=card_id, lock_card_id=card.lock_card_id))
-    for card_id, spec in sorted(desired.items()):
+            ops.append(
+                CardOperation(kind="delete", key=card_key, masked=managed[card_key], lock_card_id=card.lock_card_id)
+            )
+    for card_key, card_id in sorted(wanted.items()):
+        spec = desired[card_id]
         begin, end = spec.window
-        card = reported.get(card_id)
+        card = reported.get(card_key)
         lock_card_id = None if card is None else card.lock_card_id
+        masked = mask(card_id)
         if card is None:
-            ops.append(CardOperation(kind="issue", card_id=card_id))
+            ops.append(CardOperation(kind="issue", key=card_key, masked=masked, card_id=card_id))
         if card is None or (card.begin, card.end) != (begin, end):
-            ops.append(CardOperation(kind="modify", card_id=card_id, lock_card_id=lock_card_id, begin=begin, end=end))
+            ops.append(
+                CardOperation(
+                    kind="modify", key=card_key, masked=masked, lock_card_id=lock_card_id, begin=begin, end=end
+                )
+            )
         known_frozen = False if card is None else card.frozen
         if known_frozen != spec.frozen:
             kind: OperationKind = "freeze" if spec.frozen else "unfreeze"
-            ops.append(CardOperation(kind=kind, card_id=card_id, lock_card_id=lock_card_id))
+            ops.append(CardOperation(kind=kind, key=card_key, masked=masked, lock_card_id=lock_card_id))
     return ops
 
 
@@ -155,7 +221,10 @@ def card_view(begin: int | None, end: int | None, frozen: bool | None) -> dict[s
 
 
 def redact_cards(value: Any) -> dict[str, Any]:
-    """Desired cards as they may be published and journaled: masked ids, validity windows."""
+    """Desired cards as they may be published, journaled and kept: masked ids, validity windows (a
+    value redacted already is given back as it is)."""
+    if isinstance(value, dict) and value and all(_masked(card_id) for card_id in value):
+        return value
     return {mask(cid): card_view(*spec.window, spec.frozen) for cid, spec in parse_cards(value).items()}
 
 
@@ -169,41 +238,79 @@ def cards_confirmed(value: Any, reported: Mapping[str, Any]) -> bool:
 @dataclass(frozen=True, kw_only=True)
 class ManagedCard:
     lock_card_id: str
+    #: ``****1234``
+    masked: str
     frozen: bool | None = None
 
 
+#: ``cards.json`` since it keeps digests instead of card ids (format 1: ``{device: {card_id: ...}}``)
+_FORMAT = 2
+
+
 class ManagedCards:
-    """The cards locktwin issued or adopted, per device, in a small JSON file (written atomically)."""
+    """The cards locktwin issued or adopted, per device, in a small JSON file (0600, written atomically).
+
+    A card is known by :meth:`key`: HMAC-SHA256 of the device and card id under a random key of this
+    file. Reading the file tells which lock card ids locktwin manages and their masked ids, not the
+    card ids (someone who can read it can test a guessed id against it, as with the store's
+    fingerprints: keep the data folder to the bridge's user). A file of format 1, which held the ids,
+    is rewritten at once on load."""
 
     def __init__(self, *, path: Path) -> None:
         self.path = path
         self._devices: dict[str, dict[str, ManagedCard]] = {}
+        self._secret = b""
 
     def load(self) -> None:
-        if not self.path.exists():
+        raw = json.loads(private_file(self.path).read_text() or "{}") if self.path.exists() else {}
+        if raw.get("format") == _FORMAT:
+            self._secret = bytes.fromhex(raw["key"])
+            self._devices = {
+                device: {key: ManagedCard(**entry) for key, entry in cards.items()}
+                for device, cards in raw["devices"].items()
+            }
             return
-        raw = json.loads(self.path.read_text())
+        self._secret = secrets.token_bytes(32)
         self._devices = {
-            device: {cid: ManagedCard(**entry) for cid, entry in cards.items()} for device, cards in raw.items()
+            device: {
+                self.key(device, card_id): ManagedCard(
+                    lock_card_id=entry["lock_card_id"], masked=mask(card_id), frozen=entry.get("frozen")
+                )
+                for card_id, entry in cards.items()
+            }
+            for device, cards in raw.items()
         }
+        if raw:
+            self._save()  # the ids of format 1 leave the file now
+
+    def key(self, device_id: str, card_id: str) -> str:
+        """How this file knows a card: a keyed digest of its id (stable for this file)."""
+        if not self._secret:
+            self._secret = secrets.token_bytes(32)
+        message = f"{device_id}\x00{card_id}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
 
     def cards(self, device_id: str) -> dict[str, ManagedCard]:
         return dict(self._devices.get(device_id, {}))
 
-    def put(self, device_id: str, card_id: str, card: ManagedCard) -> None:
-        self._devices.setdefault(device_id, {})[card_id] = card
+    def put(self, device_id: str, key: str, card: ManagedCard) -> None:
+        self._devices.setdefault(device_id, {})[key] = card
         self._save()
 
-    def remove(self, device_id: str, card_id: str) -> None:
-        if self._devices.get(device_id, {}).pop(card_id, None) is not None:
+    def remove(self, device_id: str, key: str) -> None:
+        if self._devices.get(device_id, {}).pop(key, None) is not None:
             self._save()
 
     def _save(self) -> None:
         doc = {
-            device: {cid: {"lock_card_id": c.lock_card_id, "frozen": c.frozen} for cid, c in cards.items()}
-            for device, cards in self._devices.items()
+            "format": _FORMAT,
+            "key": self._secret.hex(),
+            "devices": {
+                device: {
+                    key: {"lock_card_id": c.lock_card_id, "masked": c.masked, "frozen": c.frozen}
+                    for key, c in cards.items()
+                }
+                for device, cards in self._devices.items()
+            },
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())

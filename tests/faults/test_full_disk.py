@@ -83,6 +83,7 @@ async def test_a_full_disk_answers_every_command_and_resumes(mqtt_broker: str, t
             workdir=tmp_path,
             LOCKTWIN_DATA_DIR=str(disk),
             LOCKTWIN_METRICS_PORT=str(metrics),
+            LOCKTWIN_OKAI_POLL_INTERVAL="0.5",  # reads observe while the store cannot write, too
         )
         try:
             await start_bridge(bridge, client)

@@ -9,6 +9,7 @@ at start in one line (never a passphrase prompt on the terminal).
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -29,7 +30,14 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def signed_status(device: str) -> str:
-    fields = {"iotCode": device, "platformCode": CLIENT_ID, "online": "true", "locked": "false", "statusUtcTime": "1"}
+    # dated now: a push older than the intake's window is ignored (a captured one replayed later)
+    fields = {
+        "iotCode": device,
+        "platformCode": CLIENT_ID,
+        "online": "true",
+        "locked": "false",
+        "statusUtcTime": str(int(time.time())),
+    }
     return urlencode({**fields, "signature": push_signature(fields, SECRET)})
 
 

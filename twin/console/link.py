@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -175,6 +176,8 @@ class SessionLink:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.ResponseTopic = f"{self.reply_root}/{op}"
             properties.CorrelationData = transaction.encode()
+            if envelope:  # the broker drops it unread once stale, as the envelope says
+                properties.MessageExpiryInterval = max(1, math.ceil(self.command_expiry))
         entry: dict[str, Any] = {
             "transaction": transaction,
             "target": target,

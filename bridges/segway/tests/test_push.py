@@ -19,6 +19,8 @@ from twin.asgi import serve_asgi
 from .conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink, eventually, make_settings
 
 BIKE = DEVICES[0]
+#: the receiver's clock in these tests: the pushes below are dated around 1_700_000_000
+NOW = 1_700_000_200.0
 
 
 def doc_signature(fields: dict[str, str], secret: str) -> str:
@@ -42,7 +44,7 @@ def stats() -> PushStats:
 async def receiver(sink: RecordingSink, stats: PushStats) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings("http://127.0.0.1:9", push_max_body=2048)
     async with (
-        serve_asgi(create_push_app(sink, settings, stats=stats)) as served,
+        serve_asgi(create_push_app(sink, settings, stats=stats, clock=lambda: NOW)) as served,
         httpx.AsyncClient(base_url=served.url) as http,
     ):
         yield http
@@ -174,6 +176,7 @@ async def test_push_location_zero_and_invalid_dropped(
 @pytest.mark.anyio
 async def test_push_location_signatrue_spelling_accepted(receiver: httpx.AsyncClient, sink: RecordingSink) -> None:
     fields = {"iotCode": BIKE, "platformCode": CLIENT_ID, "latitude": "52.1", "longitude": "4.3"}
+    fields["gpsUtcTime"] = "1700000000"
     body = {**fields, "signatrue": doc_signature(fields, SECRET)}
     assert (await post(receiver, "/v2/vehicle/location", body, sign=False)).status_code == 200
     assert len(sink.reports) == 1
@@ -210,7 +213,7 @@ async def test_push_answer_waits_for_store_and_sim_retries_once(
     assert record.attempts == [503, 200]
     assert len(sink.reports) == 1
     sink.fail_next = 2
-    record = await sim.push_status(BIKE)
+    record = await sim.push_status(BIKE, powerPercent=63)  # another push (the same again is a replay)
     assert record.attempts == [503, 503]  # retried once only
 
 

@@ -146,7 +146,7 @@ async def test_mqtt_card_reconciliation(mqtt_broker: str, tmp_path: Path) -> Non
         assert emptied["status"] == "succeeded", emptied
         await h.wait_retained(device, "state", lambda s: s.get("cards") == {})
         # everything locktwin published (all but the test's own /set messages): masked ids only
-        published = [p for t, p, _, _ in h.messages if not t.endswith("/set")]
+        published = [p for t, p, _, _ in h.messages if t != h.topic(device, "set")]
         # each card operation is a command of its own, under its /set
         audit = [
             e["data"]
@@ -159,7 +159,7 @@ async def test_mqtt_card_reconciliation(mqtt_broker: str, tmp_path: Path) -> Non
     assert list(lock.cards.values()) == [foreign]  # issued elsewhere: never deleted
     assert all(b"CARD-A" not in p and b"CARD-B" not in p and b"FOREIGN" not in p for p in published)
     managed = json.loads((tmp_path / "tuya" / "cards.json").read_text())
-    assert managed == {device: {}}
+    assert managed["devices"] == {device: {}}
 
 
 async def test_mqtt_card_set_rejects_bad_window(mqtt_broker: str, tmp_path: Path) -> None:
