@@ -43,10 +43,13 @@ from twin.pgschema import FENCE_SQLSTATE, schema_sql
 from twin.shard import Shard
 from twin.storeapi import LeaseLost, StoreError, StoreUnavailable
 
-__all__ = ["VACUUM_INTERVAL", "Fence", "PgDatabase", "connect"]
+__all__ = ["LOCK_TIMEOUT", "STATEMENT_TIMEOUT", "VACUUM_INTERVAL", "Fence", "PgDatabase", "connect"]
 
 log = logging.getLogger(__name__)
 
+#: seconds a statement may wait for a lock, and may run, before it fails as StoreUnavailable
+LOCK_TIMEOUT = 1.0
+STATEMENT_TIMEOUT = 5.0
 #: seconds between two VACUUMs of the commands table asked by :meth:`PgDatabase.forget_old_copies`
 VACUUM_INTERVAL = 5.0
 #: SQLSTATE classes of a server that cannot take a transaction now, though the connection stands:
@@ -87,8 +90,18 @@ def describe(conninfo: str) -> str:
 class PgDatabase:
     """One instance's synchronous connection to a vendor's schema, and its transactions."""
 
-    def __init__(self, *, conninfo: str, password: str | None, schema: str, partitions: int, owner: str) -> None:
+    def __init__(
+        self,
+        *,
+        conninfo: str,
+        password: str | None,
+        schema: str,
+        partitions: int,
+        owner: str,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:
         self.conninfo = conninfo
+        self.lock_timeout = lock_timeout
         self.password = password
         self.schema = schema
         self.partitions = partitions
@@ -131,6 +144,10 @@ class PgDatabase:
                 )
             conn.execute(f'SET search_path TO "{self.schema}"')
             conn.execute("SET idle_in_transaction_session_timeout = '30s'")
+            # The event loop waits for every statement: one stuck behind a lock (a migration, a
+            # VACUUM FULL) or a server too slow must fail (StoreUnavailable), not freeze the bridge.
+            conn.execute(f"SET lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
+            conn.execute(f"SET statement_timeout = '{int(STATEMENT_TIMEOUT * 1000)}ms'")
             row = conn.execute("SELECT value FROM meta WHERE key = 'partitions'").fetchone()
             key = conn.execute("SELECT value FROM meta WHERE key = 'fingerprint_key'").fetchone()
         except psycopg.Error as exc:
@@ -156,6 +173,15 @@ class PgDatabase:
         return self._conn is not None and not self._conn.closed
 
     def close(self) -> None:
+        """Commit the deferred answered marks if it can (a clean stop sends no answer twice), close."""
+        if self.is_open and not self._depth:
+            try:
+                self.flush()
+            except (StoreUnavailable, LeaseLost, psycopg.Error) as exc:
+                log.warning("the answered marks could not be stored at close: %s", exc)
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -205,7 +231,7 @@ class PgDatabase:
         # no SQLSTATE: the client lost the server; 08: a connection exception; 57P: the server ends it
         if broken or not sqlstate or sqlstate.startswith(("08", "57P")):
             log.warning("the store %s failed: %s; every partition of this instance ends", self.describe(), why)
-            self.close()
+            self._disconnect()
             self._tell(f"the connection broke: {why}")
             self.on_lost(None, why)
             return StoreUnavailable(f"the store {self.describe()}: {why}")

@@ -29,7 +29,7 @@ from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
 from tests.faults import pg
 from tests.faults.common import BridgeProcess, Client, log
 
-pytestmark = [pytest.mark.anyio, pytest.mark.skipif(pg.available() is not None, reason=str(pg.available()))]
+pytestmark = pytest.mark.anyio
 
 DEVICES = 100
 COMMANDS = 1000
@@ -76,6 +76,7 @@ def covered(client: Client, base: str, alive: set[str]) -> bool:
 
 
 async def test_failover_under_load(mqtt_broker: str, tmp_path: Path) -> None:
+    pg.require()
     rng = random.Random(SEED)
     sim = OkaiSimulator(user_key=DEMO_USER_KEY, devices=DEVICES, bolt_seconds=0.2)
     imeis = sim.fleet.imeis
