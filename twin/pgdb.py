@@ -1,15 +1,15 @@
 """One instance's connection to a vendor's PostgreSQL schema, and its transactions (issue 22).
 
 The engine calls the store synchronously and relies on its commit discipline, so this connection is
-synchronous too (psycopg 3, measured in the commit that added it: a write transaction in pipeline
-mode is one round trip, ~0.3-0.4 ms on loopback with ``synchronous_commit`` on, against ~0.02 ms
-for SQLite). A transaction's statements are collected while the engine runs and sent at the
-outermost commit in one pipeline: ``fence()`` first (the partition's lease, :mod:`twin.pgschema`),
-the writes, the deferred answered marks, COMMIT. Nothing is sent before, so no transaction of ours
-is ever open while the event loop does something else (a paused process holds no lock), and the
-after-commit callbacks (the messages) run only once COMMIT returned; on any failure the rollback
-hooks run instead (:meth:`PgDatabase.on_rollback`). Reads go straight to the database (autocommit):
-no read in the engine depends on a write of its own open transaction.
+synchronous too (psycopg 3). A transaction's statements are collected while the engine runs and
+sent at the outermost commit as one query: ``fence()`` first (the partition's lease,
+:mod:`twin.pgschema`), the writes, the deferred answered marks. Several statements in one query run
+as one implicit transaction, all or nothing, in one round trip (~0.3 ms on loopback here with
+``synchronous_commit`` on, against ~0.02 ms for SQLite). Nothing is sent before, so no transaction
+of ours is ever open while the event loop does something else (a paused process holds no lock),
+and the after-commit callbacks (the messages) run only once it returned; on any failure the
+rollback hooks run instead (:meth:`PgDatabase.on_rollback`). Reads go straight to the database
+(autocommit): no read in the engine depends on a write of its own open transaction.
 
 What a failure raises (the tree is :mod:`twin.storeapi`'s)::
 
@@ -320,15 +320,32 @@ class PgDatabase:
         if not batch and not marks:
             _each(after)
             return
+        statements: list[str] = []
+        params: list[Any] = []
+        returning: dict[int, Callable[[tuple[Any, ...]], None]] = {}
+        if fence is not None:
+            statements.append("SELECT fence(%s, %s, %s)")
+            params += (fence.partition, fence.owner, fence.epoch)
+        for sql, args, returned in batch:
+            if returned is not None:
+                returning[len(statements)] = returned
+            statements.append(sql)
+            params += args
+        if marks:
+            statements.append("UPDATE commands SET answered = 1 WHERE id = ANY(%s)")
+            params.append(marks)
         try:
-            conn = self.conn
-            with conn.pipeline(), conn.transaction():
-                if fence is not None:
-                    conn.execute("SELECT fence(%s, %s, %s)", (fence.partition, fence.owner, fence.epoch))
-                cursors = [(conn.execute(sql, params), returned) for sql, params, returned in batch]
-                if marks:
-                    conn.execute("UPDATE commands SET answered = 1 WHERE id = ANY(%s)", (marks,))
-            rows = [(cur.fetchone(), returned) for cur, returned in cursors if returned is not None]
+            # One query of several statements: one round trip, and one implicit transaction (all or
+            # nothing). Bound on the client: measured ~50 us of CPU a commit against ~230 us for the
+            # same statements in pipeline mode, and 0.31 ms against 0.51 ms a commit in all.
+            cur = psycopg.ClientCursor(self.conn)
+            cur.execute(";\n".join(statements), params)
+            rows: list[tuple[tuple[Any, ...] | None, Callable[[tuple[Any, ...]], None]]] = []
+            for index in range(len(statements)):
+                if index in returning:
+                    rows.append((cur.fetchone(), returning[index]))
+                if not cur.nextset():
+                    break
         except (psycopg.Error, StoreUnavailable) as exc:
             _undone(undo)
             raise self.failure(exc, None if fence is None else fence.partition) from exc
