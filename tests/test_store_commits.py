@@ -146,3 +146,17 @@ def test_undo_runs_when_the_outermost_transaction_rolls_back(twin_store: StoreCa
         store.on_rollback(lambda: undone.append("committed"))
         store.set_meta("k", "v")
     assert undone == ["inner"] and store.meta("k") == "v"
+
+
+def test_a_refusal_is_remembered_for_its_transaction_and_what_it_asked(twin_store: StoreCase) -> None:
+    """A command refused for its age is answered the same when it comes again, after a restart too."""
+    store = twin_store.store
+    assert store.refusal("d1", "t-old", "f1") is None
+    with store.transaction():
+        store.refuse("d1", "t-old", "f1", {"code": "EXPIRED", "message": "too old"})
+        store.refuse("d1", "t-old", "f1", {"code": "EXPIRED", "message": "a second time"})  # the first stays
+    assert store.refusal("d1", "t-old", "f1") == {"code": "EXPIRED", "message": "too old"}
+    assert store.refusal("d1", "t-old", "f2") is None  # another command under that transaction
+    store = twin_store.restart()
+    assert store.refusal("d1", "t-old", "f1") == {"code": "EXPIRED", "message": "too old"}
+    assert store.refusal("d2", "t-old", "f1") is None

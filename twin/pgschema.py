@@ -65,7 +65,9 @@ def schema_sql(schema: str, partitions: int) -> list[str]:
             source text, data text, instance text, epoch bigint)""",
         f"CREATE INDEX IF NOT EXISTS journal_device ON {s}.journal(device, seq)",
         f"""CREATE TABLE IF NOT EXISTS {s}.refusals (
-            device text, txn text, fingerprint text, at float8, error text, PRIMARY KEY (device, txn))""",
+            device text, partition int NOT NULL, txn text, fingerprint text, at float8, error text,
+            PRIMARY KEY (device, txn))""",
+        f"CREATE INDEX IF NOT EXISTS refusals_partition ON {s}.refusals(partition)",
         f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text)",
         f"""CREATE TABLE IF NOT EXISTS {s}.leases (
             partition int PRIMARY KEY, owner text, epoch bigint NOT NULL DEFAULT 0, expires_at timestamptz)""",

@@ -190,6 +190,9 @@ class PartitionStore(_View):
         super().__init__(db, fence=Fence(partition, db.owner, epoch))
         self.partition = partition
         self.epoch = epoch
+        #: whether the partition has refusals at all (None: not looked yet); only this view writes
+        #: them while its lease holds, so one look is enough, and most partitions have none
+        self._refusals: bool | None = None
 
     def _key(self, key: str) -> str:
         return f"{key}@{self.partition}"
@@ -317,18 +320,25 @@ class PartitionStore(_View):
 
     def refuse(self, device: str, transaction: str, fingerprint: str, error: dict[str, Any]) -> None:
         self._write(
-            "INSERT INTO refusals(device, txn, fingerprint, at, error) VALUES (%s, %s, %s, %s, %s) "
+            "INSERT INTO refusals(device, partition, txn, fingerprint, at, error) VALUES (%s, %s, %s, %s, %s, %s) "
             "ON CONFLICT DO NOTHING",
-            (device, transaction, fingerprint, time.time(), dumps_text(error)),
+            (device, self.partition, transaction, fingerprint, time.time(), dumps_text(error)),
         )
+        self._refusals = True
 
     def refusal(self, device: str, transaction: str, fingerprint: str) -> dict[str, Any] | None:
+        if self._refusals is None:
+            with self.db.reading() as conn:
+                row = conn.execute("SELECT EXISTS(SELECT 1 FROM refusals WHERE partition = %s)", (self.partition,))
+                self._refusals = bool(row.fetchone()[0])  # type: ignore[index]
+        if not self._refusals:
+            return None  # no read on the command path of a partition that never refused
         with self.db.reading() as conn:
-            row = conn.execute(
+            found = conn.execute(
                 "SELECT error FROM refusals WHERE device = %s AND txn = %s AND fingerprint = %s",
                 (device, transaction, fingerprint),
             ).fetchone()
-        return None if row is None else dict(_loads(row[0]))
+        return None if found is None else dict(_loads(found[0]))
 
     def consume(self, seq: int) -> None:
         """The inbox row ``seq`` goes in the commit of what was stored for it (twin.clusterintake)."""
