@@ -41,8 +41,9 @@ from twin.mqtt import mqtt_client
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
 
-__all__ = ["BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "v5_reply"]
+__all__ = ["FINAL", "BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "v5_reply"]
 
+#: the statuses of a final answer
 FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
 
 
