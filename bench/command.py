@@ -34,8 +34,7 @@ import anyio
 from starlette.types import Receive, Scope, Send
 
 from bridges.okai.adapter import OkaiAdapter
-from bridges.okai.client import OkaiClient
-from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS, OkaiClient
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import DEMO_SIGN_KEY, DEMO_USER_KEY, OkaiSimulator
 from twin.asgi import serve_asgi
@@ -199,7 +198,7 @@ class Floor:
     async def _vendor(self, device: str) -> None:
         for path in self.calls:
             async with self.limiter:
-                if path == SWITCH_LOCK_PATH:
+                if path == PATHS["switch_lock"]:
                     await self.okai.switch_lock(device, operate="lock", expire_time=30)
                 else:
                     await self.okai.status(device)
@@ -256,9 +255,9 @@ async def floor(stack: Stack, calls: list[str], limit: int) -> AsyncIterator[Flo
 def calls_per_command(before: Counter[str], after: Counter[str], commands: int, base_path: str) -> list[str]:
     """The HTTP calls of one command, rounded from a warm-up: switchLock first, then status reads."""
     delta = {p.removeprefix(base_path): after[p] - before.get(p, 0) for p in after}
-    switch = round(delta.get(SWITCH_LOCK_PATH, 0) / commands)
-    status = round(delta.get(STATUS_PATH, 0) / commands)
-    return [SWITCH_LOCK_PATH] * max(1, switch) + [STATUS_PATH] * status
+    switch = round(delta.get(PATHS["switch_lock"], 0) / commands)
+    status = round(delta.get(PATHS["status"], 0) / commands)
+    return [PATHS["switch_lock"]] * max(1, switch) + [PATHS["status"]] * status
 
 
 Send_ = Callable[[str, bool], Awaitable[str]]

@@ -33,8 +33,9 @@ from pathlib import Path
 import anyio
 
 from bridges.segway.simulator import DEMO_CLIENT_SECRET, SegwaySimulator
-from tests.faults.common import BridgeProcess, Client, fd_kinds, log, start_bridge
+from tests.faults.common import Client, fd_kinds, log, start_bridge
 from twin.broker import MosquittoBroker, free_port
+from twin.testing_process import BridgeProcess
 
 #: resident memory may grow this much after the warm-up
 RSS_GROWTH_LIMIT = 0.10

@@ -64,6 +64,10 @@ class NoArgs(BaseModel):
     pass
 
 
+#: what ``locktwin run`` is given to run it (``tests`` is on the path of a test's bridge process)
+TARGET = "tests.fake_adapter:FakeAdapter"
+
+
 class FakeAdapter(Adapter[FakeSettings]):
     vendor: ClassVar[str] = "fake"
     settings_model = FakeSettings

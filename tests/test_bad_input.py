@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.bridge_process import bridge_process
+from tests.fake_adapter import TARGET
+from twin.testing_process import BridgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN_CODES = {
@@ -77,7 +78,8 @@ class Peer:
 def bridge(
     mqtt_broker: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[subprocess.Popen[bytes], Peer]]:
-    with bridge_process(mqtt_broker, tmp_path_factory.mktemp("garbage")) as running:
+    data_dir = tmp_path_factory.mktemp("garbage")
+    with BridgeProcess(broker_url=mqtt_broker, data_dir=data_dir, vendor="fake", targets=[TARGET]) as running:
         peer = Peer(mqtt_broker, running.base)
         try:
             yield running.proc, peer

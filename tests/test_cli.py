@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bridge_process import ROOT, BridgeProcess, bridge_process
+from tests.fake_adapter import TARGET
 from twin.broker import free_port
+from twin.testing_process import ROOT, BridgeProcess
 
 METRICS_PORT = free_port()
 
@@ -20,7 +21,8 @@ METRICS_PORT = free_port()
 @pytest.fixture(scope="module")
 def bridge(mqtt_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BridgeProcess]:
     env = {"LOCKTWIN_METRICS_PORT": str(METRICS_PORT)}
-    with bridge_process(mqtt_broker, tmp_path_factory.mktemp("cli"), extra_env=env) as running:
+    data_dir = tmp_path_factory.mktemp("cli")
+    with BridgeProcess(broker_url=mqtt_broker, data_dir=data_dir, vendor="fake", targets=[TARGET], env=env) as running:
         yield running
 
 
@@ -176,7 +178,7 @@ def test_configuration_errors_name_the_toml_key_and_the_variable(tmp_path: Path)
 
 def test_a_second_bridge_on_the_same_store_is_refused(bridge: BridgeProcess) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "twin.cli", "run", "tests.fake_adapter:FakeAdapter"],
+        [sys.executable, "-m", "twin.cli", "run", TARGET],
         check=False,
         env=bridge.env,
         cwd=ROOT,

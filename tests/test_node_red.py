@@ -27,8 +27,9 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.bridge_process import bridge_process
+from tests.fake_adapter import TARGET
 from twin.broker import free_port
+from twin.testing_process import BridgeProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "examples" / "node-red" / "flows.json"
@@ -226,7 +227,8 @@ def state_on_mqtt(observer: Observer, topic: str) -> Any:
 @pytest.mark.timeout(900)  # the first run installs Node-RED from npm
 def test_node_red_flow_shows_locks_and_sends_commands(mqtt_broker: str, tmp_path: Path) -> None:
     red = install_node_red()
-    with bridge_process(mqtt_broker, tmp_path / "bridge") as bridge:
+    data_dir = tmp_path / "bridge"
+    with BridgeProcess(broker_url=mqtt_broker, data_dir=data_dir, vendor="fake", targets=[TARGET]) as bridge:
         base = bridge.base
         observer = Observer(mqtt_broker, base)
         try:

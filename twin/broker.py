@@ -63,16 +63,25 @@ class _BrokerProcess:
     def _environment(self) -> dict[str, str] | None:
         return None
 
+    @property
+    def log_path(self) -> Path:
+        """Where the process writes what it says (its log, its errors)."""
+        return self.workdir / f"{self.name}.log"
+
     def start(self) -> None:
-        self._proc = subprocess.Popen(  # noqa: S603
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=self._environment(),
-            start_new_session=self.process_group or self.own_session,
-            umask=0o077,  # what it writes (a persistence file: retained messages, queued commands) 0600
-        )
+        command = self._command()
+        # A file, not a pipe: nobody reads a pipe while the broker runs, and once its 64 KiB are full
+        # (mosquitto's notices of ~370 connections) the broker blocks writing, mid test session.
+        with open(self.log_path, "ab", opener=_private) as log:
+            self._proc = subprocess.Popen(  # noqa: S603
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environment(),
+                start_new_session=self.process_group or self.own_session,
+                umask=0o077,  # what it writes (a persistence file: retained messages, queued commands) 0600
+            )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             try:
@@ -80,8 +89,8 @@ class _BrokerProcess:
                 return
             except OSError:
                 if self._proc.poll() is not None:
-                    err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                    raise RuntimeError(f"{self.name} exited: {err}") from None
+                    said = self.log_path.read_text(errors="replace")[-4000:]
+                    raise RuntimeError(f"{self.name} exited: {said}") from None
                 time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not start")
 
@@ -101,8 +110,6 @@ class _BrokerProcess:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
                 self._proc.wait()
-            if self._proc.stderr is not None:
-                self._proc.stderr.close()
             self._proc = None
 
     def restart(self) -> None:
@@ -223,3 +230,7 @@ class RabbitMqBroker(_BrokerProcess):
             "RABBITMQ_ENABLED_PLUGINS_FILE": f"{base}/enabled_plugins",
             "RABBITMQ_PID_FILE": f"{base}/rabbitmq.pid",
         }
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)  # its log names users and clients

@@ -213,6 +213,12 @@ class BridgeOptions(BaseModel):
     max_expiry: float | None = Field(default=None, gt=0)
     max_in_flight: int | None = Field(default=None, ge=1)
     call_timeout: float = Field(default=30.0, gt=0)
+    send_margin: float | None = Field(
+        default=None,
+        ge=0,
+        description="seconds a command must have left when its vendor call starts, else it expires unsent "
+        "(default: the vendor's)",
+    )
     publish_coalesce: float = Field(
         default=0.02,
         ge=0,

@@ -34,7 +34,7 @@ from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, Rep
 from twin.admission import Admission
 from twin.document import iso
 from twin.fleetview import EngineFleet
-from twin.gate import VendorGate
+from twin.gate import TooLate, VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
 from twin.metrics import IN_FLIGHT, OBSERVATIONS_CLAMPED
@@ -119,6 +119,7 @@ class TwinEngine:
             vendor=adapter.vendor,
             limit=options.max_in_flight or adapter.max_in_flight,
             call_timeout=options.call_timeout,
+            send_margin=adapter.send_margin if options.send_margin is None else options.send_margin,
         )
         #: raises when this engine may no longer act (its partition's lease is gone): checked right
         #: before every vendor call, so that an instance woken from a pause never sends one late
@@ -331,10 +332,13 @@ class TwinEngine:
             pending = self.outage.pending.get(cmd.id)
             if pending is not None:  # decided while the store could not write it
                 self._finish(cmd, pending[0], pending[1], data=pending[2])
-            elif cmd.expires_at - time.time() <= 0:
-                self._finish(cmd, *at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed))
             elif cmd.status == CommandStatus.ACKNOWLEDGED:
-                await self._confirm(cmd)
+                if cmd.expires_at - time.time() <= 0:
+                    self._finish(cmd, *at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed))
+                else:
+                    await self._confirm(cmd)
+            elif (left := cmd.expires_at - time.time()) <= 0 or left < self.gate.send_margin:  # no time to reach it
+                self._finish(cmd, *at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed))
             else:
                 await self._send(cmd)
 
@@ -354,6 +358,10 @@ class TwinEngine:
             result = await self.gate.call(
                 lambda: self._execute(cmd, ctx), operation=cmd.name, deadline=cmd.expires_at, whole=planned
             )
+        except TooLate as exc:
+            status, error = at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed)
+            self._finish(cmd, status, exc.info if status == CommandStatus.EXPIRED else error)
+            return
         except VendorError as exc:
             await self._retry_or_fail(cmd, exc)
             return
@@ -388,7 +396,8 @@ class TwinEngine:
         rt = self.devices[cmd.device]
         rt.wake_retry = wake = anyio.Event()
         try:
-            with anyio.move_on_after(min(delay, max(0.0, cmd.expires_at - time.time()))):
+            # past expiry less the send margin it could not be sent in time: it ends then
+            with anyio.move_on_after(min(delay, max(0.0, cmd.expires_at - self.gate.send_margin - time.time()))):
                 await wake.wait()
         finally:
             rt.wake_retry = None

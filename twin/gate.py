@@ -6,7 +6,8 @@ It owns what every call needs and nothing else does:
   of it that background reads (polling, ``/get``) may hold: half, at least one, so that a command
   finds a slot within one read's time;
 - the **deadline**: a command's time runs while it waits for a slot, a command that expired
-  waiting never reaches the vendor, and a call gets only what is left of it;
+  waiting, or has less than ``send_margin`` left once it has a slot, never reaches the vendor
+  (the call would arrive after the command's expiry), and a call gets only what is left of it;
 - the **timeout** of one call (``call_timeout``), after which the call is one "that got no answer"
   (``maybe_executed``: the vendor may still act on it);
 - the **vendor-wide backoff** (:mod:`twin.backoff`): every outcome is reported there;
@@ -16,7 +17,8 @@ It owns what every call needs and nothing else does:
 Exceptions::
 
     VendorError     every failure leaves the gate as one (DEVICE_TIMEOUT when the call got no
-                    answer or no slot in time, VENDOR_ERROR for an adapter's own bug)
+                    answer, VENDOR_ERROR for an adapter's own bug)
+    TooLate         a VendorError (EXPIRED): the call was not started, its command's time is up
 """
 
 from __future__ import annotations
@@ -34,17 +36,26 @@ from twin.backoff import VendorBackoff
 from twin.metrics import VENDOR_CALL_SECONDS
 from twin.store import StoreUnavailable
 
-__all__ = ["VendorGate"]
+__all__ = ["TooLate", "VendorGate"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+class TooLate(VendorError):
+    """A command's call was not started: its deadline passed waiting for a slot, or less than the
+    send margin was left. The vendor never got it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.EXPIRED, message, retryable=False)
+
+
 class VendorGate:
-    def __init__(self, *, vendor: str, limit: int, call_timeout: float) -> None:
+    def __init__(self, *, vendor: str, limit: int, call_timeout: float, send_margin: float = 0.0) -> None:
         self.vendor = vendor
         self.call_timeout = call_timeout
+        self.send_margin = send_margin
         self.limiter = anyio.CapacityLimiter(limit)
         #: slots of the limit that background reads may hold at once (commands have the rest)
         self.read_slots = anyio.Semaphore(max(1, limit // 2))
@@ -114,8 +125,10 @@ class VendorGate:
             await self.limiter.acquire()
             acquired = True
         left = deadline - time.time()
-        if acquired and left <= 0:
+        if acquired and left < self.send_margin:
             self.limiter.release()
         if not acquired or left <= 0:
-            raise VendorError(ErrorCode.DEVICE_TIMEOUT, "the command expired waiting for a free vendor call slot")
+            raise TooLate("the command expired waiting for a free vendor call slot")
+        if left < self.send_margin:
+            raise TooLate(f"not sent with {left:.2f}s left: the call would reach the vendor after the command expired")
         return left

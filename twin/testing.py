@@ -41,7 +41,15 @@ from twin.mqtt import mqtt_client
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
 
-__all__ = ["FINAL", "BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "v5_reply"]
+__all__ = [
+    "FINAL",
+    "BridgeHarness",
+    "MosquittoBroker",
+    "broker_from_environment",
+    "free_port",
+    "json_or_text",
+    "v5_reply",
+]
 
 #: the statuses of a final answer
 FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
@@ -244,12 +252,7 @@ class BridgeHarness:
 
     def retained_json(self, device: str, leaf: str) -> Any:
         raw = self.retained.get(self.topic(device, leaf))
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode()
+        return None if raw is None else json_or_text(raw)
 
     async def wait_retained(
         self, device: str, leaf: str, predicate: Callable[[Any], bool] = bool, *, timeout: float = 15.0
@@ -259,6 +262,14 @@ class BridgeHarness:
             return doc if doc is not None and predicate(doc) else None
 
         return await self.wait_for(check, timeout=timeout)
+
+
+def json_or_text(payload: bytes) -> Any:
+    """A payload as JSON, or as text when it is not JSON (``online``, ``LOCK``)."""
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return payload.decode(errors="replace")
 
 
 def v5_reply(topic: str, correlation: bytes) -> Properties:

@@ -24,9 +24,6 @@ import httpx
 from pydantic import ValidationError
 
 from bridges.okai.models import (
-    LOCATION_PATH,
-    STATUS_PATH,
-    SWITCH_LOCK_PATH,
     Envelope,
     OkaiCode,
     Operate,
@@ -38,13 +35,20 @@ from bridges.okai.settings import OkaiSettings
 from bridges.okai.signing import sign
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
-from twin.http import make_async_client
+from twin.http import make_async_client, parse_retry_after
 
-__all__ = ["OkaiClient", "RedactQuery"]
+__all__ = ["PATHS", "OkaiClient", "RedactQuery"]
 
 log = logging.getLogger(__name__)
 
 _M = TypeVar("_M", ScooterStatus, ScooterLocation)
+
+#: every endpoint the bridge calls, under the base URL
+PATHS: dict[str, str] = {
+    "switch_lock": "/scooter/control/switchLock",  # [doc] POST, JSON body
+    "status": "/scooter/query/status",  # [code] GET, query string
+    "location": "/scooter/query/location",  # [code] GET, query string
+}
 
 _SECRET_QUERY = re.compile(r"((?:^|[?&])(?:userKey|sign)=)[^&\s\"]*")
 
@@ -107,15 +111,15 @@ class OkaiClient:
     async def switch_lock(self, imei: str, *, operate: Operate, expire_time: int) -> None:
         """Ask the scooter to lock or unlock; acceptance only (confirm from :meth:`status`)."""
         body = SwitchLockRequest(imei=imei, operate=operate, expireTime=expire_time)
-        await self._call("POST", SWITCH_LOCK_PATH, body.model_dump())
+        await self._call("POST", PATHS["switch_lock"], body.model_dump())
 
     async def status(self, imei: str) -> ScooterStatus:
-        data = await self._call("GET", STATUS_PATH, {"imei": imei})
-        return self._parse(ScooterStatus, data, STATUS_PATH)
+        data = await self._call("GET", PATHS["status"], {"imei": imei})
+        return self._parse(ScooterStatus, data, PATHS["status"])
 
     async def location(self, imei: str) -> ScooterLocation:
-        data = await self._call("GET", LOCATION_PATH, {"imei": imei})
-        return self._parse(ScooterLocation, data, LOCATION_PATH)
+        data = await self._call("GET", PATHS["location"], {"imei": imei})
+        return self._parse(ScooterLocation, data, PATHS["location"])
 
     # -- request building ---------------------------------------------------------------------------
 
@@ -166,7 +170,7 @@ class OkaiClient:
                 ErrorCode.RATE_LIMITED,
                 f"OKAI {path} is rate limiting",
                 vendor_code=status,
-                retry_after=_retry_after(response),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if status in (401, 403):
             raise VendorError(ErrorCode.AUTH_FAILED, f"OKAI {path} answered HTTP {status}", vendor_code=status)
@@ -206,11 +210,3 @@ class OkaiClient:
             return model.model_validate(data)
         except ValidationError:
             raise VendorError(ErrorCode.VENDOR_ERROR, f"OKAI {path} answered unexpected data") from None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

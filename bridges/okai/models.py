@@ -14,9 +14,6 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 __all__ = [
     "AUTH_PARAMS",
-    "LOCATION_PATH",
-    "STATUS_PATH",
-    "SWITCH_LOCK_PATH",
     "Envelope",
     "OkaiCode",
     "Operate",
@@ -24,10 +21,6 @@ __all__ = [
     "ScooterStatus",
     "SwitchLockRequest",
 ]
-
-SWITCH_LOCK_PATH = "/scooter/control/switchLock"  # [doc] POST, JSON body
-STATUS_PATH = "/scooter/query/status"  # [code] GET, query string
-LOCATION_PATH = "/scooter/query/location"  # [code] GET, query string
 
 #: identity parameters that travel with every request (as parameters or, like the doc's curl, headers)
 AUTH_PARAMS = ("userKey", "timestamp", "sign")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
 import anyio
@@ -26,9 +25,10 @@ from bridges.segway.actions import (
     UploadIntervalArgs,
 )
 from bridges.segway.client import SegwayClient
+from bridges.segway.intake import PushIntake
 from bridges.segway.mapping import location_patch, merge, status_patch
 from bridges.segway.models import SoundControlRequest, VehicleLocation, VehicleStatus
-from bridges.segway.push import PushStats, create_push_app, open_push_ledger, push_client_limits
+from bridges.segway.push import PushStats
 from bridges.segway.settings import SegwaySettings
 from contracts.errors import ErrorCode
 from twin.adapter import (
@@ -43,7 +43,8 @@ from twin.adapter import (
     SimulatorKit,
     VendorError,
 )
-from twin.asgi import ServedApp, serve_asgi
+from twin.asgi import ServedApp
+from twin.extensions import Extension
 
 __all__ = ["SegwayAdapter"]
 
@@ -69,11 +70,9 @@ class SegwayAdapter(Adapter[SegwaySettings]):
     def __init__(self, *, settings: SegwaySettings) -> None:
         super().__init__(settings=settings)
         self._client: SegwayClient | None = None
-        self._stack: AsyncExitStack | None = None
         self._sink: BridgeSink | None = None
-        self.push_stats = PushStats()
-        #: where the push intake listens once started (None when push is off)
-        self.push_address: ServedApp | None = None
+        #: the webhooks, served while the bridge runs (an extension; None when push is off)
+        self.push = PushIntake(settings=settings) if settings.push_enabled else None
 
     @property
     def client(self) -> SegwayClient:
@@ -109,38 +108,28 @@ class SegwayAdapter(Adapter[SegwaySettings]):
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, sink: BridgeSink) -> None:
-        config = self.settings
-        async with AsyncExitStack() as stack:
-            client = SegwayClient(settings=config)
-            await client.start()
-            stack.push_async_callback(client.stop)
-            if config.push_enabled:
-                ledger = open_push_ledger(sink.data_dir, config)
-                stack.callback(ledger.close)
-                app = create_push_app(sink, config, stats=self.push_stats, ledger=ledger)
-                self.push_address = await stack.enter_async_context(
-                    serve_asgi(
-                        app,
-                        host=config.push_host,
-                        port=config.push_port,
-                        limit_concurrency=config.push_max_concurrency,
-                        certificate=config.push_certificate,
-                        client_limits=push_client_limits(config),
-                        on_limit=self.push_stats.count,
-                    )
-                )
-                log.info("segway push intake on %s", self.push_address.url)
-            self._client = client
-            self._sink = sink
-            self._stack = stack.pop_all()
+        client = SegwayClient(settings=self.settings)
+        await client.start()
+        self._client = client
+        self._sink = sink
 
     async def stop(self) -> None:
-        stack, self._stack = self._stack, None
-        self._client = None
+        client, self._client = self._client, None
         self._sink = None
-        self.push_address = None
-        if stack is not None:
-            await stack.aclose()
+        if client is not None:
+            await client.stop()
+
+    def extensions(self) -> Sequence[Extension]:
+        return () if self.push is None else (self.push,)
+
+    @property
+    def push_address(self) -> ServedApp | None:
+        """Where the push intake listens while the bridge runs."""
+        return None if self.push is None else self.push.address
+
+    @property
+    def push_stats(self) -> PushStats:
+        return PushStats() if self.push is None else self.push.stats
 
     # ---- devices and state ----------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 One :class:`SegwayClient` per bridge. The OAuth2 client-credentials token is fetched on first use
 and refreshed ahead of ``expires_in`` (Segway keeps the old token valid for 300 s after a new one is
 issued, so calls in flight during a refresh still pass). However many calls are waiting, one refresh
-runs at a time. A ``15101`` (token refused) refreshes once and repeats the call once.
+runs at a time (:class:`twin.http.TokenRefresher`). A ``15101`` (token refused) refreshes once and
+repeats the call once.
 
 Every failure leaves as :class:`twin.adapter.VendorError`; no httpx exception escapes.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-import anyio
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -38,8 +39,7 @@ from bridges.segway.models import (
 from bridges.segway.settings import SegwaySettings
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
-from twin.http import make_async_client
-from twin.metrics import TOKEN_REFRESHES
+from twin.http import Token, TokenRefresher, make_async_client, parse_retry_after
 
 __all__ = ["PATHS", "SegwayClient"]
 
@@ -67,23 +67,32 @@ PATHS: dict[str, str] = {
 
 
 class SegwayClient:
-    """Typed calls of the Segway API. ``start()`` opens the HTTP client, ``stop()`` closes it."""
+    """Typed calls of the Segway API. ``start()`` opens the HTTP client, ``stop()`` closes it.
 
-    def __init__(self, *, settings: SegwaySettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    ``transport``: the HTTP transport (a test's), ``clock``: the token's clock (monotonic seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: SegwaySettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        self._token_lock: anyio.Lock | None = None
-        self._token: str | None = None
-        self._refresh_at = 0.0
-        self._expires_at = 0.0
-        self._fetch_attempts = 0
-        self._fetch_error: VendorError | None = None
+        self._clock = clock
+        self._tokens = self._token_refresher()
         #: how many tokens were fetched (for operators and tests)
         self.token_fetches = 0
 
+    def _token_refresher(self) -> TokenRefresher[str]:
+        # Segway keeps the old token valid for 300 s after issuing a new one: calls go on with it
+        return TokenRefresher(fetch=self._fetch_token, vendor="segway", overlap=True, clock=self._clock)
+
     async def start(self) -> None:
-        self._token_lock = anyio.Lock()
+        self._tokens = self._token_refresher()  # a started client fetches its own token
         self._http = make_async_client(
             backend=self.settings.http_transport,
             base_url=self.settings.api_base_url,
@@ -96,7 +105,6 @@ class SegwayClient:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        self._token = None
 
     async def __aenter__(self) -> SegwayClient:
         await self.start()
@@ -107,40 +115,13 @@ class SegwayClient:
 
     # ---- token --------------------------------------------------------------------------------
 
-    async def _access_token(self) -> str:
-        token = self._token
-        now = time.monotonic()
-        if token is not None and now < self._refresh_at:
-            return token
-        if self._token_lock is None:
-            raise RuntimeError("SegwayClient.start() was not called")
-        if token is not None and now < self._expires_at and self._token_lock.locked():
-            return token  # a refresh is under way; the old token stays valid meanwhile (overlap)
-        attempt = self._fetch_attempts
-        async with self._token_lock:
-            token = self._token
-            if token is not None and time.monotonic() < self._refresh_at:
-                return token  # refreshed by the call we waited for
-            if self._fetch_attempts != attempt and self._fetch_error is not None:
-                raise _again(self._fetch_error)  # the refresh we waited for failed: no stampede
-            self._fetch_attempts += 1
-            try:
-                token = await self._fetch_token()
-            except VendorError as exc:
-                self._fetch_error = exc
-                TOKEN_REFRESHES.labels(vendor="segway", outcome="failed").inc()
-                raise
-            self._fetch_error = None
-            TOKEN_REFRESHES.labels(vendor="segway", outcome="ok").inc()
-            return token
-
-    async def _fetch_token(self) -> str:
+    async def _fetch_token(self, _: Token[str] | None) -> Token[str]:
         form = {
             "client_id": self.settings.client_id,
             "client_secret": self.settings.client_secret.get_secret_value(),
             "grant_type": "client_credentials",
         }
-        started = time.monotonic()
+        started = self._clock()
         response = await self._send("POST", PATHS["token"], data=form)
         if response.status_code != 200:
             raise _token_error(response)
@@ -148,18 +129,11 @@ class SegwayClient:
             answer = TokenResponse.model_validate_json(response.content)
         except ValidationError:
             raise VendorError(ErrorCode.VENDOR_ERROR, "segway sent an unreadable token answer") from None
-        ahead = min(self.settings.token_refresh_ahead, answer.expires_in / 2)
-        self._token = answer.access_token
-        self._expires_at = started + answer.expires_in
-        self._refresh_at = self._expires_at - ahead
         self.token_fetches += 1
         log.info("segway token obtained, valid %.0f s", answer.expires_in)
-        return answer.access_token
-
-    def _forget(self, token: str) -> None:
-        """The cloud refused ``token``: the next call fetches a new one (unless one already did)."""
-        if self._token == token:
-            self._refresh_at = self._expires_at = 0.0
+        return Token.lasting(
+            answer.access_token, lifetime=answer.expires_in, ahead=self.settings.token_refresh_ahead, since=started
+        )
 
     # ---- transport ----------------------------------------------------------------------------
 
@@ -196,11 +170,14 @@ class SegwayClient:
         json: dict[str, Any] | None = None,
     ) -> Any:
         """One API call; returns the envelope's ``data`` or raises VendorError."""
+        refused: str | None = None
         for attempt in (1, 2):
-            token = await self._access_token()
+            token = await self._tokens.get(refused=refused)
             response = await self._send(method, path, token=token, params=params, json=json)
             if response.status_code != 200:
-                raise http_error(response.status_code, retry_after=_retry_after(response))
+                raise http_error(
+                    response.status_code, retry_after=parse_retry_after(response.headers.get("Retry-After"))
+                )
             try:
                 envelope = Envelope.model_validate_json(response.content)
             except ValidationError:
@@ -209,7 +186,7 @@ class SegwayClient:
                 return envelope.data
             if envelope.code == TOKEN_INVALID and attempt == 1:
                 log.info("segway refused the token; refreshing once")
-                self._forget(token)
+                refused = token
                 continue
             raise vendor_error(envelope.code, envelope.msg)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -276,27 +253,6 @@ class SegwayClient:
         await self._control(PATHS["upload_interval"], request)
 
 
-def _again(error: VendorError) -> VendorError:
-    """A fresh exception with the same answer (one instance is not raised in several tasks)."""
-    info = error.info
-    return VendorError(
-        info.code,
-        info.message,
-        vendor_code=info.vendor_code,
-        vendor_message=info.vendor_message,
-        retryable=info.retryable,
-        retry_after=info.retry_after,
-    )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _token_error(response: httpx.Response) -> VendorError:
     if response.status_code in (400, 401, 403):
         try:
@@ -310,4 +266,4 @@ def _token_error(response: httpx.Response) -> VendorError:
             vendor_code=str(reason) if reason else response.status_code,
             vendor_message=str(body.get("error_description")) if isinstance(body, dict) else None,
         )
-    return http_error(response.status_code, retry_after=_retry_after(response))
+    return http_error(response.status_code, retry_after=parse_retry_after(response.headers.get("Retry-After")))

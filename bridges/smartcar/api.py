@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
-from .auth import RECONNECT_MESSAGE, TokenManager
+from .auth import TokenManager
 from .client import ApiResponse, SmartcarClient
 from .models import (
     ActionResponse,
@@ -71,13 +71,7 @@ class SmartcarApi:
                 )
             except VendorError as again:
                 if again.info.code is ErrorCode.AUTH_FAILED:
-                    await self._tokens.refuse(user_id)
-                    raise VendorError(
-                        ErrorCode.AUTH_FAILED,
-                        f"Smartcar refused the access token; {RECONNECT_MESSAGE}",
-                        vendor_code=again.info.vendor_code,
-                        vendor_message=again.info.vendor_message,
-                    ) from None
+                    raise await self._tokens.refused(user_id, "access token", again) from None
                 raise
         try:
             return Answer(value=model.model_validate(meta.body), meta=meta)

@@ -10,7 +10,6 @@ Exception tree::
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
-from twin.http import make_async_client
+from twin.http import make_async_client, parse_retry_after
 
 from .models import ErrorBody, OAuthError, TokenResponse
 from .settings import SmartcarSettings
@@ -78,26 +77,9 @@ def parse_instant(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def error_from_response(response: httpx.Response) -> VendorError:
     """Translate a non-2xx answer (API or token endpoint) into a normalized error."""
-    retry_after = _retry_after(response.headers)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     status = response.status_code
     try:
         payload = response.json()
@@ -153,13 +135,15 @@ class SmartcarClient:
     the remaining wait, without reaching Smartcar.
     """
 
-    def __init__(self, *, settings: SmartcarSettings) -> None:
+    def __init__(self, *, settings: SmartcarSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._settings = settings
+        self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._blocked_until: dict[str, float] = {}
 
     async def start(self) -> None:
         self._http = make_async_client(
+            transport=self._transport,
             timeout=self._settings.request_timeout,
             headers={"User-Agent": "locktwin-smartcar/0.1"},
         )

@@ -51,8 +51,8 @@ class SmartcarSettings(BaseSettings):
     page_size: int = Field(default=50, ge=1, le=50)
     #: refresh the access token this many seconds before it expires
     refresh_margin: float = Field(default=300.0, ge=0)
-    #: seconds between status polls of one vehicle (DeviceInfo.poll_interval)
-    poll_interval: float = Field(default=300.0, gt=0)
+    #: seconds between status polls of one vehicle (DeviceInfo.poll_interval); None: never poll
+    poll_interval: float | None = Field(default=300.0, gt=0)
     #: per-vehicle telemetry budget: at most one full read in this many seconds
     telemetry_min_interval: float = Field(default=240.0, ge=0)
     #: while confirming a command, ``/security`` may be read this often

@@ -1,5 +1,6 @@
-"""The Tuya door-lock adapter: mapping between Tuya's data points and the twin.
+"""The Tuya door-lock adapter: devices from configuration, state from data points, commands.
 
+- state: the device's data points, mapped by :mod:`bridges.tuya.mapping`;
 - ``lock``: a password ticket, then the password-free door-operate (``open`` true unlocks, false
   locks). ``result: true`` is acceptance only; the runtime confirms from ``lock_motor_state``,
   whose polarity is configurable per device.
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -21,11 +23,12 @@ from bridges.tuya.actions import ENDPOINTS, Endpoint
 from bridges.tuya.arguments import WireArguments
 from bridges.tuya.card_sync import CardSync
 from bridges.tuya.cards import CARDS_TYPE, CardOperation, ManagedCards, cards_confirmed, parse_cards, redact_cards
-from bridges.tuya.client import TuyaClient
-from bridges.tuya.models import REMOTE_WITHOUT_PASSWORD, DeviceDetail, PasswordTicket, RemoteUnlock
+from bridges.tuya.client import PATHS, TuyaClient
+from bridges.tuya.mapping import door_operate_body, remote_unlock_enabled, status_values
+from bridges.tuya.models import DeviceDetail, PasswordTicket
 from bridges.tuya.settings import TuyaSettings
 from contracts.errors import ErrorCode
-from contracts.messages import EventType, LockState
+from contracts.messages import EventType
 from twin.adapter import (
     LOCK_FIELD,
     ActionSpec,
@@ -39,17 +42,11 @@ from twin.adapter import (
     ReportedPatch,
     SimulatorKit,
     VendorError,
-    lock_state,
 )
 
-__all__ = ["BATTERY_LEVELS", "JAM_ALARMS", "TuyaAdapter"]
+__all__ = ["TuyaAdapter"]
 
 log = logging.getLogger(__name__)
-
-#: ``battery_state`` when a lock has no ``residual_electricity``
-BATTERY_LEVELS: Mapping[str, float] = {"high": 100.0, "medium": 50.0, "low": 20.0, "poweroff": 0.0}
-#: ``alarm_lock`` values that mean the bolt could not move
-JAM_ALARMS = frozenset({"tongue_bad"})
 
 
 class TuyaAdapter(Adapter[TuyaSettings]):
@@ -57,8 +54,10 @@ class TuyaAdapter(Adapter[TuyaSettings]):
     settings_model: ClassVar[type[BaseModel]] = TuyaSettings
     confirm_interval: ClassVar[float] = 0.5
 
-    def __init__(self, *, settings: TuyaSettings) -> None:
+    def __init__(self, *, settings: TuyaSettings, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(settings=settings)
+        #: the access token's clock (monotonic seconds; tests move their own)
+        self._clock = clock
         self._client: TuyaClient | None = None
         self._cards: CardSync | None = None
         self._sink: BridgeSink | None = None
@@ -84,6 +83,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
             token_refresh_margin=s.token_refresh_margin,
             send_nonce=s.send_nonce,
             lang=s.lang,
+            clock=self._clock,
         )
         self._client = await client.__aenter__()
         if s.project_id and store is not None:
@@ -110,7 +110,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
         ]
 
     async def read_status(self, device_id: str) -> ReportedPatch:
-        detail = DeviceDetail.model_validate(await self.client.get(f"/v1.0/devices/{device_id}"))
+        detail = DeviceDetail.model_validate(await self.client.get(PATHS["device"].format(device_id=device_id)))
         values = self.map_status(device_id, detail)
         alarm = values["last_alarm"]
         if alarm != self._alarms.get(device_id):
@@ -125,27 +125,8 @@ class TuyaAdapter(Adapter[TuyaSettings]):
         return ReportedPatch(values=values, observed_at=datetime.now(UTC))
 
     def map_status(self, device_id: str, detail: DeviceDetail) -> dict[str, Any]:
-        """The twin's keys from one device's data points."""
-        points = {item.code: item.value for item in detail.status}
-        motor = points.get("lock_motor_state")
-        alarm = points.get("alarm_lock") or None
-        if alarm in JAM_ALARMS:
-            lock = LockState.JAMMED
-        elif isinstance(motor, bool):
-            lock = lock_state(locked=motor == self.settings.locked_when_true(device_id))
-        else:
-            lock = LockState.UNKNOWN
-        values: dict[str, Any] = {"lock": lock, "online": detail.online, "last_alarm": alarm}
-        battery = points.get("residual_electricity")
-        if isinstance(battery, int | float) and not isinstance(battery, bool) and 0 <= battery <= 100:
-            values["battery"] = float(battery)
-        elif points.get("battery_state") in BATTERY_LEVELS:
-            values["battery"] = BATTERY_LEVELS[points["battery_state"]]
-        if isinstance(points.get("door_opened"), bool):
-            values["door_open"] = points["door_opened"]
-        elif points.get("closed_opened") in ("open", "closed"):  # the door sensor DP of other models
-            values["door_open"] = points["closed_opened"] == "open"
-        return values
+        """The twin's keys from one device's data points (:func:`bridges.tuya.mapping.status_values`)."""
+        return status_values(detail, locked_when_true=self.settings.locked_when_true(device_id))
 
     @classmethod
     def simulator(cls, *, devices: int) -> SimulatorKit:
@@ -200,10 +181,11 @@ class TuyaAdapter(Adapter[TuyaSettings]):
 
     async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
         await self._check_remote_unlock(device_id)
-        base = f"/v1.0/smart-lock/devices/{device_id}"
-        ticket = PasswordTicket.model_validate(await self.client.post(f"{base}/password-ticket"))
+        ticket = PasswordTicket.model_validate(
+            await self.client.post(PATHS["password_ticket"].format(device_id=device_id))
+        )
         accepted = await self.client.post(
-            f"{base}/password-free/door-operate", {"ticket_id": ticket.ticket_id, "open": not locked}
+            PATHS["door_operate"].format(device_id=device_id), door_operate_body(ticket.ticket_id, locked=locked)
         )
         if accepted is not True:
             raise VendorError(ErrorCode.VENDOR_ERROR, "the cloud did not accept the door operation", retryable=True)
@@ -212,9 +194,8 @@ class TuyaAdapter(Adapter[TuyaSettings]):
     async def _check_remote_unlock(self, device_id: str) -> None:
         if device_id in self._remote_ok:
             return
-        raw = await self.client.get(f"/v1.0/devices/{device_id}/door-lock/remote-unlocks")
-        kinds = [RemoteUnlock.model_validate(item) for item in raw or []]
-        if not any(k.remote_unlock_type == REMOTE_WITHOUT_PASSWORD and k.open for k in kinds):
+        raw = await self.client.get(PATHS["remote_unlocks"].format(device_id=device_id))
+        if not remote_unlock_enabled(raw):
             raise VendorError(
                 ErrorCode.UNSUPPORTED, "remote unlock without password is not enabled on this lock", retryable=False
             )

@@ -15,7 +15,7 @@ from bridges.tuya.cards import (
     card_view,
     plan_cards,
 )
-from bridges.tuya.client import TuyaClient
+from bridges.tuya.client import PATHS, TuyaClient
 from bridges.tuya.errors import DATA_NOT_EXIST
 from bridges.tuya.models import CardInfo, CardOperateResult
 from contracts.errors import ErrorCode
@@ -41,13 +41,13 @@ class CardSync:
         self._project = project_id
 
     def _base(self, device_id: str) -> str:
-        return f"/v1.0/osaas/projects/{self._project}/card-issue-devices/lock-devices/{device_id}/cards"
+        return PATHS["cards"].format(project_id=self._project, device_id=device_id)
 
     async def read(self, device_id: str) -> dict[str, ReportedCard]:
         """The managed cards as the cloud reports them, by card key (a card the cloud no longer
         knows is absent)."""
         cards: dict[str, ReportedCard] = {}
-        query = f"/v1.0/cloud/osaas/projects/{self._project}/card-issue-devices/lock-devices/{device_id}/cards"
+        query = PATHS["card_query"].format(project_id=self._project, device_id=device_id)
         for key, managed in self._store.cards(device_id).items():
             try:
                 raw = await self._client.get(f"{query}/{managed.lock_card_id}")

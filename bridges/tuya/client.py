@@ -19,11 +19,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import httpx
 from pydantic import SecretStr, ValidationError
 
@@ -32,18 +31,61 @@ from bridges.tuya.models import Envelope, TokenResult
 from bridges.tuya.signing import sign
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
-from twin.http import make_async_client
-from twin.metrics import TOKEN_REFRESHES
+from twin.http import Token, TokenRefresher, make_async_client
 
-__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TOKEN_REFRESH_MARGIN", "TuyaClient"]
+__all__ = ["DEFAULT_TIMEOUT", "DEFAULT_TOKEN_REFRESH_MARGIN", "PATHS", "TuyaClient"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_TOKEN_REFRESH_MARGIN = 60.0
-TOKEN_PATH = "/v1.0/token"  # noqa: S105 - a path, not a secret
+_SL = "/v1.0/smart-lock/devices/{device_id}"
+_DV = "/v1.0/devices/{device_id}"
+_CARDS = "/v1.0/osaas/projects/{project_id}/card-issue-devices/lock-devices/{device_id}/cards"
+_CARD_QUERY = "/v1.0/cloud/osaas/projects/{project_id}/card-issue-devices/lock-devices/{device_id}/cards"
 
-
+#: every endpoint the bridge calls, as path templates (the actions' under their action's name)
+PATHS: dict[str, str] = {
+    # tokens
+    "token": "/v1.0/token",
+    "refresh": "/v1.0/token/{refresh_token}",
+    # the lock
+    "device": _DV,
+    "password_ticket": _SL + "/password-ticket",
+    "door_operate": _SL + "/password-free/door-operate",
+    "remote_unlocks": _DV + "/door-lock/remote-unlocks",
+    # cards (tuya-doorlock-card-api)
+    "cards": _CARDS,
+    "card_query": _CARD_QUERY,
+    # users (tuya-smart-lock-user-api)
+    "list_users": "/v1.1/devices/{device_id}/users",
+    "list_users_v1": _DV + "/users",
+    "list_lock_users": _SL + "/users",
+    "get_user": "/v1.1/devices/{device_id}/users/{user_id}",
+    "get_user_v1": _DV + "/users/{user_id}",
+    "add_user": _DV + "/user",
+    "update_user": _DV + "/users/{user_id}",
+    "delete_user": _DV + "/users/{user_id}",
+    "delete_users_issue": _SL + "/users/{user_ids}/actions/delete-users-issue",
+    "set_user_role": _SL + "/users/{user_id}/actions/role",
+    "set_user_schedule": _SL + "/users/{user_id}/schedule",
+    "list_unlock_methods": _SL + "/opmodes/{user_id}",
+    "list_absent_users": _DV + "/door-lock/absent-users",
+    "allocate_unlock_method": _DV + "/door-lock/opmodes/actions/allocate",
+    "allocate_unlock_method_by_number": _DV + "/device-lock/users/{user_id}/allocate",
+    "cancel_unlock_allocation": _SL + "/opmodes/actions/cancel-allocate",
+    "list_user_devices": "/v1.0/smart-lock/users/{uid}/devices",
+    # lock records
+    "list_remote_unlocks": _DV + "/door-lock/remote-unlocks",
+    "list_open_logs": _DV + "/door-lock/open-logs",
+    # card actions
+    "issue_card": _CARDS,
+    "get_card": _CARD_QUERY + "/{lock_card_id}",
+    "modify_card": _CARDS + "/{lock_card_id}",
+    "freeze_card": _CARDS + "/{lock_card_id}/freeze-status",
+    "delete_card": _CARDS + "/{lock_card_id}",
+}
+TOKEN_PATH = PATHS["token"]
 _REFRESH_PATH = re.compile(r"/v1\.0/token/[^?\s\"']+")
 
 
@@ -63,16 +105,17 @@ _REDACT = _RedactRefreshToken()
 
 
 @dataclass(frozen=True)
-class _Token:
+class _Credentials:
     access_token: str
-    refresh_token: str
+    refresh_token: str = field(repr=False)
     uid: str
-    #: time.monotonic() after which the token is refreshed before use
-    refresh_at: float
 
 
 class TuyaClient:
-    """Signed, token-managed calls to one Tuya Cloud data center. Use ``async with``."""
+    """Signed, token-managed calls to one Tuya Cloud data center. Use ``async with``.
+
+    ``transport``: the HTTP transport (a test's); ``clock``: the token's clock (monotonic seconds).
+    """
 
     def __init__(
         self,
@@ -84,6 +127,8 @@ class TuyaClient:
         token_refresh_margin: float = DEFAULT_TOKEN_REFRESH_MARGIN,
         send_nonce: bool = False,
         lang: str = "en",
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._client_id = client_id
@@ -92,9 +137,10 @@ class TuyaClient:
         self._margin = token_refresh_margin
         self._send_nonce = send_nonce
         self._lang = lang
+        self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        self._token: _Token | None = None
-        self._token_lock: anyio.Lock | None = None
+        # a refresh ends the old access token at once (no overlap): callers wait for the new one
+        self._tokens = TokenRefresher[_Credentials](fetch=self._renew, vendor="tuya", clock=clock)
         #: how many tokens were obtained by grant and by refresh (for operators and tests)
         self.grants = 0
         self.refreshes = 0
@@ -103,8 +149,7 @@ class TuyaClient:
         httpx_log = logging.getLogger("httpx")
         if _REDACT not in httpx_log.filters:
             httpx_log.addFilter(_REDACT)
-        self._http = make_async_client(base_url=self._base_url, timeout=self._timeout)
-        self._token_lock = anyio.Lock()
+        self._http = make_async_client(base_url=self._base_url, timeout=self._timeout, transport=self._transport)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -138,11 +183,11 @@ class TuyaClient:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         """One business call; returns the envelope's ``result`` or raises :class:`VendorError`."""
-        token = await self._valid_token()
+        token = await self._tokens.get()
         envelope = await self._send(method, path, params=params, body=body, access_token=token.access_token)
         if not envelope.success and envelope.code in TOKEN_INVALID_CODES:
             log.info("tuya token refused (code %s); renewing once", envelope.code)
-            token = await self._renew(stale=token)
+            token = await self._tokens.get(refused=token)
             envelope = await self._send(method, path, params=params, body=body, access_token=token.access_token)
         return _result(envelope)
 
@@ -150,50 +195,32 @@ class TuyaClient:
 
     @property
     def uid(self) -> str | None:
-        return None if self._token is None else self._token.uid
+        held = self._tokens.held
+        return None if held is None else held.value.uid
 
-    async def _valid_token(self) -> _Token:
-        token = self._token
-        if token is not None and time.monotonic() < token.refresh_at:
-            return token
-        return await self._renew(stale=token)
+    async def _renew(self, current: Token[_Credentials] | None) -> Token[_Credentials]:
+        """Refresh with the one-time refresh token of ``current``, or (none, or refused) grant."""
+        if current is not None:
+            try:
+                token = await self._fetch_token(PATHS["refresh"].format(refresh_token=current.value.refresh_token))
+            except VendorError as exc:
+                log.info("tuya token refresh refused (%s); new grant", exc.info.vendor_code)
+            else:
+                self.refreshes += 1
+                return token
+        token = await self._fetch_token(PATHS["token"], {"grant_type": 1})
+        self.grants += 1
+        return token
 
-    async def _renew(self, *, stale: _Token | None) -> _Token:
-        """Refresh (or grant) unless another task already replaced ``stale``; one at a time."""
-        assert self._token_lock is not None, "TuyaClient used outside 'async with'"
-        async with self._token_lock:
-            current = self._token
-            if current is not None and current is not stale and time.monotonic() < current.refresh_at:
-                return current
-            if current is not None:
-                try:
-                    self._token = await self._fetch_token(f"{TOKEN_PATH}/{current.refresh_token}", None)
-                    self.refreshes += 1
-                    TOKEN_REFRESHES.labels(vendor="tuya", outcome="ok").inc()
-                    return self._token
-                except VendorError as exc:
-                    TOKEN_REFRESHES.labels(vendor="tuya", outcome="failed").inc()
-                    log.info("tuya token refresh refused (%s); new grant", exc.info.vendor_code)
-            self._token = None
-            self._token = await self._fetch_token(TOKEN_PATH, {"grant_type": 1})
-            self.grants += 1
-            return self._token
-
-    async def _fetch_token(self, path: str, params: Mapping[str, Any] | None) -> _Token:
-        started = time.monotonic()
+    async def _fetch_token(self, path: str, params: Mapping[str, Any] | None = None) -> Token[_Credentials]:
+        started = self._tokens.clock()
         envelope = await self._send("GET", path, params=params, body=None, access_token="")
         try:
             result = TokenResult.model_validate(_result(envelope))
         except ValidationError as exc:
             raise VendorError(ErrorCode.VENDOR_ERROR, "tuya token answer malformed") from exc
-        lifetime = float(result.expire_time)
-        ahead = min(self._margin, lifetime / 2)
-        return _Token(
-            access_token=result.access_token,
-            refresh_token=result.refresh_token,
-            uid=result.uid,
-            refresh_at=started + lifetime - ahead,
-        )
+        credentials = _Credentials(access_token=result.access_token, refresh_token=result.refresh_token, uid=result.uid)
+        return Token.lasting(credentials, lifetime=float(result.expire_time), ahead=self._margin, since=started)
 
     # -- wire --------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""Shared pieces of the fault suite: a real ``locktwin run`` process that can be killed and started
-again on the same store, an MQTT client that behaves like the documented client, and readers for
-the store, the process (RSS, descriptors) and the metrics endpoint.
+"""Shared pieces of the fault suite: a real ``locktwin run`` process of OKAI (a
+:class:`~twin.testing_process.BridgeProcess`, which can be killed and started again on the same
+store), an MQTT client that behaves like the documented client, and readers for the store, the
+process's descriptors and the metrics endpoint.
 
 Everything runs in the test's event loop (the vendor simulator is served there too, so it outlives
 every bridge it serves); nothing here blocks the loop for long.
@@ -10,10 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -30,8 +28,25 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridges.okai.simulator import DEMO_USER_KEY
+from twin.testing import json_or_text
+from twin.testing_process import ROOT, BridgeProcess
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "FINAL",
+    "ROOT",  # the repository, for the fault tests that run locktwin themselves
+    "Answers",
+    "BridgeProcess",
+    "Client",
+    "Sent",
+    "fd_kinds",
+    "log",
+    "metric_sum",
+    "okai_bridge",
+    "read_store",
+    "scrape",
+    "start_bridge",
+]
+
 FINAL = frozenset({"succeeded", "failed", "expired", "superseded", "rejected"})
 
 
@@ -40,100 +55,6 @@ def log(msg: str) -> None:
 
 
 # -- the bridge process ------------------------------------------------------------------------------
-
-
-class BridgeProcess:
-    """``python -m twin.cli run <vendor>`` with a fixed data dir and client id; kill and start again."""
-
-    def __init__(
-        self,
-        *,
-        vendor: str,
-        broker_url: str,
-        data_dir: Path,
-        base: str,
-        env: dict[str, str],
-        log_path: Path,
-        vendors: tuple[str, ...] | None = None,
-    ) -> None:
-        self.vendor = vendor
-        self.vendors = vendors or (vendor,)
-        self.data_dir = data_dir
-        self.base = base
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "LOCKTWIN_MQTT__URL": broker_url,
-            "LOCKTWIN_MQTT__CLIENT_ID": f"{base}-bridge",
-            "LOCKTWIN_MQTT__RECONNECT_MAX": "2",
-            "LOCKTWIN_BASE_TOPIC": base,
-            "LOCKTWIN_HOMEASSISTANT__PREFIX": f"{base}/homeassistant",
-            "LOCKTWIN_DATA_DIR": str(data_dir),
-            "PYTHONPATH": str(ROOT),
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.kills = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> None:
-        assert not self.alive()
-        with self.log_path.open("ab") as out:
-            out.write(f"\n==== start {self.starts + 1} at {time.time():.3f}\n".encode())
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "twin.cli", "run", *self.vendors],
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.starts += 1
-
-    def kill(self) -> None:
-        """SIGKILL: no clean stop, no goodbye on MQTT (the broker sends the last will)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.kills += 1
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    # -- resources of the running process
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def store_path(self) -> Path:
-        return self.data_dir / self.vendor / "twins.sqlite"
 
 
 def okai_bridge(
@@ -320,15 +241,11 @@ class Client:
 
     def retained_json(self, device: str, leaf: str) -> Any:
         raw = self.retained.get(self.topic(device, leaf))
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw.decode(errors="replace")
+        return None if raw is None else json_or_text(raw)
 
 
 async def start_bridge(bridge: BridgeProcess, client: Client, *, timeout: float = 30.0) -> None:
+    """Start ``bridge`` and wait, through ``client``, until it says it is online (again)."""
     mark = len(client.bridge_states)
     bridge.start()
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
 from tests.faults.common import Client, okai_bridge, start_bridge
 
@@ -37,7 +37,7 @@ async def test_expired_while_down_is_answered_once(mqtt_broker: str, tmp_path: P
             await start_bridge(bridge, client)
             txn = await client.send_set(offline, "UNLOCKED", expires_in=3.0, issued_at=True)
             await client.wait_for(lambda: client.answers[txn].statuses == ["accepted"], timeout=20)
-            await client.wait_for(lambda: len(sim.calls_to(SWITCH_LOCK_PATH)) >= 1, timeout=20)  # refused: offline
+            await client.wait_for(lambda: len(sim.calls_to(PATHS["switch_lock"])) >= 1, timeout=20)  # refused: offline
             if stop == "sigkill":
                 bridge.kill()
             else:
@@ -58,4 +58,4 @@ async def test_expired_while_down_is_answered_once(mqtt_broker: str, tmp_path: P
     # "expired" when it was waiting to be retried; "failed" (NOT_CONFIRMED) when SIGKILL caught its call
     statuses = client.answers[txn].statuses
     assert statuses in (["accepted", "expired"], ["accepted", "failed"]), statuses
-    assert all(c.params["imei"] == offline for c in sim.calls_to(SWITCH_LOCK_PATH)[:1])
+    assert all(c.params["imei"] == offline for c in sim.calls_to(PATHS["switch_lock"])[:1])

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -30,9 +30,9 @@ from paho.mqtt.properties import Properties
 from bridges.segway.push import PUSH_PATHS
 from bridges.segway.settings import DEFAULT_PUSH_MAX_BODY
 from bridges.segway.simulator import DEMO_CLIENT_SECRET, SegwaySimulator, sign_push
-from tests.bridge_process import wait_retained
-from tests.faults.common import BridgeProcess, log
+from tests.faults.common import log
 from twin.broker import free_port
+from twin.testing_process import BridgeProcess
 
 FORM = "application/x-www-form-urlencoded"
 ERROR_STATUSES = {400, 401, 404, 405, 413, 415}
@@ -49,15 +49,26 @@ class Running:
     versions_before: dict[str, int]
 
 
-def twin_versions(url: str, base: str, devices: list[str], timeout: float = 15.0) -> dict[str, int]:
-    """The retained twin version of every device, as a new subscriber gets it."""
+def twin_versions(
+    url: str,
+    base: str,
+    devices: list[str],
+    timeout: float = 15.0,
+    ready: Callable[[dict[str, Any]], bool] = lambda twin: True,
+) -> dict[str, int]:
+    """The retained twin version of every device, as a new subscriber gets it, once every twin is
+    ``ready`` (waiting for its next versions meanwhile)."""
     host, port = url.removeprefix("mqtt://").split(":")
     seen: dict[str, int] = {}
     done = threading.Event()
 
     def on_message(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
         device = m.topic.split("/")[-2]
-        seen[device] = json.loads(m.payload)["version"]
+        twin = json.loads(m.payload)
+        if ready(twin):
+            seen[device] = twin["version"]
+        else:
+            seen.pop(device, None)
         if len(seen) == len(devices):
             done.set()
 
@@ -103,9 +114,9 @@ def running(mqtt_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         )
         bridge.start()
         try:
-            wait_retained(mqtt_broker, f"{base}/bridge/segway/state", b"online")
-            time.sleep(6)  # the first polls (jittered over 5 s) are in the twins
-            versions = twin_versions(mqtt_broker, base, ids)
+            bridge.wait_online()
+            # the first polls (jittered over 5 s) are in the twins, so that nothing changes them later
+            versions = twin_versions(mqtt_broker, base, ids, ready=lambda twin: "lock" in twin["reported"])
             yield Running(bridge, f"http://127.0.0.1:{push_port}", base, mqtt_broker, ids, sim.client_id, versions)
         finally:
             bridge.stop()
@@ -227,14 +238,16 @@ def test_mqtt_odd_device_ids_are_refused(running: Running) -> None:
             answers[getattr(m.properties, "CorrelationData", b"")] = json.loads(m.payload)
             cond.notify_all()
 
+    subscribed = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
     client.connect(host, int(port))
     client.loop_start()
     refused = unrouted = 0
     try:
         client.subscribe(reply_topic, qos=1)
-        time.sleep(0.3)
+        assert subscribed.wait(10), "no SUBACK"
         cases = [(d, leaf) for d in ODD_DEVICE_IDS for leaf in ("set", "get", "request/find")]
         cases += [(f"{running.devices[0]}/extra", "set"), ("", "set")]
         for device, leaf in cases:

@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
 from tests.faults.common import Client, log, okai_bridge, read_store, start_bridge
 
@@ -108,7 +108,7 @@ async def test_sigkill_under_load(mqtt_broker: str, tmp_path: Path) -> None:
     for row in journal:
         if row["entry"] == "command.sent":
             sent_rows[row["device"]].append((row["at"], row["command_id"]))
-    calls = sim.calls_to(SWITCH_LOCK_PATH)
+    calls = sim.calls_to(PATHS["switch_lock"])
     per_command: Counter[str] = Counter()
     late: list[str] = []
     beyond_expiry = 0

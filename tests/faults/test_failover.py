@@ -24,7 +24,7 @@ import anyio
 import psycopg
 import pytest
 
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
 from tests.faults import pg
 from tests.faults.common import BridgeProcess, Client, log
@@ -209,7 +209,7 @@ async def test_failover_under_load(mqtt_broker: str, tmp_path: Path) -> None:
             sent_rows[device].append((at, command_id))
     per_command: Counter[str] = Counter()
     late = []
-    for call in sim.calls_to(SWITCH_LOCK_PATH):
+    for call in sim.calls_to(PATHS["switch_lock"]):
         candidates = [cid for at, cid in sent_rows[str(call.params["imei"])] if at <= call.received_at]
         assert candidates, f"a switchLock with no attempt journaled before it: {call}"
         cmd = commands[candidates[-1]]

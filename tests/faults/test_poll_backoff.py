@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
 from tests.faults.common import Client, log, metric_sum, okai_bridge, scrape, start_bridge
 from tests.faults.test_vendor_outage import max_overlap
@@ -65,7 +65,7 @@ async def test_polling_pauses_during_an_outage_and_obeys_retry_after(mqtt_broker
             )
             await anyio.sleep(2.0)
             normal_end = time.time()
-            normal = arrivals(sim, STATUS_PATH, normal_end - 2.0, normal_end)
+            normal = arrivals(sim, PATHS["status"], normal_end - 2.0, normal_end)
 
             # -- a 503 outage, with a command sent in the middle of it
             outage_start = time.time()
@@ -90,13 +90,13 @@ async def test_polling_pauses_during_an_outage_and_obeys_retry_after(mqtt_broker
             bridge.stop()
             tg.cancel_scope.cancel()
 
-    in_outage = arrivals(sim, STATUS_PATH, outage_start, outage_end)
-    switches = arrivals(sim, SWITCH_LOCK_PATH, outage_start + OUTAGE_SECONDS / 2, outage_end)
-    after = arrivals(sim, STATUS_PATH, outage_end + OUTAGE_SECONDS - 2.0, recovered_end)
-    reads = [c for c in sim.calls if c.path == STATUS_PATH and c.received_at < outage_start]
+    in_outage = arrivals(sim, PATHS["status"], outage_start, outage_end)
+    switches = arrivals(sim, PATHS["switch_lock"], outage_start + OUTAGE_SECONDS / 2, outage_end)
+    after = arrivals(sim, PATHS["status"], outage_end + OUTAGE_SECONDS - 2.0, recovered_end)
+    reads = [c for c in sim.calls if c.path == PATHS["status"] and c.received_at < outage_start]
     at_once = max_overlap([(c.received_at, c.at - ARRIVAL_JITTER) for c in reads])
-    quiet = arrivals(sim, STATUS_PATH, answered_429 + ARRIVAL_JITTER + LATENCY, answered_429 + 3.0 - ARRIVAL_JITTER)
-    resumed = arrivals(sim, STATUS_PATH, answered_429 + 3.0, answered_429 + 5.0)
+    quiet = arrivals(sim, PATHS["status"], answered_429 + ARRIVAL_JITTER + LATENCY, answered_429 + 3.0 - ARRIVAL_JITTER)
+    resumed = arrivals(sim, PATHS["status"], answered_429 + 3.0, answered_429 + 5.0)
     log(
         f"status reads: {len(normal)} in 2 s before, {len(in_outage)} in the {OUTAGE_SECONDS:.0f} s outage, "
         f"{len(after)} in the last 2 s of recovery; reads at once max {at_once} (cap {MAX_IN_FLIGHT}); "

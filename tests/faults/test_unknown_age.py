@@ -21,9 +21,10 @@ import anyio
 import paho.mqtt.client as paho
 import pytest
 
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
-from tests.faults.common import ROOT, Client, okai_bridge, start_bridge
+from tests.faults.common import Client, okai_bridge, start_bridge
+from twin.testing_process import ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +115,7 @@ async def test_commands_older_than_their_expiry_never_run(mqtt_broker: str, tmp_
             tg.cancel_scope.cancel()
 
     log = bridge.log_path.read_text()
-    assert [c.params["imei"] for c in sim.calls_to(SWITCH_LOCK_PATH)] == [imeis[4]]
+    assert [c.params["imei"] for c in sim.calls_to(PATHS["switch_lock"])] == [imeis[4]]
     # the CLI's command carried a Message Expiry Interval of 5 s: the broker dropped it, or the
     # bridge refused it by its issued_at; it was never accepted
     assert all(a["status"] != "accepted" for a in answers_for(client, imeis[0])), answers_for(client, imeis[0])
@@ -160,4 +161,4 @@ async def test_plain_command_queued_during_a_short_restart_runs(mqtt_broker: str
             tg.cancel_scope.cancel()
     assert [a["status"] for a in answers_for(client, imei)] == ["accepted", "succeeded"]
     assert sim.fleet[imei].locked
-    assert [c.params["operate"] for c in sim.calls_to(SWITCH_LOCK_PATH)] == ["lock"]
+    assert [c.params["operate"] for c in sim.calls_to(PATHS["switch_lock"])] == ["lock"]

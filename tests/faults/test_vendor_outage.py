@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import DEMO_USER_KEY, OkaiSimulator, serve_simulator
 from tests.faults.common import Client, log, metric_sum, okai_bridge, scrape, start_bridge
 from twin.broker import free_port
@@ -132,7 +132,7 @@ async def test_vendor_outage(mqtt_broker: str, tmp_path: Path, mode: str) -> Non
 
     # -- bounded retries: per command by the backoff, at once by the concurrency cap
     in_outage = [c for c in sim.calls if outage_start <= c.received_at <= outage_end]
-    switches = [c for c in in_outage if c.path == SWITCH_LOCK_PATH]
+    switches = [c for c in in_outage if c.path == PATHS["switch_lock"]]
     per_device: dict[str, int] = {}
     for c in switches:
         per_device[str(c.params["imei"])] = per_device.get(str(c.params["imei"]), 0) + 1
@@ -143,7 +143,7 @@ async def test_vendor_outage(mqtt_broker: str, tmp_path: Path, mode: str) -> Non
     holds = []
     for c in in_outage:
         hold = CLIENT_TIMEOUT
-        if c.path == SWITCH_LOCK_PATH:
+        if c.path == PATHS["switch_lock"]:
             hold = min(hold, float(c.params["expireTime"]))
         holds.append((c.received_at, c.received_at + hold - JITTER))
     at_once = max_overlap(holds)

@@ -16,12 +16,13 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from bridges.segway import SegwayAdapter
+from bridges.segway.intake import PushIntake
 from bridges.segway.push import push_signature
 from bridges.segway.settings import SegwaySettings
-from bridges.segway.tests.conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink
+from bridges.segway.tests.conftest import CLIENT_ID, DEVICES, SECRET
 from tests.transport.conftest import PASSPHRASE, Pki
 from twin.config import load_vendor_settings
+from twin.testing_fakes import RecordingSink
 from twin.tlsfiles import TlsSettingsError
 
 pytestmark = pytest.mark.anyio
@@ -55,17 +56,15 @@ def settings(**tls: object) -> SegwaySettings:
 
 async def test_push_over_https_is_stored(pki: Pki) -> None:
     sink = RecordingSink(devices=set(DEVICES))
-    adapter = SegwayAdapter(settings=settings(push_cert_file=pki.server.cert, push_key_file=pki.server.key))
-    await adapter.start(sink)
-    try:
-        assert adapter.push_address is not None
-        url = adapter.push_address.url
+    intake = PushIntake(settings=settings(push_cert_file=pki.server.cert, push_key_file=pki.server.key))
+    async with intake.serving(sink) as address:
+        url = address.url
         assert url.startswith("https://127.0.0.1:")
         trusted = ssl.create_default_context(cafile=pki.ca.cert_file)
         async with httpx.AsyncClient(base_url=url, verify=trusted) as http:
             answer = await http.post("/v2/vehicle/status", content=signed_status(DEVICES[0]), headers=FORM)
         assert answer.status_code == 200 and answer.json()["code"] == 0
-        assert adapter.push_stats.stored == 1 and sink.state[DEVICES[0]]["lock"] == "UNLOCKED"
+        assert intake.stats.stored == 1 and sink.state[DEVICES[0]]["lock"] == "UNLOCKED"
 
         stranger = ssl.create_default_context(cafile=pki.stranger_ca.cert_file)
         async with httpx.AsyncClient(base_url=url, verify=stranger) as http:
@@ -76,9 +75,7 @@ async def test_push_over_https_is_stored(pki: Pki) -> None:
             with pytest.raises(httpx.HTTPError):
                 answer = await http.post("/v2/vehicle/status", content=signed_status(DEVICES[1]), headers=FORM)
                 answer.raise_for_status()
-        assert adapter.push_stats.stored == 1 and DEVICES[1] not in sink.state
-    finally:
-        await adapter.stop()
+        assert intake.stats.stored == 1 and DEVICES[1] not in sink.state
 
 
 async def test_an_encrypted_key_takes_its_passphrase_from_the_environment(
@@ -97,18 +94,16 @@ async def test_an_encrypted_key_takes_its_passphrase_from_the_environment(
     without = load_vendor_settings(SegwaySettings, table)
     assert isinstance(without, SegwaySettings)
     with pytest.raises(TlsSettingsError, match="is encrypted: set LOCKTWIN_SEGWAY_PUSH_KEY_PASSWORD") as refused:
-        await SegwayAdapter(settings=without).start(RecordingSink(devices=set(DEVICES)))
+        async with PushIntake(settings=without).serving(RecordingSink(devices=set(DEVICES))):
+            pass
     assert "\n" not in str(refused.value)
 
     monkeypatch.setenv("LOCKTWIN_SEGWAY_PUSH_KEY_PASSWORD", PASSPHRASE)
     configured = load_vendor_settings(SegwaySettings, table)
     assert isinstance(configured, SegwaySettings) and PASSPHRASE not in repr(configured)
-    adapter = SegwayAdapter(settings=configured)
-    await adapter.start(RecordingSink(devices=set(DEVICES)))
-    try:
-        assert adapter.push_address is not None and adapter.push_address.scheme == "https"
-    finally:
-        await adapter.stop()
+    intake = PushIntake(settings=configured)
+    async with intake.serving(RecordingSink(devices=set(DEVICES))) as address:
+        assert address.scheme == "https"
 
 
 def test_push_tls_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:

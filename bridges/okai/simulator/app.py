@@ -23,9 +23,6 @@ from starlette.routing import Mount, Route
 
 from bridges.okai.models import (
     AUTH_PARAMS,
-    LOCATION_PATH,
-    STATUS_PATH,
-    SWITCH_LOCK_PATH,
     OkaiCode,
     SwitchLockRequest,
 )
@@ -42,6 +39,12 @@ __all__ = [
 ]
 
 TimestampCheck = Literal["signed", "always", "never"]
+
+#: the cloud's endpoints as the document and public client code spell them (not the client's table:
+#: a client that calls a wrong path must meet a 404 here, as it would at OKAI)
+SWITCH_LOCK = "/scooter/control/switchLock"
+STATUS = "/scooter/query/status"
+LOCATION = "/scooter/query/location"
 
 _MESSAGES: dict[OkaiCode, str] = {
     OkaiCode.SUCCESS: "success",
@@ -134,9 +137,9 @@ def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path
                 )
 
     routes = [
-        Route(SWITCH_LOCK_PATH, handle, methods=["POST"]),
-        Route(STATUS_PATH, handle, methods=["GET"]),
-        Route(LOCATION_PATH, handle, methods=["GET"]),
+        Route(SWITCH_LOCK, handle, methods=["POST"]),
+        Route(STATUS, handle, methods=["GET"]),
+        Route(LOCATION, handle, methods=["GET"]),
     ]
     return Starlette(routes=[Mount(base_path, routes=routes)] if base_path else routes)
 
@@ -195,9 +198,9 @@ def _operate(fleet: Fleet, path: str, params: dict[str, Any]) -> dict[str, Any] 
     scooter = fleet.scooters.get(str(imei))
     if scooter is None:
         raise _Refusal(OkaiCode.DEVICE_NOT_FOUND)
-    if path == STATUS_PATH:
+    if path == STATUS:
         return scooter.status().model_dump(mode="json")
-    if path == LOCATION_PATH:
+    if path == LOCATION:
         return scooter.location().model_dump(mode="json")
     try:
         request = SwitchLockRequest.model_validate(params)

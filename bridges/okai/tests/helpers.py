@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -15,14 +12,11 @@ from bridges.okai.adapter import OkaiAdapter
 from bridges.okai.client import OkaiClient
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator, serve_simulator
-from contracts.messages import EventType
-from twin.adapter import CommandContext, ReportedPatch
+from twin.testing_fakes import RecordingSink
 
 __all__ = [
     "SIGN_KEY",
     "USER_KEY",
-    "NullSink",
-    "context",
     "served_adapter",
     "served_client",
     "settings_for",
@@ -45,23 +39,6 @@ def settings_for(base_url: str, sim: OkaiSimulator, **overrides: Any) -> OkaiSet
     return OkaiSettings(**values)
 
 
-class NullSink:
-    def __init__(self, data_dir: Path | None = None) -> None:
-        self._data_dir = data_dir or Path(".")
-        self.reports: list[tuple[str, ReportedPatch]] = []
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
-    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
-        self.reports.append((device_id, patch))
-        return True
-
-    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
-        return None
-
-
 @asynccontextmanager
 async def served_client(sim: OkaiSimulator, **overrides: Any) -> AsyncIterator[OkaiClient]:
     async with serve_simulator(sim) as base_url:
@@ -77,19 +54,8 @@ async def served_client(sim: OkaiSimulator, **overrides: Any) -> AsyncIterator[O
 async def served_adapter(sim: OkaiSimulator, **overrides: Any) -> AsyncIterator[OkaiAdapter]:
     async with serve_simulator(sim) as base_url:
         adapter = OkaiAdapter(settings=settings_for(base_url, sim, **overrides))
-        await adapter.start(NullSink())
+        await adapter.start(RecordingSink())
         try:
             yield adapter
         finally:
             await adapter.stop()
-
-
-def context(device_id: str, *, seconds: float = 30.0, name: str = "lock") -> CommandContext:
-    return CommandContext(
-        command_id=uuid.uuid4().hex,
-        transaction=None,
-        device_id=device_id,
-        name=name,
-        expires_at=datetime.now(UTC) + timedelta(seconds=seconds),
-        attempt=1,
-    )

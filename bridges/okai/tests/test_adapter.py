@@ -8,16 +8,17 @@ from pydantic import SecretStr, ValidationError
 
 import bridges.okai
 from bridges.okai.adapter import OkaiAdapter
-from bridges.okai.models import SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator
-from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, NullSink, context, served_adapter
+from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, served_adapter
 from contracts.errors import ErrorCode
 from contracts.messages import LockState
 from twin.adapter import VendorError
 from twin.asgi import serve_asgi
 from twin.config import load_vendor_settings
 from twin.registry import load_adapter_class
+from twin.testing_fakes import RecordingSink, command_context
 
 
 def _sim(**kwargs: object) -> OkaiSimulator:
@@ -81,12 +82,12 @@ async def test_lock_unlock_confirmed_by_status(signed: bool) -> None:
     imei = sim.fleet.imeis[0]
     async with served_adapter(sim) as adapter:
         assert (await adapter.read_status(imei)).values["lock"] == LockState.LOCKED
-        result = await adapter.lock(imei, locked=False, ctx=context(imei))
+        result = await adapter.lock(imei, locked=False, ctx=command_context(imei))
         assert result.data is None and result.reported is None
         assert await _until_lock(adapter, imei, LockState.UNLOCKED) == LockState.UNLOCKED
-        await adapter.lock(imei, locked=True, ctx=context(imei))
+        await adapter.lock(imei, locked=True, ctx=command_context(imei))
         assert await _until_lock(adapter, imei, LockState.LOCKED) == LockState.LOCKED
-    assert [c.params["operate"] for c in sim.calls_to(SWITCH_LOCK_PATH)] == ["unlock", "lock"]
+    assert [c.params["operate"] for c in sim.calls_to(PATHS["switch_lock"])] == ["unlock", "lock"]
 
 
 @pytest.mark.anyio
@@ -94,10 +95,10 @@ async def test_lock_expire_time_is_remaining_seconds() -> None:
     sim = _sim()
     imei = sim.fleet.imeis[0]
     async with served_adapter(sim) as adapter:
-        await adapter.lock(imei, locked=True, ctx=context(imei, seconds=7.9))
-        await adapter.lock(imei, locked=True, ctx=context(imei, seconds=0.2))
-        await adapter.lock(imei, locked=True, ctx=context(imei, seconds=-5))
-    assert [c.params["expireTime"] for c in sim.calls_to(SWITCH_LOCK_PATH)] == [7, 1, 1]
+        await adapter.lock(imei, locked=True, ctx=command_context(imei, seconds=7.9))
+        await adapter.lock(imei, locked=True, ctx=command_context(imei, seconds=0.2))
+        await adapter.lock(imei, locked=True, ctx=command_context(imei, seconds=-5))
+    assert [c.params["expireTime"] for c in sim.calls_to(PATHS["switch_lock"])] == [7, 1, 1]
 
 
 @pytest.mark.anyio
@@ -105,7 +106,7 @@ async def test_lock_expire_time_passed_in_simulator_dropped() -> None:
     sim = _sim(delivery_seconds=1.3)
     imei = sim.fleet.imeis[0]
     async with served_adapter(sim) as adapter:
-        await adapter.lock(imei, locked=False, ctx=context(imei, seconds=1.0))
+        await adapter.lock(imei, locked=False, ctx=command_context(imei, seconds=1.0))
         while sim.fleet[imei].commands[0].outcome == "pending":
             await anyio.sleep(0.1)
             await sim.advance()
@@ -120,7 +121,7 @@ async def test_lock_offline_device_offline_retryable() -> None:
     sim.fleet[imei].set_online(False)
     async with served_adapter(sim) as adapter:
         with pytest.raises(VendorError) as caught:
-            await adapter.lock(imei, locked=False, ctx=context(imei))
+            await adapter.lock(imei, locked=False, ctx=command_context(imei))
         patch = await adapter.read_status(imei)
     assert caught.value.info.code is ErrorCode.DEVICE_OFFLINE
     assert caught.value.info.retryable is True
@@ -180,12 +181,12 @@ async def test_read_status_riding_distance_grows() -> None:
     sim = _sim(bolt_seconds=0.0, delivery_seconds=0.0)
     imei = sim.fleet.imeis[0]
     async with served_adapter(sim) as adapter:
-        await adapter.lock(imei, locked=False, ctx=context(imei))
+        await adapter.lock(imei, locked=False, ctx=command_context(imei))
         sim.fleet[imei].ride(speed_kmh=3600.0)  # a kilometre a second keeps the test short
         before = (await adapter.read_status(imei)).values
         await anyio.sleep(0.2)
         after = (await adapter.read_status(imei)).values
-        await adapter.lock(imei, locked=True, ctx=context(imei))
+        await adapter.lock(imei, locked=True, ctx=command_context(imei))
         parked = (await adapter.read_status(imei)).values
     assert after["speed"] == 3600.0
     assert after["total_distance_m"] > before["total_distance_m"]
@@ -199,7 +200,7 @@ async def test_lock_jammed_never_confirms() -> None:
     imei = sim.fleet.imeis[0]
     sim.fleet[imei].jammed = True
     async with served_adapter(sim) as adapter:
-        await adapter.lock(imei, locked=False, ctx=context(imei))
+        await adapter.lock(imei, locked=False, ctx=command_context(imei))
         assert await _until_lock(adapter, imei, LockState.UNLOCKED, reads=5) == LockState.LOCKED
     assert sim.fleet[imei].commands[0].outcome == "jammed"
 
@@ -211,8 +212,8 @@ async def test_actions_get_status_and_get_location() -> None:
     async with served_adapter(sim) as adapter:
         actions = adapter.actions()
         assert set(actions) == {"get_status", "get_location"}
-        status = await actions["get_status"].handler(imei, None, context(imei, name="get_status"))
-        location = await actions["get_location"].handler(imei, None, context(imei, name="get_location"))
+        status = await actions["get_status"].handler(imei, None, command_context(imei, name="get_status"))
+        location = await actions["get_location"].handler(imei, None, command_context(imei, name="get_location"))
     assert status.data is not None and status.data["lock"] == "LOCKED"
     assert status.reported is not None and status.reported.values["battery"] == 90.0
     assert location.data is not None
@@ -245,9 +246,9 @@ async def test_simulator_kit_drives_adapter() -> None:
     async with serve_asgi(kit.app) as served:
         settings = load_vendor_settings(OkaiAdapter.settings_model, kit.settings(served.url))
         adapter = OkaiAdapter(settings=settings)
-        await adapter.start(NullSink())
+        await adapter.start(RecordingSink())
         try:
-            await adapter.lock(kit.device_ids[0], locked=False, ctx=context(kit.device_ids[0]))
+            await adapter.lock(kit.device_ids[0], locked=False, ctx=command_context(kit.device_ids[0]))
             assert await _until_lock(adapter, kit.device_ids[0], LockState.UNLOCKED) == LockState.UNLOCKED
         finally:
             await adapter.stop()

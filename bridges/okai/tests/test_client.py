@@ -4,14 +4,15 @@ import logging
 import socket
 import time
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
-from bridges.okai.client import OkaiClient
-from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH, OkaiCode
+from bridges.okai.client import PATHS, OkaiClient
+from bridges.okai.models import OkaiCode
 from bridges.okai.settings import OkaiSettings
 from bridges.okai.simulator import OkaiSimulator
-from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, served_client
+from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, served_client, settings_for
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 
@@ -29,7 +30,7 @@ async def test_status_unsigned_mode() -> None:
     assert status.online is True
     call = sim.calls[-1]
     assert call.method == "GET"
-    assert call.path == STATUS_PATH
+    assert call.path == PATHS["status"]
     assert "sign" not in call.params
     assert call.code == OkaiCode.SUCCESS
 
@@ -44,7 +45,7 @@ async def test_switch_lock_signed_mode(auth_in: str, sign_params: str) -> None:
         await client.switch_lock(imei, operate="unlock", expire_time=5)
         status = await client.status(imei)
     assert status.lockStatus == 0
-    switch = sim.calls_to(SWITCH_LOCK_PATH)[0]
+    switch = sim.calls_to(PATHS["switch_lock"])[0]
     assert switch.auth_in == auth_in
     assert switch.params["expireTime"] == 5
     assert switch.params["operate"] == "unlock"
@@ -228,3 +229,19 @@ async def test_status_query_secrets_redacted_in_logs(caplog: pytest.LogCaptureFi
     lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert lines and all("userKey=***" in line and "sign=***" in line for line in lines)
     assert all(USER_KEY not in line for line in lines)
+
+
+@pytest.mark.anyio
+async def test_client_takes_its_transport_from_the_caller() -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    sim = OkaiSimulator(user_key=USER_KEY, sign_key=SIGN_KEY, devices=1)
+    imei = sim.fleet.imeis[0]
+    settings = settings_for(f"http://okai.test{sim.base_path}", sim)
+    client = OkaiClient(settings=settings, transport=httpx.ASGITransport(app=sim.app))
+    await client.open()
+    try:
+        status = await client.status(imei)
+    finally:
+        await client.aclose()
+    assert status.imei == imei
+    assert [c.path for c in sim.calls] == [PATHS["status"]]

@@ -13,7 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from bridges.okai.adapter import OkaiAdapter
-from bridges.okai.models import SWITCH_LOCK_PATH, OkaiCode
+from bridges.okai.client import PATHS
+from bridges.okai.models import OkaiCode
 from bridges.okai.simulator import OkaiSimulator, serve_simulator
 from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY, settings_for
 from twin.testing import BridgeHarness
@@ -46,7 +47,7 @@ async def test_mqtt_lock_unlock_confirmed_by_status(mqtt_broker: str, tmp_path: 
         locked = await h.set(imei, {"lock": "LOCKED", "expires_in": 10})
         assert locked["status"] == "succeeded", locked
         state = await h.wait_retained(imei, "state", lambda s: s["lock"] == "LOCKED")
-    switches = sim.calls_to(SWITCH_LOCK_PATH)
+    switches = sim.calls_to(PATHS["switch_lock"])
     assert [c.params["operate"] for c in switches] == ["unlock", "lock"]
     assert all(1 <= c.params["expireTime"] <= 10 for c in switches)
     assert all(("sign" in c.params) is signed for c in switches)
@@ -77,7 +78,7 @@ async def test_mqtt_expire_time_passed_in_simulator_never_succeeds(mqtt_broker: 
             await anyio.sleep(0.2)
             await sim.advance()
     assert command.outcome == "dropped"
-    assert sim.calls_to(SWITCH_LOCK_PATH)[0].params["expireTime"] <= 2
+    assert sim.calls_to(PATHS["switch_lock"])[0].params["expireTime"] <= 2
     assert sim.fleet[imei].locked is True
 
 
@@ -89,7 +90,7 @@ async def test_mqtt_offline_scooter_retried_until_expiry(mqtt_broker: str, tmp_p
         final = await h.set(imei, {"lock": "UNLOCKED", "expires_in": 3})
         availability = await h.wait_retained(imei, "availability", lambda a: a == "offline")
     assert final["status"] == "expired", final
-    attempts = sim.calls_to(SWITCH_LOCK_PATH)
+    attempts = sim.calls_to(PATHS["switch_lock"])
     assert len(attempts) >= 2
     assert all(c.code == OkaiCode.DEVICE_OFFLINE for c in attempts)
     assert availability == "offline"
@@ -98,12 +99,12 @@ async def test_mqtt_offline_scooter_retried_until_expiry(mqtt_broker: str, tmp_p
 async def test_mqtt_offline_then_back_online_succeeds(mqtt_broker: str, tmp_path: Path) -> None:
     sim = _sim()
     imei = sim.fleet.imeis[0]
-    sim.fleet.inject(code=int(OkaiCode.DEVICE_OFFLINE), msg="device offline", imei=imei, path=SWITCH_LOCK_PATH)
+    sim.fleet.inject(code=int(OkaiCode.DEVICE_OFFLINE), msg="device offline", imei=imei, path=PATHS["switch_lock"])
     async with bridge(sim, mqtt_broker, tmp_path) as h:
         final = await h.set(imei, {"lock": "UNLOCKED", "expires_in": 15})
         availability = await h.wait_retained(imei, "availability", lambda a: a == "online")
     assert final["status"] == "succeeded", final
-    assert [c.code for c in sim.calls_to(SWITCH_LOCK_PATH)] == [OkaiCode.DEVICE_OFFLINE, OkaiCode.SUCCESS]
+    assert [c.code for c in sim.calls_to(PATHS["switch_lock"])] == [OkaiCode.DEVICE_OFFLINE, OkaiCode.SUCCESS]
     assert availability == "online"
 
 
@@ -161,7 +162,7 @@ async def test_mqtt_vendor_5xx_retried_then_succeeds(mqtt_broker: str, tmp_path:
         final = await h.set(imei, {"lock": "UNLOCKED", "expires_in": 15})
     assert final["status"] == "succeeded", final
     assert any(c.code is None for c in sim.calls)  # the 502
-    assert sim.calls_to(SWITCH_LOCK_PATH)[-1].code == OkaiCode.SUCCESS
+    assert sim.calls_to(PATHS["switch_lock"])[-1].code == OkaiCode.SUCCESS
 
 
 async def test_mqtt_many_scooters_unlock_in_parallel(mqtt_broker: str, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH, OkaiCode
+from bridges.okai.client import PATHS
+from bridges.okai.models import OkaiCode
 from bridges.okai.signing import sign
 from bridges.okai.simulator import OkaiSimulator, serve_simulator
 from bridges.okai.tests.helpers import SIGN_KEY, USER_KEY
@@ -29,7 +30,9 @@ async def test_simulator_unsigned_ignores_placeholder_timestamp() -> None:
     imei = sim.fleet.imeis[0]
     async with serve_simulator(sim) as base, httpx.AsyncClient(base_url=base) as http:
         answer = (
-            await http.get(STATUS_PATH, params={"userKey": USER_KEY, "timestamp": "000", "sign": "000", "imei": imei})
+            await http.get(
+                PATHS["status"], params={"userKey": USER_KEY, "timestamp": "000", "sign": "000", "imei": imei}
+            )
         ).json()
     assert answer["code"] == OkaiCode.SUCCESS
     assert answer["msg"] == "success"
@@ -41,7 +44,7 @@ async def test_simulator_timestamp_check_always_rejects_stale() -> None:
     sim = _sim(timestamp_check="always", max_skew=30.0)
     async with serve_simulator(sim) as base, httpx.AsyncClient(base_url=base) as http:
         stale = str(int((time.time() - 120) * 1000))
-        answer = (await http.get(STATUS_PATH, params={"userKey": USER_KEY, "timestamp": stale, "imei": "1"})).json()
+        answer = (await http.get(PATHS["status"], params={"userKey": USER_KEY, "timestamp": stale, "imei": "1"})).json()
     assert answer["code"] == OkaiCode.TIMESTAMP_EXPIRED
 
 
@@ -52,8 +55,8 @@ async def test_simulator_signed_headers_accepted_with_document_recipe() -> None:
     body = {"imei": imei, "operate": "unlock", "expireTime": 5}
     headers = {"userKey": USER_KEY, "timestamp": str(int(time.time())), "sign": sign(body, SIGN_KEY, "business")}
     async with serve_simulator(sim) as base, httpx.AsyncClient(base_url=base) as http:
-        answer = (await http.post(SWITCH_LOCK_PATH, json=body, headers=headers)).json()
-        tampered = (await http.post(SWITCH_LOCK_PATH, json={**body, "operate": "lock"}, headers=headers)).json()
+        answer = (await http.post(PATHS["switch_lock"], json=body, headers=headers)).json()
+        tampered = (await http.post(PATHS["switch_lock"], json={**body, "operate": "lock"}, headers=headers)).json()
     assert answer == {"code": 200, "msg": "success", "data": None}
     assert tampered["code"] == OkaiCode.SIGN_ERROR
     assert [c.code for c in sim.calls] == [OkaiCode.SUCCESS, OkaiCode.SIGN_ERROR]
@@ -70,7 +73,7 @@ async def test_simulator_bad_switch_lock_param_error(body: bytes) -> None:
     imei = sim.fleet.imeis[0]
     body = body.replace(b'"X"', f'"{imei}"'.encode())
     async with serve_simulator(sim) as base, httpx.AsyncClient(base_url=base) as http:
-        answer = (await http.post(SWITCH_LOCK_PATH, content=body, headers={"userKey": USER_KEY})).json()
+        answer = (await http.post(PATHS["switch_lock"], content=body, headers={"userKey": USER_KEY})).json()
     assert answer["code"] == OkaiCode.PARAM_ERROR
 
 
@@ -115,7 +118,7 @@ def test_simulator_main_serves_over_http() -> None:
         scooters = proc.stdout.readline().split()[1:]
         assert len(scooters) == 2
         answer = httpx.get(
-            f"http://127.0.0.1:{port}/shareos-device{STATUS_PATH}",
+            f"http://127.0.0.1:{port}/shareos-device{PATHS['status']}",
             params={"imei": scooters[1]},
             headers={"userKey": USER_KEY, "timestamp": "0"},
         ).json()

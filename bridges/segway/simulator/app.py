@@ -42,7 +42,7 @@ def build_app(sim: SegwaySimulator) -> Starlette:
             await sim.token_gate.wait()
         await sim.before_answer()
         if (fault := sim.take_http_fault()) is not None:
-            return JSONResponse({"error": "server_error"}, status_code=fault)
+            return fault
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         if fields.get("grant_type") != "client_credentials":
@@ -82,7 +82,7 @@ def build_app(sim: SegwaySimulator) -> Starlette:
         sim.record(request, body)
         await sim.before_answer()
         if (fault := sim.take_http_fault()) is not None:
-            return JSONResponse({"error": "Internal Server Error"}, status_code=fault)
+            return fault
         if not sim.bearer_valid(request.headers.get("authorization")):
             return _envelope(15101, id_field=route.id_field)
         if sim.restricted:

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from bridges.segway.simulator.app import build_app
 from bridges.segway.simulator.fleet import Fleet, Vehicle
@@ -94,7 +95,7 @@ class SegwaySimulator:
             retry_delay=push_retry_delay,
         )
         self.app = build_app(self)
-        self._http_faults: deque[int] = deque()
+        self._http_faults: deque[tuple[int, float | None]] = deque()
         self._stalls: deque[float] = deque()
         self._pushed: dict[str, tuple[int, bool, bool, float]] = {}
         self._located: dict[str, float] = {}
@@ -115,9 +116,10 @@ class SegwaySimulator:
     def pushes(self) -> list[PushRecord]:
         return self.pusher.records
 
-    def fail_next(self, status: int = 503, *, times: int = 1) -> None:
-        """Answer the next ``times`` requests with HTTP ``status`` (a 5xx from the cloud's edge)."""
-        self._http_faults.extend([status] * times)
+    def fail_next(self, status: int = 503, *, times: int = 1, retry_after: float | None = None) -> None:
+        """Answer the next ``times`` requests with HTTP ``status`` (a 5xx from the cloud's edge, or a
+        429 from its rate limiter, with ``Retry-After: retry_after`` seconds when given)."""
+        self._http_faults.extend([(status, retry_after)] * times)
 
     def stall_next(self, seconds: float, *, times: int = 1) -> None:
         """Hold the next ``times`` requests for ``seconds`` before answering (client timeouts)."""
@@ -145,8 +147,14 @@ class SegwaySimulator:
         if delay > 0:
             await anyio.sleep(delay)
 
-    def take_http_fault(self) -> int | None:
-        return self._http_faults.popleft() if self._http_faults else None
+    def take_http_fault(self) -> Response | None:
+        """The answer of the next injected HTTP failure, if one is due."""
+        if not self._http_faults:
+            return None
+        status, retry_after = self._http_faults.popleft()
+        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+        error = "too_many_requests" if status == 429 else "server_error"
+        return JSONResponse({"error": error}, status_code=status, headers=headers)
 
     def issue_token(self) -> tuple[str, float | int]:
         now = time.monotonic()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,15 +12,14 @@ from pydantic import SecretStr
 from bridges.segway.client import SegwayClient
 from bridges.segway.settings import SegwaySettings
 from bridges.segway.simulator import SegwaySimulator
-from contracts.messages import EventType
-from twin.adapter import ReportedPatch
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink
 
 __all__ = [
     "CLIENT_ID",
     "DEVICES",
     "SECRET",
-    "RecordingSink",
+    "make_settings",
 ]
 
 CLIENT_ID = "E20081"
@@ -72,43 +68,9 @@ async def client(settings: SegwaySettings) -> AsyncIterator[SegwayClient]:
         yield c
 
 
-@dataclass
-class RecordingSink:
-    """A BridgeSink that keeps what it was given; it applies the store's "older never wins" rule."""
-
-    devices: set[str]
-    data_dir: Path = Path("/nonexistent")
-    reports: list[tuple[str, ReportedPatch, str]] = field(default_factory=list)
-    events: list[tuple[str, EventType, dict[str, Any]]] = field(default_factory=list)
-    state: dict[str, dict[str, Any]] = field(default_factory=dict)
-    observed: dict[str, dict[str, datetime]] = field(default_factory=dict)
-    fail_next: int = 0
-
-    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise RuntimeError("store is down")
-        if device_id not in self.devices:
-            return False
-        self.reports.append((device_id, patch, source))
-        state = self.state.setdefault(device_id, {})
-        seen = self.observed.setdefault(device_id, {})
-        for name, value in patch.values.items():
-            when = patch.observed(name)
-            if when is not None and name in seen and when < seen[name]:
-                continue
-            state[name] = value
-            if when is not None:
-                seen[name] = when
-        return True
-
-    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
-        self.events.append((device_id, type, data))
-
-
 @pytest.fixture
 def sink() -> RecordingSink:
-    return RecordingSink(devices=set(DEVICES))
+    return RecordingSink.of(DEVICES)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 5.0) -> None:

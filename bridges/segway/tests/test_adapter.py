@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +15,15 @@ from bridges.segway.client import PATHS
 from bridges.segway.simulator import SegwaySimulator
 from contracts.errors import ErrorCode
 from contracts.messages import DesiredLock, LockState
-from twin.adapter import CommandContext, VendorError
+from twin.adapter import VendorError
 from twin.asgi import ServedApp, serve_asgi
 from twin.config import load_vendor_settings
 from twin.registry import load_adapter_class
+from twin.testing_fakes import RecordingSink, command_context
 
-from .conftest import DEVICES, RecordingSink, eventually, make_settings
+from .conftest import DEVICES, eventually, make_settings
 
 BIKE = DEVICES[0]
-
-
-def ctx(name: str = "lock") -> CommandContext:
-    return CommandContext(
-        command_id="c1",
-        transaction=None,
-        device_id=BIKE,
-        name=name,
-        expires_at=datetime.now(UTC) + timedelta(seconds=30),
-        attempt=1,
-    )
 
 
 @pytest.fixture
@@ -118,7 +108,7 @@ async def test_read_status_unknown_device(adapter: SegwayAdapter) -> None:
 
 @pytest.mark.anyio
 async def test_set_desired_lock_confirmed_by_status(adapter: SegwayAdapter, sim: SegwaySimulator) -> None:
-    await adapter.set_desired(BIKE, "lock", DesiredLock.UNLOCKED, ctx())
+    await adapter.set_desired(BIKE, "lock", DesiredLock.UNLOCKED, command_context(BIKE))
     field = adapter.desired_fields()["lock"]
 
     async def confirmed() -> bool:
@@ -132,7 +122,7 @@ async def test_set_desired_lock_confirmed_by_status(adapter: SegwayAdapter, sim:
 async def test_lock_while_riding_busy_not_retried(adapter: SegwayAdapter, sim: SegwaySimulator) -> None:
     sim.fleet[BIKE].ride()
     with pytest.raises(VendorError) as err:
-        await adapter.lock(BIKE, locked=True, ctx=ctx())
+        await adapter.lock(BIKE, locked=True, ctx=command_context(BIKE))
     assert err.value.info.code == ErrorCode.DEVICE_BUSY
     assert err.value.info.retryable is False
     assert len(sim.calls_to(PATHS["lock"])) == 1
@@ -185,7 +175,7 @@ async def test_action_sends_document_request(
     wire: dict[str, Any] | None,
 ) -> None:
     spec = adapter.actions()[name]
-    result = await spec.handler(BIKE, spec.arguments.model_validate(arguments), ctx(name))
+    result = await spec.handler(BIKE, spec.arguments.model_validate(arguments), command_context(BIKE, name))
     assert result.data is not None
     [call] = sim.calls_to(PATHS[path])
     assert call.params == wire
@@ -195,23 +185,23 @@ async def test_action_sends_document_request(
 async def test_action_battery_cover_needs_unlocked(adapter: SegwayAdapter, sim: SegwaySimulator) -> None:
     spec = adapter.actions()["open_battery_cover"]
     with pytest.raises(VendorError) as err:
-        await spec.handler(BIKE, spec.arguments.model_validate({}), ctx())
+        await spec.handler(BIKE, spec.arguments.model_validate({}), command_context(BIKE))
     assert err.value.info.code == ErrorCode.POLICY_DENIED
     sim.fleet[BIKE].locked = False
-    result = await spec.handler(BIKE, spec.arguments.model_validate({}), ctx())
+    result = await spec.handler(BIKE, spec.arguments.model_validate({}), command_context(BIKE))
     assert result.data == {"opened": True}
 
 
 @pytest.mark.anyio
 async def test_action_get_battery_and_location_report(adapter: SegwayAdapter, sim: SegwaySimulator) -> None:
     battery = adapter.actions()["get_battery"]
-    result = await battery.handler(BIKE, battery.arguments.model_validate({}), ctx())
+    result = await battery.handler(BIKE, battery.arguments.model_validate({}), command_context(BIKE))
     assert result.reported is not None
     assert result.reported.values["battery"] == round(sim.fleet[BIKE].battery)
     assert result.data is not None
     assert result.data["iot_voltage"] == 4.12
     location = adapter.actions()["get_location"]
-    result = await location.handler(BIKE, location.arguments.model_validate({"realtime": False}), ctx())
+    result = await location.handler(BIKE, location.arguments.model_validate({"realtime": False}), command_context(BIKE))
     assert result.reported is not None
     assert result.reported.values["longitude"] == round(sim.fleet[BIKE].longitude, 6)
 
@@ -224,10 +214,10 @@ async def test_action_bluetooth_key_sensitive(adapter: SegwayAdapter, sim: Segwa
     setter = actions["set_bluetooth_key"]
     args = setter.arguments.model_validate({"key": "Zx12Cv34"})
     assert "Zx12Cv34" not in repr(args)
-    result = await setter.handler(BIKE, args, ctx())
+    result = await setter.handler(BIKE, args, command_context(BIKE))
     assert result.data == {"changed": True}
     getter = actions["get_bluetooth_key"]
-    result = await getter.handler(BIKE, getter.arguments.model_validate({}), ctx())
+    result = await getter.handler(BIKE, getter.arguments.model_validate({}), command_context(BIKE))
     assert result.data == {"key": "Zx12Cv34"}
     assert result.reported is None
     patch = await adapter.read_status(BIKE)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
+import httpx
 import pytest
 
 from bridges.segway.client import PATHS, SegwayClient
@@ -11,6 +14,7 @@ from bridges.segway.simulator import SegwaySimulator
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
+from twin.testing_fakes import FakeClock
 
 from .conftest import CLIENT_ID, DEVICES, SECRET, eventually, make_settings
 
@@ -60,28 +64,35 @@ async def test_token_bad_credentials_auth_failed(served: ServedApp, sim: SegwayS
 
 @pytest.mark.anyio
 async def test_token_refreshed_ahead_of_expiry() -> None:
-    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=1.0)
-    async with sim.serve() as served, SegwayClient(settings=make_settings(served.url)) as client:
-        await client.status(BIKE)
-        await anyio.sleep(0.6)  # past half the lifetime: refreshed before the token runs out
-        await client.status(BIKE)
+    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=100.0)
+    clock = FakeClock()
+    async with sim.serve() as served:
+        settings = make_settings(served.url, token_refresh_ahead=30.0)
+        async with SegwayClient(settings=settings, clock=clock) as client:
+            await client.status(BIKE)
+            clock.advance(69.0)  # before the refresh point: the same token
+            await client.status(BIKE)
+            assert len(sim.calls_to(PATHS["token"])) == 1
+            clock.advance(2.0)  # 29 s before it runs out: refreshed first
+            await client.status(BIKE)
     assert len(sim.calls_to(PATHS["token"])) == 2
-    assert len(sim.calls_to(PATHS["status"])) == 2  # nothing was refused
+    assert len(sim.calls_to(PATHS["status"])) == 3  # nothing was refused
 
 
 @pytest.mark.anyio
 async def test_token_expired_mid_run_refreshes_and_retries() -> None:
     sim = SegwaySimulator(
-        client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=0.4, token_overlap=0.0
+        client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=40.0, token_overlap=0.0
     )
+    clock = FakeClock()
     async with sim.serve() as served:
         settings = make_settings(served.url, token_refresh_ahead=0.0)
-        async with SegwayClient(settings=settings) as client:
+        async with SegwayClient(settings=settings, clock=clock) as client:
             await client.status(BIKE)
-            # the client thinks the token is good for 0.4 s; the cloud revokes it early
+            # the client thinks the token is good for 40 s; the cloud revokes it early
             sim.revoke_tokens()
             await client.lock(BIKE)
-            await anyio.sleep(0.5)
+            clock.advance(41.0)  # the new one ran out as well: fetched again before the call
             await client.status(BIKE)
     assert len(sim.calls_to(PATHS["token"])) == 3
     assert len(sim.calls_to(PATHS["lock"])) == 2
@@ -159,10 +170,12 @@ async def test_token_failure_shared_by_waiting_calls(served: ServedApp, sim: Seg
 
 @pytest.mark.anyio
 async def test_token_old_token_used_while_refresh_in_flight() -> None:
-    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=2.0)
-    async with sim.serve() as served, SegwayClient(settings=make_settings(served.url)) as client:
+    sim = SegwaySimulator(client_id=CLIENT_ID, client_secret=SECRET, devices=DEVICES, token_lifetime=2000.0)
+    clock = FakeClock()
+    settings = partial(make_settings, token_refresh_ahead=1000.0)
+    async with sim.serve() as served, SegwayClient(settings=settings(served.url), clock=clock) as client:
         await client.status(BIKE)
-        await anyio.sleep(1.05)  # past the refresh point (half the lifetime), token still valid
+        clock.advance(1001.0)  # past the refresh point (half the lifetime), token still valid
         sim.token_gate = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.status, BIKE)  # starts the refresh, held by the gate
@@ -191,3 +204,12 @@ async def test_aiohttp_transport_option(served: ServedApp, sim: SegwaySimulator)
         assert (await client.status(BIKE)).iot_code == BIKE
         await client.lock(BIKE)
     assert len(sim.calls_to(PATHS["lock"])) == 1
+
+
+@pytest.mark.anyio
+async def test_client_takes_its_transport_from_the_caller(sim: SegwaySimulator) -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    transport = httpx.ASGITransport(app=sim.app)
+    async with SegwayClient(settings=make_settings("http://segway.test"), transport=transport) as client:
+        assert (await client.status(BIKE)).iot_code == BIKE
+    assert [c.path for c in sim.calls] == [PATHS["token"], PATHS["status"]]

@@ -15,8 +15,9 @@ from bridges.segway.push import PushStats
 from bridges.segway.simulator import SegwaySimulator
 from contracts.messages import EventType, LockState
 from twin.asgi import serve_asgi
+from twin.testing_fakes import RecordingSink
 
-from .conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink, eventually, make_settings
+from .conftest import CLIENT_ID, DEVICES, SECRET, eventually, make_settings
 
 BIKE = DEVICES[0]
 #: the receiver's clock in these tests: the pushes below are dated around 1_700_000_000
@@ -224,19 +225,21 @@ async def test_push_from_simulator_through_adapter_intake(sink: RecordingSink) -
         settings = make_settings(served.url, push_enabled=True, poll_interval=None)
         adapter = SegwayAdapter(settings=settings)
         await adapter.start(sink)
+        assert adapter.push is not None
         try:
-            assert adapter.push_address is not None
-            sim.webhook_url = adapter.push_address.url
-            await adapter.lock(BIKE, locked=False, ctx=None)  # type: ignore[arg-type]
+            async with adapter.push.serving(sink):  # as the bridge does, once its engine runs
+                assert adapter.push_address is not None
+                sim.webhook_url = adapter.push_address.url
+                await adapter.lock(BIKE, locked=False, ctx=None)  # type: ignore[arg-type]
 
-            async def unlocked_by_push() -> bool:
-                return sink.state.get(BIKE, {}).get("lock") == LockState.UNLOCKED
+                async def unlocked_by_push() -> bool:
+                    return sink.state.get(BIKE, {}).get("lock") == LockState.UNLOCKED
 
-            await eventually(unlocked_by_push)
-            assert all(source == "push" for _, _, source in sink.reports)
-            await sim.push_alert(BIKE, 1)
-            assert sink.events[-1][2]["meaning"] == "illegal moving"
-            assert adapter.push_stats.stored >= 2
+                await eventually(unlocked_by_push)
+                assert all(source == "push" for _, _, source in sink.reports)
+                await sim.push_alert(BIKE, 1)
+                assert sink.events[-1][2]["meaning"] == "illegal moving"
+                assert adapter.push_stats.stored >= 2
         finally:
             await adapter.stop()
     assert all(p.delivered for p in sim.pushes)

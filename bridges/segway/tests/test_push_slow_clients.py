@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from bridges.segway import SegwayAdapter
+from bridges.segway.intake import PushIntake
 from bridges.segway.simulator import SegwaySimulator
 
 from .conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink, make_settings
@@ -75,15 +75,13 @@ async def test_push_slow_clients_do_not_starve_pushes(tmp_path: Path) -> None:
             push_evict_after=0.1,
         )
         assert (settings.push_max_concurrency, settings.push_max_connections_per_client) == (100, 64)
-        adapter = SegwayAdapter(settings=settings)
-        await adapter.start(sink)
-        try:
-            assert adapter.push_address is not None
-            port = adapter.push_address.port
+        intake = PushIntake(settings=settings)
+        async with intake.serving(sink) as address:
+            port = address.port
             stop = anyio.Event()
             seen: list[bytes] = []
             connected = [0]
-            stats = adapter.push_stats
+            stats = intake.stats
             answers: list[int] = []
             async with anyio.create_task_group() as tg:
                 for n in range(150):
@@ -94,15 +92,13 @@ async def test_push_slow_clients_do_not_starve_pushes(tmp_path: Path) -> None:
                     while connected[0] < 150:  # noqa: ASYNC110 - every attacker is in
                         await anyio.sleep(0.05)
                 transport = httpx.AsyncHTTPTransport(local_address=SEGWAY)
-                async with httpx.AsyncClient(base_url=adapter.push_address.url, transport=transport) as http:
+                async with httpx.AsyncClient(base_url=address.url, transport=transport) as http:
                     started = time.time()
                     for n in range(40):  # ~4 s of pushes, past several deadlines of the attackers
                         push = signed(status(locked=n % 2 == 0, at=started + n, odometer=20_000 + n))
                         answers.append((await http.post("/v2/vehicle/status", content=push, headers=FORM)).status_code)
                         await anyio.sleep(0.1)
                 stop.set()
-        finally:
-            await adapter.stop()
     assert answers == [200] * 40
     assert len(sink.reports) == 40
     # the attackers were cut off: connections over a host's cap (503), connections waiting for

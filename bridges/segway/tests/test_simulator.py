@@ -19,8 +19,9 @@ from bridges.segway.client import PATHS
 from bridges.segway.simulator import SegwaySimulator, Vehicle
 from contracts.messages import LockState
 from twin.asgi import serve_asgi
+from twin.testing_fakes import RecordingSink
 
-from .conftest import CLIENT_ID, DEVICES, SECRET, RecordingSink, eventually, make_settings
+from .conftest import CLIENT_ID, DEVICES, SECRET, eventually, make_settings
 
 BIKE = DEVICES[0]
 

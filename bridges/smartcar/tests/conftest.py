@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,8 @@ from bridges.smartcar.adapter import SmartcarAdapter
 from bridges.smartcar.cli import link_account
 from bridges.smartcar.settings import SmartcarSettings
 from bridges.smartcar.simulator import SmartcarSimulator, serve_simulator
-from contracts.messages import EventType
-from twin.adapter import ReportedPatch
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink
 
 __all__ = [
     "make_settings",
@@ -51,22 +49,6 @@ def make_simulator(**overrides: Any) -> SmartcarSimulator:
     }
     values.update(overrides)
     return SmartcarSimulator(**values)
-
-
-@dataclass
-class RecordingSink:
-    """A BridgeSink that keeps what the adapter pushed (the runtime's role in these tests)."""
-
-    data_dir: Path
-    reports: list[tuple[str, ReportedPatch, str]] = field(default_factory=list)
-    events: list[tuple[str, EventType, dict[str, Any]]] = field(default_factory=list)
-
-    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
-        self.reports.append((device_id, patch, source))
-        return True
-
-    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
-        self.events.append((device_id, type, data))
 
 
 @pytest.fixture

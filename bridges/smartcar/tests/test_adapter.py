@@ -12,22 +12,12 @@ from bridges.smartcar.adapter import SmartcarAdapter
 from bridges.smartcar.simulator import SmartcarSimulator, serve_simulator
 from contracts.errors import ErrorCode
 from contracts.messages import LockState
-from twin.adapter import CommandContext, VendorError
+from twin.adapter import VendorError
+from twin.testing_fakes import RecordingSink, command_context
 
-from .conftest import RecordingSink, linked, make_settings, make_simulator, running_adapter
+from .conftest import linked, make_settings, make_simulator, running_adapter
 
 pytestmark = pytest.mark.anyio
-
-
-def ctx(device_id: str, name: str = "lock") -> CommandContext:
-    return CommandContext(
-        command_id="c1",
-        transaction=None,
-        device_id=device_id,
-        name=name,
-        expires_at=datetime.now(UTC) + timedelta(seconds=30),
-        attempt=1,
-    )
 
 
 def vehicle_calls(sim: SmartcarSimulator, vehicle_id: str) -> list[tuple[str, str]]:
@@ -106,7 +96,7 @@ async def test_read_status_budget_refuses_second_read(adapter: SmartcarAdapter, 
 async def test_lock_confirmed_by_is_locked(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
     vehicle_id = sim.fleet.ids[0]
     await adapter.read_status(vehicle_id)
-    result = await adapter.lock(vehicle_id, locked=False, ctx=ctx(vehicle_id))
+    result = await adapter.lock(vehicle_id, locked=False, ctx=command_context(vehicle_id))
     assert result.data == {"status": "success", "message": "Successfully sent request to vehicle"}
     seen: list[LockState] = []
     with anyio.fail_after(10):
@@ -128,7 +118,7 @@ async def test_lock_riding_vehicle_refused(adapter: SmartcarAdapter, sim: Smartc
     vehicle_id = sim.fleet.ids[1]
     sim.fleet[vehicle_id].riding = True
     with pytest.raises(VendorError) as caught:
-        await adapter.lock(vehicle_id, locked=False, ctx=ctx(vehicle_id))
+        await adapter.lock(vehicle_id, locked=False, ctx=command_context(vehicle_id))
     assert caught.value.info.code is ErrorCode.DEVICE_BUSY
     assert caught.value.info.vendor_code == "VEHICLE_STATE:IN_MOTION"
     assert sim.fleet[vehicle_id].locked is True
@@ -138,14 +128,14 @@ async def test_read_status_asleep_vehicle_wakes(adapter: SmartcarAdapter, sim: S
     vehicle_id = sim.fleet.ids[0]
     sim.fleet[vehicle_id].asleep = True
     with pytest.raises(VendorError) as caught:
-        await adapter.lock(vehicle_id, locked=False, ctx=ctx(vehicle_id))
+        await adapter.lock(vehicle_id, locked=False, ctx=command_context(vehicle_id))
     assert caught.value.info.code is ErrorCode.VEHICLE_ASLEEP
     assert caught.value.info.retryable is True
     assert caught.value.info.vendor_code == "VEHICLE_STATE:ASLEEP"
     with anyio.fail_after(10):
         while True:
             try:
-                await adapter.lock(vehicle_id, locked=False, ctx=ctx(vehicle_id))
+                await adapter.lock(vehicle_id, locked=False, ctx=command_context(vehicle_id))
                 break
             except VendorError as exc:
                 assert exc.info.code is ErrorCode.VEHICLE_ASLEEP
@@ -187,7 +177,7 @@ async def test_actions_read_one_endpoint(
     vehicle_id = sim.fleet.ids[0]
     spec = adapter.actions()[action]
     assert spec.idempotent
-    result = await spec.handler(vehicle_id, spec.arguments.model_validate({}), ctx(vehicle_id, action))
+    result = await spec.handler(vehicle_id, spec.arguments.model_validate({}), command_context(vehicle_id, action))
     assert result.data is not None and keys <= set(result.data)
     assert "observed_at" in result.data
     assert result.reported is not None and keys <= set(result.reported.values)
@@ -197,7 +187,7 @@ async def test_actions_read_one_endpoint(
 
 async def test_read_status_confirming_honours_retry_after(adapter: SmartcarAdapter, sim: SmartcarSimulator) -> None:
     vehicle_id = sim.fleet.ids[0]
-    await adapter.lock(vehicle_id, locked=False, ctx=ctx(vehicle_id))
+    await adapter.lock(vehicle_id, locked=False, ctx=command_context(vehicle_id))
     sim.fleet.inject(vehicle_id, "RATE_LIMIT")
     with pytest.raises(VendorError) as first:
         await adapter.read_status(vehicle_id)

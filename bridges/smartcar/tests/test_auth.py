@@ -18,9 +18,9 @@ from contracts.errors import ErrorCode
 from contracts.messages import EventType
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink, command_context
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, RecordingSink, make_settings
-from .test_adapter import ctx
+from .conftest import CLIENT_ID, CLIENT_SECRET, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -100,7 +100,7 @@ async def test_tokens_refused_device_offline_with_auth_event(
     # refused until reconnected: no more calls, devices still listed
     calls = len(sim.calls)
     with pytest.raises(VendorError):
-        await adapter.lock(sim.fleet.ids[1], locked=False, ctx=ctx(sim.fleet.ids[1]))
+        await adapter.lock(sim.fleet.ids[1], locked=False, ctx=command_context(sim.fleet.ids[1]))
     assert len(sim.calls) == calls
     assert {d.id for d in await adapter.list_devices()} == set(sim.fleet.ids)
     assert len(sim.calls) == calls

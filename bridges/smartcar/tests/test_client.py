@@ -14,8 +14,9 @@ from bridges.smartcar.simulator import ERRORS, InjectedError, SmartcarSimulator,
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink
 
-from .conftest import RecordingSink, linked, make_settings, make_simulator
+from .conftest import linked, make_settings, make_simulator
 
 pytestmark = pytest.mark.anyio
 
@@ -199,3 +200,17 @@ def test_errors_retry_after_as_http_date() -> None:
     assert limited.info.retry_after is not None and 25 < limited.info.retry_after <= 30
     garbage = error_from_response(httpx.Response(429, headers={"Retry-After": "soon"}, request=request))
     assert garbage.info.retry_after is None
+
+
+async def test_client_takes_its_transport_from_the_caller() -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    sim = make_simulator()
+    client = SmartcarClient(settings=make_settings("http://smartcar.test"), transport=httpx.ASGITransport(app=sim.app))
+    await client.start()
+    try:
+        tokens = await client.exchange_code(sim.issue_code())
+        answer = await client.request("GET", "/vehicles", token=tokens.access_token)
+    finally:
+        await client.stop()
+    assert answer.body["vehicles"] == sim.fleet.ids
+    assert [c.path for c in sim.calls] == ["/oauth/token", "/v2.0/vehicles"]

@@ -13,8 +13,9 @@ from bridges.smartcar.settings import SmartcarSettings
 from bridges.smartcar.simulator import SmartcarSimulator
 from twin.adapter import VendorError
 from twin.registry import load_adapter_class
+from twin.testing_fakes import RecordingSink
 
-from .conftest import CLIENT_SECRET, RecordingSink, running_adapter
+from .conftest import CLIENT_SECRET, running_adapter
 
 pytestmark = pytest.mark.anyio
 

@@ -15,8 +15,9 @@ from bridges.smartcar.settings import SmartcarSettings
 from bridges.smartcar.simulator import SmartcarSimulator, serve_simulator
 from twin.asgi import ServedApp, serve_asgi
 from twin.testing import free_port
+from twin.testing_fakes import RecordingSink
 
-from .conftest import CLIENT_ID, CLIENT_SECRET, RecordingSink, make_simulator
+from .conftest import CLIENT_ID, CLIENT_SECRET, make_simulator
 
 pytestmark = pytest.mark.anyio
 

@@ -33,11 +33,13 @@ DEFAULT_PROJECT_ID = "p1650000000000000000"
 class TuyaSimulator:
     """A Tuya Cloud data center on a real HTTP server (serve ``.app``; only the base URL differs).
 
-    Knobs: ``token_lifetime`` (seconds), ``bolt_seconds``, ``latency`` (every call),
-    ``max_requests_per_second`` (1110 beyond it), ``card_api_authorized`` (28841105 when False).
-    Tests poke ``.fleet[device_id]`` (``force_offline()``, ``stuck``, ``jammed``, ``latency``,
-    ``inject(code, count=)``), ``.inject(code, count=, path_contains=)`` for cloud-wide errors,
-    ``.tokens.expire_all()``, and read ``.calls``.
+    Knobs: ``token_lifetime`` (seconds), ``bolt_seconds``, ``latency`` (every call; may be changed
+    while serving, to make the cloud hang), ``max_requests_per_second`` (1110 beyond it),
+    ``card_api_authorized`` (28841105 when False). Tests poke ``.fleet[device_id]``
+    (``force_offline()``, ``stuck``, ``jammed``, ``latency``, ``inject(code, count=)``),
+    ``.inject(code, count=, path_contains=)`` for cloud-wide errors, ``.fail_http(status, count=)``
+    for failures of the cloud's edge (HTTP 5xx without an envelope), ``.tokens.expire_all()``, and
+    read ``.calls``.
     """
 
     def __init__(
@@ -93,6 +95,18 @@ class TuyaSimulator:
     @property
     def device_ids(self) -> list[str]:
         return list(self.state.fleet.locks)
+
+    @property
+    def latency(self) -> float:
+        return self.state.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self.state.latency = seconds
+
+    def fail_http(self, status: int = 503, *, count: int = 1) -> None:
+        """Answer the next ``count`` calls with HTTP ``status`` from the edge (before any check)."""
+        self.state.fail_http(status, count=count)
 
     def inject(self, code: int, *, count: int = 1, path_contains: str = "") -> None:
         """Answer ``code`` to the next ``count`` authenticated calls whose path contains the fragment."""

@@ -7,11 +7,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bridges.tuya.simulator.auth import AuthError, TokenStore, verify_signature
@@ -63,7 +64,17 @@ class SimState:
     tickets: dict[str, tuple[str, float]] = field(default_factory=dict)
     #: cloud-wide injections: (code, remaining count, path fragment)
     injections: list[list[Any]] = field(default_factory=list)
+    #: seconds every call takes (starts as the configured latency; a test makes the cloud hang)
+    latency: float = field(init=False)
+    #: HTTP statuses the cloud's edge answers instead of the next calls, oldest first
+    http_faults: list[int] = field(default_factory=list)
     _window: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.latency = self.config.latency
+
+    def fail_http(self, status: int = 503, *, count: int = 1) -> None:
+        self.http_faults.extend([status] * count)
 
     def inject(self, code: int, *, count: int = 1, path_contains: str = "") -> None:
         self.injections.append([code, count, path_contains])
@@ -143,7 +154,7 @@ def endpoint(
     ``cards``: the card API, which needs the project's authorization and ``{project_id}``.
     """
 
-    async def run(request: Request) -> JSONResponse:
+    async def run(request: Request) -> Response:
         raw = await request.body()
         params = dict(request.query_params)
         try:
@@ -160,8 +171,12 @@ def endpoint(
                 headers={k: v for k, v in request.headers.items() if k != "access_token"},
             )
         )
-        if state.config.latency:
-            await anyio.sleep(state.config.latency)
+        if state.latency:
+            await anyio.sleep(state.latency)
+        if state.http_faults:
+            # the edge in front of the API (its load balancer): no envelope, no signature check
+            status = state.http_faults.pop(0)
+            return PlainTextResponse(HTTPStatus(status).phrase, status_code=status)
         state.fleet.advance()
         try:
             if state._rate_limited():

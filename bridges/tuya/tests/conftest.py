@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,10 @@ from bridges.tuya.simulator import (
     TuyaSimulator,
     serve_simulator,
 )
-from contracts.messages import EventType
-from twin.adapter import CommandContext, ReportedPatch
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink
+
+__all__ = ["tuya_settings"]
 
 
 @pytest.fixture
@@ -44,26 +44,6 @@ async def client(served: ServedApp) -> AsyncIterator[TuyaClient]:
         yield client
 
 
-class Sink:
-    """A BridgeSink for adapter tests without the runtime."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._data_dir = data_dir
-        self.reports: list[tuple[str, ReportedPatch]] = []
-        self.events: list[tuple[str, EventType, dict[str, Any]]] = []
-
-    @property
-    def data_dir(self) -> Path:
-        return self._data_dir
-
-    async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
-        self.reports.append((device_id, patch))
-        return True
-
-    async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
-        self.events.append((device_id, type, data))
-
-
 def tuya_settings(sim: TuyaSimulator, served: ServedApp, **overrides: Any) -> TuyaSettings:
     values: dict[str, Any] = {
         "base_url": served.url,
@@ -77,24 +57,13 @@ def tuya_settings(sim: TuyaSimulator, served: ServedApp, **overrides: Any) -> Tu
     return TuyaSettings(**values)
 
 
-def context(device_id: str, name: str = "lock") -> CommandContext:
-    return CommandContext(
-        command_id="c1",
-        transaction=None,
-        device_id=device_id,
-        name=name,
-        expires_at=datetime.now(UTC) + timedelta(seconds=30),
-        attempt=1,
-    )
+@pytest.fixture
+def sink(tmp_path: Path) -> RecordingSink:
+    return RecordingSink(data_dir=tmp_path)
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Sink:
-    return Sink(tmp_path)
-
-
-@pytest.fixture
-async def adapter(sim: TuyaSimulator, served: ServedApp, sink: Sink) -> AsyncIterator[TuyaAdapter]:
+async def adapter(sim: TuyaSimulator, served: ServedApp, sink: RecordingSink) -> AsyncIterator[TuyaAdapter]:
     adapter = TuyaAdapter(settings=tuya_settings(sim, served))
     await adapter.start(sink)
     try:

@@ -12,8 +12,7 @@ from bridges.tuya.adapter import TuyaAdapter
 from bridges.tuya.simulator import TuyaSimulator
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
-
-from .conftest import context
+from twin.testing_fakes import command_context
 
 DOCUMENTED = {
     # tuya-smart-lock-user-api.txt
@@ -58,7 +57,7 @@ def test_actions_names_unique_and_gets_idempotent() -> None:
 
 async def run(adapter: TuyaAdapter, device: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
     spec = adapter.actions()[action]
-    result = await spec.handler(device, spec.arguments.model_validate(payload), context(device, action))
+    result = await spec.handler(device, spec.arguments.model_validate(payload), command_context(device, action))
     assert result.data is not None
     return result.data
 
@@ -171,7 +170,7 @@ async def test_lock_actions_remote_unlocks_and_open_logs(sim: TuyaSimulator, ada
     remote = await run(adapter, device, "list_remote_unlocks", {})
     assert {"remote_unlock_type": "remoteUnlockWithoutPwd", "open": True} in remote["result"]
     sim.fleet[device].bolt_seconds = 0
-    await adapter.lock(device, locked=False, ctx=context(device))
+    await adapter.lock(device, locked=False, ctx=command_context(device))
     logs = await run(adapter, device, "list_open_logs", {"page_size": 5})
     assert logs["total"] == 1
 

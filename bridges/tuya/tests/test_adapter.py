@@ -14,17 +14,18 @@ from contracts.errors import ErrorCode
 from contracts.messages import EventType, LockState
 from twin.adapter import PlannedOperation, VendorError
 from twin.asgi import ServedApp
+from twin.testing_fakes import RecordingSink, command_context
 
-from .conftest import Sink, context, tuya_settings
+from .conftest import tuya_settings
 
 
 async def reconcile_cards(adapter: TuyaAdapter, device: str, value: dict[str, object]) -> list[PlannedOperation]:
     """What the engine does with a cards /set: ask for the plan, run each operation."""
     plan = adapter.desired_fields()["cards"].plan
     assert plan is not None
-    ops = list(await plan(device, value, context(device, "cards")))
+    ops = list(await plan(device, value, command_context(device, "cards")))
     for op in ops:
-        await op.run(context(device, "cards"))
+        await op.run(command_context(device, "cards"))
     return ops
 
 
@@ -80,7 +81,7 @@ async def test_read_status_inverted_polarity(sim: TuyaSimulator, served: ServedA
     device = sim.device_ids[0]
     sim.fleet[device].inverted_polarity = True
     adapter = TuyaAdapter(settings=tuya_settings(sim, served, lock_polarity={device: "true_is_unlocked"}))
-    await adapter.start(Sink(tmp_path))
+    await adapter.start(RecordingSink(data_dir=tmp_path))
     try:
         assert (await adapter.read_status(device)).values["lock"] == LockState.LOCKED
         # the other lock keeps the default polarity
@@ -90,10 +91,10 @@ async def test_read_status_inverted_polarity(sim: TuyaSimulator, served: ServedA
 
 
 @pytest.mark.anyio
-async def test_read_status_jam_alarm_is_jammed(sim: TuyaSimulator, adapter: TuyaAdapter, sink: Sink) -> None:
+async def test_read_status_jam_alarm_is_jammed(sim: TuyaSimulator, adapter: TuyaAdapter, sink: RecordingSink) -> None:
     device = sim.device_ids[0]
     sim.fleet[device].jammed = True
-    await adapter.lock(device, locked=False, ctx=context(device))
+    await adapter.lock(device, locked=False, ctx=command_context(device))
     values = await wait_lock(adapter, device, LockState.JAMMED)
     assert values["last_alarm"] == "tongue_bad"
     await adapter.read_status(device)
@@ -104,7 +105,7 @@ async def test_read_status_jam_alarm_is_jammed(sim: TuyaSimulator, adapter: Tuya
 @pytest.mark.anyio
 async def test_lock_unlock_by_ticket_then_confirmed_by_status(sim: TuyaSimulator, adapter: TuyaAdapter) -> None:
     device = sim.device_ids[0]
-    result = await adapter.lock(device, locked=False, ctx=context(device))
+    result = await adapter.lock(device, locked=False, ctx=command_context(device))
     assert result.data == {"accepted": True}
     operate = [c for c in sim.calls if c.path.endswith("door-operate")]
     assert operate[-1].body["open"] is True
@@ -112,7 +113,7 @@ async def test_lock_unlock_by_ticket_then_confirmed_by_status(sim: TuyaSimulator
     assert operate[-1].body["ticket_id"]
     assert len(ticket) == 1
     await wait_lock(adapter, device, LockState.UNLOCKED)
-    await adapter.lock(device, locked=True, ctx=context(device))
+    await adapter.lock(device, locked=True, ctx=command_context(device))
     assert [c for c in sim.calls if c.path.endswith("door-operate")][-1].body["open"] is False
     await wait_lock(adapter, device, LockState.LOCKED)
 
@@ -122,7 +123,7 @@ async def test_lock_offline_is_device_offline(sim: TuyaSimulator, adapter: TuyaA
     device = sim.device_ids[0]
     sim.fleet[device].force_offline()
     with pytest.raises(VendorError) as caught:
-        await adapter.lock(device, locked=False, ctx=context(device))
+        await adapter.lock(device, locked=False, ctx=command_context(device))
     assert caught.value.info.code == ErrorCode.DEVICE_OFFLINE
     assert caught.value.info.retryable
 
@@ -132,7 +133,7 @@ async def test_lock_permission_denied(sim: TuyaSimulator, adapter: TuyaAdapter) 
     device = sim.device_ids[0]
     sim.fleet[device].inject(1106, path_contains="door-operate")
     with pytest.raises(VendorError) as caught:
-        await adapter.lock(device, locked=False, ctx=context(device))
+        await adapter.lock(device, locked=False, ctx=command_context(device))
     assert caught.value.info.code == ErrorCode.PERMISSION_DENIED
 
 
@@ -140,8 +141,8 @@ async def test_lock_permission_denied(sim: TuyaSimulator, adapter: TuyaAdapter) 
 async def test_lock_stuck_accepts_and_never_moves(sim: TuyaSimulator, adapter: TuyaAdapter) -> None:
     device = sim.device_ids[0]
     sim.fleet[device].stuck = True
-    assert (await adapter.lock(device, locked=False, ctx=context(device))).data == {"accepted": True}
-    await anyio.sleep(0.2)  # four times the bolt time
+    assert (await adapter.lock(device, locked=False, ctx=command_context(device))).data == {"accepted": True}
+    assert not sim.fleet[device].moving  # nothing under way that could ever move the bolt
     assert (await adapter.read_status(device)).values["lock"] == LockState.LOCKED
 
 
@@ -193,11 +194,11 @@ async def test_set_desired_cards_managed_ids_survive_restart(
 ) -> None:
     device = sim.device_ids[0]
     first = TuyaAdapter(settings=tuya_settings(sim, served))
-    await first.start(Sink(tmp_path))
+    await first.start(RecordingSink(data_dir=tmp_path))
     await reconcile_cards(first, device, {"CARD-1111": window(30)})
     await first.stop()
     second = TuyaAdapter(settings=tuya_settings(sim, served))
-    await second.start(Sink(tmp_path))
+    await second.start(RecordingSink(data_dir=tmp_path))
     try:
         assert set((await second.read_status(device)).values["cards"]) == {"****1111"}
         await reconcile_cards(second, device, {})
@@ -222,7 +223,7 @@ async def test_set_desired_cards_project_not_authorized(tmp_path: Path) -> None:
     sim = TuyaSimulator(devices=1, card_api_authorized=False)
     async with serve_simulator(sim) as served:
         adapter = TuyaAdapter(settings=tuya_settings(sim, served))
-        await adapter.start(Sink(tmp_path))
+        await adapter.start(RecordingSink(data_dir=tmp_path))
         try:
             device = sim.device_ids[0]
             with pytest.raises(VendorError) as caught:
@@ -238,13 +239,13 @@ async def test_set_desired_cards_without_project_unsupported(
     sim: TuyaSimulator, served: ServedApp, tmp_path: Path
 ) -> None:
     adapter = TuyaAdapter(settings=tuya_settings(sim, served, project_id=None))
-    await adapter.start(Sink(tmp_path))
+    await adapter.start(RecordingSink(data_dir=tmp_path))
     try:
         assert "cards" not in adapter.desired_fields()
         assert "get_card" not in adapter.actions()
         assert (await adapter.list_devices())[0].capabilities == {"lock", "users"}
         with pytest.raises(VendorError) as caught:
-            await adapter.set_desired(sim.device_ids[0], "cards", {}, context(sim.device_ids[0], "cards"))
+            await adapter.set_desired(sim.device_ids[0], "cards", {}, command_context(sim.device_ids[0], "cards"))
         assert caught.value.info.code == ErrorCode.UNSUPPORTED
     finally:
         await adapter.stop()
@@ -283,10 +284,10 @@ async def test_cards_plan_has_one_masked_operation_per_vendor_call(sim: TuyaSimu
     sim.fleet[device].inject(2001, path_contains="/v1.0/osaas/")  # the operation, not the query
     plan = adapter.desired_fields()["cards"].plan
     assert plan is not None
-    [delete] = await plan(device, {}, context(device, "cards"))
+    [delete] = await plan(device, {}, command_context(device, "cards"))
     assert (delete.name, delete.label) == ("delete", "****1111")
     with pytest.raises(VendorError) as caught:
-        await delete.run(context(device, "cards"))
+        await delete.run(command_context(device, "cards"))
     assert caught.value.info.code == ErrorCode.DEVICE_OFFLINE
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -11,10 +14,13 @@ from bridges.tuya.simulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Tuy
 from contracts.errors import ErrorCode
 from twin.adapter import VendorError
 from twin.asgi import ServedApp
+from twin.testing_fakes import FakeClock
 
 
-def _client(served: ServedApp) -> TuyaClient:
-    return TuyaClient(base_url=served.url, client_id=DEFAULT_CLIENT_ID, secret=SecretStr(DEFAULT_CLIENT_SECRET))
+def _client(served: ServedApp, **options: Any) -> TuyaClient:
+    return TuyaClient(
+        base_url=served.url, client_id=DEFAULT_CLIENT_ID, secret=SecretStr(DEFAULT_CLIENT_SECRET), **options
+    )
 
 
 def _status_path(sim: TuyaSimulator) -> str:
@@ -42,19 +48,23 @@ async def test_request_with_nonce_accepted(sim: TuyaSimulator, served: ServedApp
 
 @pytest.mark.anyio
 async def test_token_refreshed_before_expiry_with_one_time_refresh_token() -> None:
-    sim = TuyaSimulator(devices=1, token_lifetime=1.0)
-    async with serve_simulator(sim) as served, _client(served) as client:
+    sim = TuyaSimulator(devices=1, token_lifetime=1000.0)
+    clock = FakeClock()
+    async with serve_simulator(sim) as served, _client(served, clock=clock) as client:
         await client.get(_status_path(sim))
         first_refresh_token = next(iter(sim.tokens.refresh))
-        await anyio.sleep(0.6)  # past the refresh point (half of a short lifetime), before expiry
+        clock.advance(939.0)  # before the refresh point (the default margin: 60 s before expiry)
         await client.get(_status_path(sim))
-        await anyio.sleep(0.6)
+        assert client.refreshes == 0
+        clock.advance(2.0)  # past it, before expiry
+        await client.get(_status_path(sim))
+        clock.advance(941.0)
         await client.get(_status_path(sim))
     assert client.refreshes == 2
     assert client.grants == 1
     assert first_refresh_token not in sim.tokens.refresh  # used once, gone
     refused = [c for c in sim.calls if c.path == _status_path(sim)]
-    assert len(refused) == 3  # no call was refused for an expired token
+    assert len(refused) == 4  # no call was refused for an expired token
 
 
 @pytest.mark.anyio
@@ -163,3 +173,15 @@ async def test_request_unknown_path_is_unsupported(client: TuyaClient) -> None:
     with pytest.raises(VendorError) as caught:
         await client.get("/v9.9/nothing")
     assert caught.value.info.code == ErrorCode.UNSUPPORTED
+
+
+@pytest.mark.anyio
+async def test_client_takes_its_transport_from_the_caller(sim: TuyaSimulator) -> None:
+    # the simulator in-process: the transport given is the one the client sends through
+    transport = httpx.ASGITransport(app=sim.app)
+    secret = SecretStr(DEFAULT_CLIENT_SECRET)
+    async with TuyaClient(
+        base_url="http://tuya.test", client_id=DEFAULT_CLIENT_ID, secret=secret, transport=transport
+    ) as client:
+        await client.get(_status_path(sim))
+    assert [c.path for c in sim.calls] == ["/v1.0/token", _status_path(sim)]

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from bridges.tuya.adapter import TuyaAdapter
 from bridges.tuya.simulator import TuyaSimulator, serve_simulator
 from twin.testing import BridgeHarness
+from twin.testing_fakes import FakeClock
 
 from .conftest import tuya_settings
 
@@ -28,9 +28,12 @@ def window(days: int, *, frozen: bool = False) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def bridge(sim: TuyaSimulator, broker: str, data_dir: Path, **overrides: Any) -> AsyncIterator[BridgeHarness]:
+async def bridge(
+    sim: TuyaSimulator, broker: str, data_dir: Path, *, clock: FakeClock | None = None, **overrides: Any
+) -> AsyncIterator[BridgeHarness]:
     async with serve_simulator(sim) as served:
-        adapter = TuyaAdapter(settings=tuya_settings(sim, served, **{"poll_interval": 30.0, **overrides}))
+        settings = tuya_settings(sim, served, **{"poll_interval": 30.0, **overrides})
+        adapter = TuyaAdapter(settings=settings, **({} if clock is None else {"clock": clock}))
         async with BridgeHarness(adapter=adapter, broker_url=broker, data_dir=data_dir) as harness:
             yield harness
 
@@ -257,13 +260,14 @@ async def test_mqtt_card_requests(mqtt_broker: str, tmp_path: Path) -> None:
 
 
 async def test_mqtt_token_expiry_and_one_time_refresh(mqtt_broker: str, tmp_path: Path) -> None:
-    sim = TuyaSimulator(devices=1, bolt_seconds=0.05, token_lifetime=1.0)
+    sim = TuyaSimulator(devices=1, bolt_seconds=0.05, token_lifetime=100.0)
     device = sim.device_ids[0]
-    async with bridge(sim, mqtt_broker, tmp_path) as h:
+    clock = FakeClock()
+    async with bridge(sim, mqtt_broker, tmp_path, clock=clock) as h:
         for _ in range(3):
             answer = await h.request(device, "list_absent_users", {})
             assert answer["status"] == "succeeded", answer
-            await anyio.sleep(0.6)
+            clock.advance(60.0)  # past the refresh point (half of its life, the margin being 60 s)
         sim.tokens.expire_all()  # an expiry the client did not see coming: 1010, refresh, retry once
         final = await h.set(device, {"lock": "UNLOCKED", "expires_in": 20})
         assert final["status"] == "succeeded", final

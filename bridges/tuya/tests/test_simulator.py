@@ -198,13 +198,12 @@ async def test_simulator_unknown_device_permission_denied(http: httpx.AsyncClien
 async def test_simulator_remote_unlock_disabled(sim: TuyaSimulator, served: ServedApp, adapter: Any) -> None:
     from contracts.errors import ErrorCode
     from twin.adapter import VendorError
-
-    from .conftest import context
+    from twin.testing_fakes import command_context
 
     device = sim.device_ids[0]
     sim.fleet[device].remote_unlock_without_pwd = False
     with pytest.raises(VendorError) as caught:
-        await adapter.lock(device, locked=False, ctx=context(device))
+        await adapter.lock(device, locked=False, ctx=command_context(device))
     assert caught.value.info.code == ErrorCode.UNSUPPORTED
     assert not any(c.path.endswith("door-operate") for c in sim.calls)
 
