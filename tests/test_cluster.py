@@ -74,3 +74,30 @@ async def test_a_broken_store_connection_ends_the_partitions_and_the_instance_se
             await h.wait_for(lambda: len(runtime.partitions) == 4, timeout=10)
             third = await h.set("d1", {"lock": "LOCKED"})  # served from the store by the new member
             assert third["status"] == "succeeded"
+
+
+async def test_a_command_whose_inbox_commit_is_lost_is_never_sent(mqtt_broker: str, tmp_path: Path) -> None:
+    """The inbox hands a row to the engine inside the transaction that consumes it; when that
+    commit is lost, nothing of the command may stay in memory: no worker, no vendor call."""
+    pg.require()
+    adapter = FakeAdapter()
+    with pg.fresh_database() as url:
+        async with ClusterHarness(
+            adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path, store_url=url, instance="one"
+        ) as h:
+            runtime = h.runtime
+            assert isinstance(runtime, ClusterRuntime)
+            await h.wait_for(lambda: runtime.serving("d1") is not None, timeout=20)
+            part = runtime.serving("d1")
+            assert part is not None
+            inbound = runtime.topics.parse(h.topic("d1", "set"))
+            assert inbound is not None
+            with pytest.raises(RuntimeError), part.store.transaction():
+                await part.engine.handle(
+                    inbound, b'{"lock": "UNLOCKED", "transaction": "lost"}', retained=False, reply=None
+                )
+                raise RuntimeError("the commit is lost")
+            assert part.store.command_by_transaction("d1", "lost") is None
+            again = await h.set("d1", {"lock": "UNLOCKED", "transaction": "lost"})  # the client tries again
+            # one device's commands run in order: a worker left with the lost one would have sent it first
+            assert again["status"] == "succeeded" and adapter.calls == [("d1", "unlock")]

@@ -287,12 +287,19 @@ class TwinEngine:
             superseded=[(old, old.id in self._maybe_executed) for old in superseded],
             reply=reply,
         )
-        self._maybe_executed.difference_update(old.id for old in superseded)
-        rt.queue[:] = [c for c in rt.queue if not c.status.is_final]
-        rt.queue.append(cmd)
-        if superseded and rt.wake_retry is not None:
-            rt.wake_retry.set()  # a worker waiting to retry what was just superseded moves on
-        self._kick(device)
+
+        def queued() -> None:
+            self._maybe_executed.difference_update(old.id for old in superseded)
+            rt.queue[:] = [c for c in rt.queue if not c.status.is_final]
+            rt.queue.append(cmd)
+            if superseded and rt.wake_retry is not None:
+                rt.wake_retry.set()  # a worker waiting to retry what was just superseded moves on
+            self._kick(device)
+
+        # Run only once the command is stored: at once, unless the caller's transaction holds the
+        # commit (a shared store's inbox row is consumed in it), whose rollback must leave no worker
+        # sending a command nothing stored.
+        self.store.after_commit(queued)
         return cmd
 
     # -- send and confirm --------------------------------------------------------------------------
