@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores import KINDS, StoreCase, store_case
 from twin.store import Store
 from twin.testing import broker_from_environment
 
@@ -33,3 +34,11 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.open()
     yield s
     s.close()
+
+
+@pytest.fixture(params=KINDS)
+def twin_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreCase]:
+    """Each store in turn: SQLite in a fresh file, PostgreSQL (one partition) in a fresh database
+    (skipped without a server, except under CI)."""
+    with store_case(request.param, tmp_path) as case:
+        yield case

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 import twin.http
-from bench import fleet, fleet_ops, latency, push, throughput
+from bench import failover, fleet, fleet_ops, latency, push, throughput
 from bench.common import RESULTS, Report
 
-NAMES = ("latency", "throughput", "push", "fleet", "fleet_ops")
+NAMES = ("latency", "throughput", "push", "fleet", "fleet_ops", "failover")
 
 
 async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
@@ -49,12 +49,16 @@ async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
     async def fleet_ops_() -> Report:
         return await fleet_ops.main(quick)
 
+    async def failover_() -> Report:
+        return await failover.main(quick)
+
     plan: dict[str, Callable[[], Awaitable[Report]]] = {
         "latency": lat,
         "throughput": tput,
         "push": pushes,
         "fleet": fleet_,
         "fleet_ops": fleet_ops_,
+        "failover": failover_,
     }
     reports = []
     for name in NAMES:

@@ -61,6 +61,12 @@ class Report:
         self.rows.append((label, f"{shown}{unit}", "", ""))
 
     def write(self) -> Path:
+        md = self.save()
+        print(md.read_text(), end="")
+        return md
+
+    def save(self) -> Path:
+        """Write the figures so far (a long benchmark keeps what it measured if a later part fails)."""
         RESULTS.mkdir(exist_ok=True)
         meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version()}
         (RESULTS / f"{self.name}.json").write_text(json.dumps({**meta, "figures": self.figures}, indent=2))
@@ -68,7 +74,6 @@ class Report:
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self.rows]
         md = RESULTS / f"{self.name}.md"
         md.write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
         return md
 
 

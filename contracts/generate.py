@@ -34,6 +34,7 @@ from contracts.messages import (
     DeviceState,
     Event,
     GetRequest,
+    InstancePartitions,
     Response,
     SetRequest,
     TwinDocument,
@@ -51,6 +52,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Event": Event,
     "BridgeDevices": BridgeDevices,
     "BridgeHealth": BridgeHealth,
+    "InstancePartitions": InstancePartitions,
     "BridgeActions": BridgeActions,
     # the fleet service (contracts/fleet.py)
     "QueryRequest": QueryRequest,
@@ -146,6 +148,18 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
         "the bridge's own end-of-backlog marker, read by the bridge only",
         False,
     ),
+    "bridgeInstanceState": (
+        "bridge/{vendor}/instances/{instance}/state",
+        "Availability",
+        "one instance of a bridge on a shared PostgreSQL store; its last will",
+        True,
+    ),
+    "bridgeInstancePartitions": (
+        "bridge/{vendor}/instances/{instance}/partitions",
+        "InstancePartitions",
+        "the partitions one instance serves, and whether it holds the intake",
+        True,
+    ),
     "fleetState": ("fleet/state", "Availability", "the fleet service process; its last will", True),
     **{
         f"fleet_{op}": (f"fleet/request/{op}", message, description, False)
@@ -172,6 +186,8 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
     "markSessionBacklog": ("send", "bridgeSession", None),
     "publishBridgeActions": ("send", "bridgeActions", None),
+    "publishBridgeInstanceState": ("send", "bridgeInstanceState", None),
+    "publishBridgeInstancePartitions": ("send", "bridgeInstancePartitions", None),
     **{f"fleetRequest_{op}": ("receive", f"fleet_{op}", "fleetResponse") for op in FLEET_REQUESTS},
     "publishFleetState": ("send", "fleetState", None),
     "publishFleetJob": ("send", "fleetJob", None),

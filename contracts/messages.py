@@ -35,6 +35,7 @@ __all__ = [
     "EventType",
     "FieldMetadata",
     "GetRequest",
+    "InstancePartitions",
     "LockState",
     "Response",
     "SetRequest",
@@ -213,6 +214,21 @@ class DeviceEntry(BaseModel):
     capabilities: list[str]
     actions: list[str]
     desired_fields: list[str]
+
+
+class InstancePartitions(BaseModel):
+    """Retained on ``{base}/bridge/{vendor}/instances/{instance}/partitions`` by each instance of a bridge
+    that shares a PostgreSQL store: which partitions of the fleet it serves now. Its availability is
+    ``.../instances/{instance}/state`` (``online`` / ``offline``, its last will); the vendor's
+    ``bridge/{vendor}/state`` is the intake's, which one live instance holds at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance: str
+    partitions: list[int] = Field(description="the partitions it holds (0 to count - 1)")
+    count: int = Field(description="how many partitions the fleet has")
+    intake: bool = Field(description="whether it holds the intake session that takes commands in")
+    since: datetime = Field(description="when this set of partitions began")
 
 
 class BridgeHealth(BaseModel):

@@ -72,6 +72,10 @@ class Topics:
         only the bridge subscribes to it."""
         return f"{self._bridge}/session"
 
+    def bridge_instance(self, instance: str, leaf: str) -> str:
+        """An instance's own topic (``state``, ``partitions``) when several share a PostgreSQL store."""
+        return f"{self._bridge}/instances/{instance}/{leaf}"
+
     @property
     def bridge_actions(self) -> str:
         return f"{self._bridge}/actions"

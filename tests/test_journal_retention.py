@@ -11,38 +11,44 @@ import anyio
 import pytest
 
 from tests.fake_adapter import FakeAdapter
+from tests.stores import StoreCase
 from twin.config import BridgeOptions
-from twin.store import Store
+from twin.store import Store, TwinStore
 from twin.testing import BridgeHarness
 
 
-def _entries(store: Store, count: int, *, at: float) -> None:
-    with store.transaction():
+def _entries(case: StoreCase, count: int, *, at: float) -> None:
+    with case.store.transaction():
         for i in range(count):
-            store.journal(entry="state", device=f"d{i % 3}", source="poll", data={"i": i})
-        store.conn.execute("UPDATE journal SET at=? WHERE at > ?", (at, at))
+            case.store.journal(entry="state", device=f"d{i % 3}", source="poll", data={"i": i})
+    case.execute("UPDATE journal SET at=? WHERE at > ?", at, at)
 
 
-def test_prune_deletes_the_oldest_in_batches_and_stops_at_young_entries(store: Store) -> None:
+def test_prune_deletes_the_oldest_in_batches_and_stops_at_young_entries(twin_store: StoreCase) -> None:
+    store = twin_store.store
     now = time.time()
-    _entries(store, 1200, at=now - 40 * 86_400)
-    old_seq = store.conn.execute("SELECT max(seq) FROM journal").fetchone()[0]
+    _entries(twin_store, 1200, at=now - 40 * 86_400)
+    [(old_seq,)] = twin_store.durable("SELECT max(seq) FROM journal")
     with store.transaction():
         for i in range(30):
             store.journal(entry="state", device="d1", source="push", data={"young": i})
     before = now - 30 * 86_400
 
-    assert store.prune_journal(before=before, limit=500) == 500
-    assert store.prune_journal(before=before, limit=500) == 500
-    assert store.prune_journal(before=before, limit=500) == 200  # the rest of the old ones, not the young
-    assert store.prune_journal(before=before, limit=500) == 0
+    assert twin_store.retention.prune_journal(before=before, limit=500) == 500
+    assert twin_store.retention.prune_journal(before=before, limit=500) == 500
+    assert (
+        twin_store.retention.prune_journal(before=before, limit=500) == 200
+    )  # the rest of the old ones, not the young
+    assert twin_store.retention.prune_journal(before=before, limit=500) == 0
     left = store.journal_entries()
     assert len(left) == 30 and all(e["seq"] > old_seq for e in left)
     assert [e["data"] for e in left] == [{"young": i} for i in range(30)]
 
 
 def test_prune_of_a_young_journal_writes_nothing(store: Store) -> None:
-    _entries(store, 10, at=time.time())
+    with store.transaction():
+        for i in range(10):
+            store.journal(entry="state", device=f"d{i % 3}", source="poll", data={"i": i})
     changes = store.conn.total_changes
     assert store.prune_journal(before=time.time() - 86_400, limit=500) == 0
     assert store.conn.total_changes == changes
@@ -67,7 +73,7 @@ async def test_a_bridge_prunes_its_journal_and_still_refuses_a_replay(mqtt_broke
         assert adapter.calls == [("d1", "unlock")]
 
 
-def _command(store: Store, n: int, *, accepted_at: float, status: str = "succeeded") -> None:
+def _command(store: TwinStore, n: int, *, accepted_at: float, status: str = "succeeded") -> None:
     from contracts.messages import CommandStatus
     from twin.store import CommandRecord
 
@@ -88,9 +94,12 @@ def _command(store: Store, n: int, *, accepted_at: float, status: str = "succeed
     store.insert_command(cmd)
 
 
-def test_commands_older_than_their_retention_go_and_open_ones_stay(store: Store) -> None:
+def test_commands_older_than_their_retention_go_and_open_ones_stay(twin_store: StoreCase) -> None:
     """``commands_days``: ended and answered commands accepted before it go in batches, the young
-    and the open ones stay (twin.store.prune_commands)."""
+    and the open ones stay (twin.store.prune_commands; on PostgreSQL the vendor's view prunes every
+    partition)."""
+    store = twin_store.store
+    pruner = twin_store.retention
     now = time.time()
     old = now - 40 * 86_400
     with store.transaction():
@@ -100,12 +109,12 @@ def test_commands_older_than_their_retention_go_and_open_ones_stay(store: Store)
         for n in range(701, 710):
             _command(store, n, accepted_at=now)
         store.refuse("d1", "r-old", "f", {"code": "EXPIRED"})
-        store.conn.execute("UPDATE refusals SET at=?", (old,))
+    twin_store.execute("UPDATE refusals SET at=?", old)
     before = now - 30 * 86_400
-    assert store.prune_commands(before=before, limit=500) == 500
-    assert store.prune_commands(before=before, limit=500) == 200
-    assert store.prune_commands(before=before, limit=500) == 0
-    left = [row[0] for row in store.conn.execute("SELECT txn FROM commands ORDER BY seq")]
+    assert pruner.prune_commands(before=before, limit=500) == 500
+    assert pruner.prune_commands(before=before, limit=500) == 200
+    assert pruner.prune_commands(before=before, limit=500) == 0
+    left = [row[0] for row in twin_store.durable("SELECT txn FROM commands ORDER BY seq")]
     assert left == ["t700", *(f"t{n}" for n in range(701, 710))]
     assert store.refusal("d1", "r-old", "f") is None
     assert store.command_by_transaction("d1", "t1") is None  # that transaction is forgotten

@@ -37,6 +37,7 @@ NOT_HERE = {
     "docker ": "no Docker engine here; tests/test_compose.py checks the compose files",
     "python -m bench": "benchmarks run for minutes; bench/README.md has their figures",
     ". .venv/bin/activate": "the virtualenv is on the PATH of every line",
+    "LOCKTWIN_STORE=postgresql": "a database of its own per run: tests/faults/test_failover.py starts these instances",
 }
 #: lines that run until stopped: the output that says they are up (None: still running after a while)
 SERVICES: list[tuple[re.Pattern[str], str | None]] = [

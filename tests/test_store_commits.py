@@ -1,19 +1,20 @@
-"""The store's commits (twin.store): nested transactions join the outermost, what waits for a commit
-runs only after it (never after a rollback), and answered marks join the next commit or a flush.
-Real SQLite files; a second connection reads what is durable (what a process finds after a crash)."""
+"""The store's commits, on both stores (SQLite, and a partition of the PostgreSQL store): nested
+transactions join the outermost, what waits for a commit runs only after it (never after a
+rollback), undo hooks run only after a rollback, and answered marks join the next commit or a flush.
+Real SQLite files and a real PostgreSQL database; a second connection reads what is durable (what a
+process finds after a crash)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
 from contracts.messages import CommandStatus, EventType
 from contracts.topics import Topics
+from tests.stores import StoreCase
 from twin.outbound import Outbound
-from twin.store import CommandRecord, Store, TwinRecord
+from twin.store import CommandRecord, TwinRecord
 
 
 def _command(device: str = "d1", transaction: str = "t1") -> CommandRecord:
@@ -33,16 +34,8 @@ def _command(device: str = "d1", transaction: str = "t1") -> CommandRecord:
     )
 
 
-def _durable(path: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
-    """What another connection (a process after a crash) reads."""
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
-def test_nested_transactions_commit_once_and_release_after_the_outermost(store: Store) -> None:
+def test_nested_transactions_commit_once_and_release_after_the_outermost(twin_store: StoreCase) -> None:
+    store = twin_store.store
     seen: list[str] = []
     with store.transaction():
         store.save_twin(TwinRecord(device="d1", version=1))
@@ -50,38 +43,40 @@ def test_nested_transactions_commit_once_and_release_after_the_outermost(store: 
             store.save_twin(TwinRecord(device="d2", version=1))
             store.after_commit(lambda: seen.append("inner"))
         assert seen == []  # the inner block ended, the commit did not
-        assert _durable(store.path, "SELECT device FROM twins") == []
+        assert twin_store.durable("SELECT device FROM twins") == []
         store.after_commit(lambda: seen.append("outer"))
     assert seen == ["inner", "outer"]
-    assert sorted(_durable(store.path, "SELECT device FROM twins")) == [("d1",), ("d2",)]
+    assert sorted(twin_store.durable("SELECT device FROM twins")) == [("d1",), ("d2",)]
     store.after_commit(lambda: seen.append("now"))  # outside a transaction: at once
     assert seen[-1] == "now"
 
 
-def test_a_rollback_drops_what_waited_for_the_commit(store: Store) -> None:
+def test_a_rollback_drops_what_waited_for_the_commit(twin_store: StoreCase) -> None:
+    store = twin_store.store
     seen: list[str] = []
     with pytest.raises(RuntimeError), store.transaction():
         store.save_twin(TwinRecord(device="d1", version=1))
         store.after_commit(lambda: seen.append("never"))
         raise RuntimeError("a bug")
     assert seen == []
-    assert _durable(store.path, "SELECT device FROM twins") == []
+    assert twin_store.durable("SELECT device FROM twins") == []
     assert not store.in_transaction
     with store.transaction():  # and the store still works
         store.save_twin(TwinRecord(device="d1", version=1))
-    assert _durable(store.path, "SELECT device FROM twins") == [("d1",)]
+    assert twin_store.durable("SELECT device FROM twins") == [("d1",)]
 
 
-def test_answered_marks_are_deferred_and_flushed(store: Store) -> None:
+def test_answered_marks_are_deferred_and_flushed(twin_store: StoreCase) -> None:
+    store = twin_store.store
     cmd = _command()
     cmd.status = CommandStatus.SUCCEEDED
     with store.transaction():
         store.insert_command(cmd)
     assert [c.id for c in store.unanswered_finals()] == [cmd.id]
     store.mark_answered(cmd.id)
-    assert _durable(store.path, "SELECT answered FROM commands") == [(0,)]  # a crash repeats the answer
+    assert twin_store.durable("SELECT answered FROM commands") == [(0,)]  # a crash repeats the answer
     store.flush()
-    assert _durable(store.path, "SELECT answered FROM commands") == [(1,)]
+    assert twin_store.durable("SELECT answered FROM commands") == [(1,)]
     assert store.unanswered_finals() == []
     other = _command(transaction="t2")
     other.status = CommandStatus.FAILED
@@ -91,9 +86,8 @@ def test_answered_marks_are_deferred_and_flushed(store: Store) -> None:
     assert store.unanswered_finals() == []  # a reconnect does not repeat what the broker took
 
 
-def test_answered_marks_join_the_next_commit_and_close_flushes_them(tmp_path: Path) -> None:
-    store = Store(path=tmp_path / "twins.sqlite")
-    store.open()
+def test_answered_marks_join_the_next_commit_and_close_flushes_them(twin_store: StoreCase) -> None:
+    store = twin_store.store
     first, second = _command(transaction="t1"), _command(transaction="t2")
     first.status = CommandStatus.SUCCEEDED
     with store.transaction():
@@ -101,16 +95,18 @@ def test_answered_marks_join_the_next_commit_and_close_flushes_them(tmp_path: Pa
     store.mark_answered(first.id)
     with store.transaction():
         store.insert_command(second)
-    assert _durable(store.path, "SELECT txn, answered FROM commands ORDER BY seq") == [("t1", 1), ("t2", 0)]
+    assert twin_store.durable("SELECT txn, answered FROM commands ORDER BY seq") == [("t1", 1), ("t2", 0)]
     second.status = CommandStatus.FAILED
     with store.transaction():
         store.update_command(second)
     store.mark_answered(second.id)
-    store.close()
-    assert _durable(store.path, "SELECT txn, answered FROM commands ORDER BY seq") == [("t1", 1), ("t2", 1)]
+    store = twin_store.restart()  # a clean stop: the last mark is not left for a second answer
+    assert twin_store.durable("SELECT txn, answered FROM commands ORDER BY seq") == [("t1", 1), ("t2", 1)]
+    assert store.unanswered_finals() == []
 
 
-def test_outbound_announces_nothing_before_its_commit(store: Store) -> None:
+def test_outbound_announces_nothing_before_its_commit(twin_store: StoreCase) -> None:
+    store = twin_store.store
     sent: list[str] = []
 
     class Recorder:
@@ -136,7 +132,8 @@ def test_outbound_announces_nothing_before_its_commit(store: Store) -> None:
     assert sent == ["locktwin/fake/d1/event"]
 
 
-def test_undo_runs_when_the_outermost_transaction_rolls_back(store: Store) -> None:
+def test_undo_runs_when_the_outermost_transaction_rolls_back(twin_store: StoreCase) -> None:
+    store = twin_store.store
     """What a nested writer changed in memory is undone when the commit it joined is lost."""
     undone: list[str] = []
     with pytest.raises(RuntimeError), store.transaction():
@@ -149,3 +146,17 @@ def test_undo_runs_when_the_outermost_transaction_rolls_back(store: Store) -> No
         store.on_rollback(lambda: undone.append("committed"))
         store.set_meta("k", "v")
     assert undone == ["inner"] and store.meta("k") == "v"
+
+
+def test_a_refusal_is_remembered_for_its_transaction_and_what_it_asked(twin_store: StoreCase) -> None:
+    """A command refused for its age is answered the same when it comes again, after a restart too."""
+    store = twin_store.store
+    assert store.refusal("d1", "t-old", "f1") is None
+    with store.transaction():
+        store.refuse("d1", "t-old", "f1", {"code": "EXPIRED", "message": "too old"})
+        store.refuse("d1", "t-old", "f1", {"code": "EXPIRED", "message": "a second time"})  # the first stays
+    assert store.refusal("d1", "t-old", "f1") == {"code": "EXPIRED", "message": "too old"}
+    assert store.refusal("d1", "t-old", "f2") is None  # another command under that transaction
+    store = twin_store.restart()
+    assert store.refusal("d1", "t-old", "f1") == {"code": "EXPIRED", "message": "too old"}
+    assert store.refusal("d2", "t-old", "f1") is None

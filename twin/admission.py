@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from contracts.errors import ErrorCode, ErrorInfo
 from twin.adapter import DeviceInfo
 from twin.intake import Arrival, CommandRequest, Rejected, expiry
-from twin.store import CommandRecord, Store, TwinRecord
+from twin.store import CommandRecord, TwinRecord, TwinStore
 
 __all__ = ["Admission", "Admitted"]
 
@@ -33,7 +33,7 @@ class Admitted:
 
 
 class Admission:
-    def __init__(self, *, store: Store, default_expiry: float, max_expiry: float) -> None:
+    def __init__(self, *, store: TwinStore, default_expiry: float, max_expiry: float) -> None:
         self.store = store
         self.default_expiry = default_expiry
         self.max_expiry = max_expiry

@@ -20,6 +20,7 @@ import anyio
 from pydantic import ValidationError
 
 from twin.adapter import Adapter
+from twin.cluster import ClusterRuntime
 from twin.config import (
     ConfigError,
     LocktwinSettings,
@@ -58,9 +59,24 @@ def resolve_adapter(name: str) -> type[Adapter[Any]]:
 
 def build_runtime(
     settings: LocktwinSettings, adapter_cls: type[Adapter[Any]], shard: Shard | None = None
-) -> BridgeRuntime:
+) -> BridgeRuntime | ClusterRuntime:
     table = settings.vendors.get(adapter_cls.vendor, {})
     adapter = adapter_cls(settings=load_vendor_settings(adapter_cls.settings_model, table))
+    if settings.store is not None:
+        if shard is not None:
+            raise ConfigError(
+                ["--shard is for SQLite stores; with store = postgresql://... instances share partitions"]
+            )
+        return ClusterRuntime(
+            adapter=adapter,
+            mqtt=settings.mqtt.for_vendor(adapter_cls.vendor),
+            store_url=settings.store,
+            store_password=settings.store_secret(),
+            data_dir=settings.data_dir,
+            base_topic=settings.base_topic,
+            options=settings.bridge(adapter_cls.vendor),
+            cluster=settings.cluster,
+        )
     return BridgeRuntime(
         adapter=adapter,
         mqtt=settings.mqtt.for_vendor(adapter_cls.vendor),
@@ -73,14 +89,17 @@ def build_runtime(
     )
 
 
-async def run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, int] | None = None) -> None:
+async def run_bridges(
+    runtimes: Sequence[BridgeRuntime | ClusterRuntime], *, metrics: tuple[str, int] | None = None
+) -> None:
     with ExitStack() as locks:
         for runtime in runtimes:  # before anything starts: a second process on a store stops here
-            locks.enter_context(runtime.data_lock)
+            if isinstance(runtime, BridgeRuntime):
+                locks.enter_context(runtime.data_lock)
         await _run_bridges(runtimes, metrics=metrics)
 
 
-async def _run_bridges(runtimes: Sequence[BridgeRuntime], *, metrics: tuple[str, int] | None) -> None:
+async def _run_bridges(runtimes: Sequence[BridgeRuntime | ClusterRuntime], *, metrics: tuple[str, int] | None) -> None:
     # the metrics server outside the bridges' task group: its own task group must close after theirs
     async with AsyncExitStack() as stack:
         if metrics is not None:

@@ -46,6 +46,7 @@ from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_ca, load_cert
 
 __all__ = [
     "BridgeOptions",
+    "ClusterSettings",
     "ConfigError",
     "LocktwinSettings",
     "MqttSettings",
@@ -252,12 +253,34 @@ class BridgeOptions(BaseModel):
     retry_cap: float = Field(default=30.0, gt=0, description="longest delay between two attempts of a command")
 
 
+class ClusterSettings(BaseModel):
+    """Several instances of a bridge on one PostgreSQL store (``store = "postgresql://..."``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instance: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="this instance's name (its topics, its client id); default: the host name",
+    )
+    partitions: int = Field(default=32, ge=1, le=4096, description="fixed once a store has data")
+    lease_seconds: float = Field(
+        default=10.0, ge=2, le=300, description="how long a lease outlives its last renewal (a pause, a split)"
+    )
+
+
 class LocktwinSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOCKTWIN_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     base_topic: str = Field(default="locktwin", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     data_dir: Path = Path("data")
     store_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: None: one SQLite file per adapter under data_dir; "postgresql://host/db": a store shared by
+    #: several instances of each bridge (twin.cluster)
+    store: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    store_password: SecretStr | None = None
+    store_password_file: Path | None = None
+    cluster: ClusterSettings = ClusterSettings()
     mqtt: MqttSettings = MqttSettings()
     bridges: dict[str, BridgeOptions] = Field(default_factory=dict)
     vendors: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -282,6 +305,22 @@ class LocktwinSettings(BaseSettings):
 
     def bridge(self, vendor: str) -> BridgeOptions:
         return self.bridges.get(vendor, BridgeOptions())
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).password:
+            # a URL gets logged and sits in the TOML; the password goes to LOCKTWIN_STORE_PASSWORD(_FILE)
+            raise ValueError("store must not carry a password: use LOCKTWIN_STORE_PASSWORD or store_password_file")
+        return url
+
+    def store_secret(self) -> str | None:
+        """The PostgreSQL password (``LOCKTWIN_STORE_PASSWORD``, else the first line of ``store_password_file``)."""
+        if self.store_password is not None:
+            return self.store_password.get_secret_value()
+        if self.store_password_file is not None:
+            return self.store_password_file.read_text().strip()
+        return None
 
 
 class ConfigError(ValueError):

@@ -45,7 +45,7 @@ from twin.policies import HoldPolicy
 from twin.reads import StatusReads
 from twin.redaction import keep_redacted, public_value
 from twin.reported import merge, watermarks
-from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord
+from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
 
 if TYPE_CHECKING:
     from twin.config import BridgeOptions
@@ -79,11 +79,13 @@ class TwinEngine:
         self,
         *,
         adapter: Adapter[Any],
-        store: Store,
+        store: TwinStore,
         topics: Topics,
         options: BridgeOptions,
         owns: Callable[[str], bool] = lambda device: True,
         on_published: Callable[[str], None] | None = None,
+        gate: VendorGate | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.adapter = adapter
         self.owns = owns
@@ -112,12 +114,16 @@ class TwinEngine:
             settle=lambda cmd: keep_redacted(cmd, fields=self.fields, actions=self.actions, store=store),
         )
         self.plans = PlanRunner(lifecycle=self.lifecycle)
-        self.gate = VendorGate(
+        # one gate for the adapter: the engines of a shared store's partitions pass theirs in
+        self.gate = gate or VendorGate(
             vendor=adapter.vendor,
             limit=options.max_in_flight or adapter.max_in_flight,
             call_timeout=options.call_timeout,
             send_margin=adapter.send_margin if options.send_margin is None else options.send_margin,
         )
+        #: raises when this engine may no longer act (its partition's lease is gone): checked right
+        #: before every vendor call, so that an instance woken from a pause never sends one late
+        self._fence = fence or (lambda: None)
         self._validators: dict[str, TypeAdapter[Any]] = {}
         #: commands one of whose calls got no answer: the vendor may have acted on it
         self._maybe_executed: set[str] = set()
@@ -281,12 +287,19 @@ class TwinEngine:
             superseded=[(old, old.id in self._maybe_executed) for old in superseded],
             reply=reply,
         )
-        self._maybe_executed.difference_update(old.id for old in superseded)
-        rt.queue[:] = [c for c in rt.queue if not c.status.is_final]
-        rt.queue.append(cmd)
-        if superseded and rt.wake_retry is not None:
-            rt.wake_retry.set()  # a worker waiting to retry what was just superseded moves on
-        self._kick(device)
+
+        def queued() -> None:
+            self._maybe_executed.difference_update(old.id for old in superseded)
+            rt.queue[:] = [c for c in rt.queue if not c.status.is_final]
+            rt.queue.append(cmd)
+            if superseded and rt.wake_retry is not None:
+                rt.wake_retry.set()  # a worker waiting to retry what was just superseded moves on
+            self._kick(device)
+
+        # Run only once the command is stored: at once, unless the caller's transaction holds the
+        # commit (a shared store's inbox row is consumed in it), whose rollback must leave no worker
+        # sending a command nothing stored.
+        self.store.after_commit(queued)
         return cmd
 
     # -- send and confirm --------------------------------------------------------------------------
@@ -397,6 +410,7 @@ class TwinEngine:
             rt.wake_retry = None
 
     async def _execute(self, cmd: CommandRecord, ctx: CommandContext) -> ExecuteResult:
+        self._fence()
         if cmd.kind == "set":
             desired = self.fields[cmd.name]
             validator = self._validators.get(cmd.name)

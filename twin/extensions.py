@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from contracts.topics import Topics
 from twin.adapter import BridgeSink, DeviceInfo, ReportedPatch
 from twin.gate import VendorGate
-from twin.store import Store, TwinRecord
+from twin.store import TwinRecord, TwinStore
 
 if TYPE_CHECKING:
     from twin.config import BridgeOptions
@@ -112,7 +112,7 @@ class BridgeContext:
     vendor: str
     topics: Topics
     options: BridgeOptions
-    store: Store
+    store: TwinStore
     fleet: FleetView
     gate: VendorGate
     bus: EventBus

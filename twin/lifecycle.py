@@ -37,7 +37,7 @@ from contracts.messages import CommandStatus
 from twin.intake import CommandRequest
 from twin.metrics import COMMANDS
 from twin.outbound import Outbound, ReplyTo
-from twin.store import CommandRecord, Store, TwinRecord
+from twin.store import CommandRecord, TwinRecord, TwinStore
 
 __all__ = ["Lifecycle", "Outcome", "at_expiry", "new_command", "settle_at_start", "unanswered"]
 
@@ -126,7 +126,7 @@ class Lifecycle:
     def __init__(
         self,
         *,
-        store: Store,
+        store: TwinStore,
         out: Outbound,
         vendor: str,
         twins: Mapping[str, TwinRecord],

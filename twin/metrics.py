@@ -13,6 +13,9 @@
 | ``locktwin_publish_too_large_total`` | | messages not sent: larger than the broker's Maximum Packet Size |
 | ``locktwin_observations_clamped_total`` | vendor | reported values dated too far ahead, counted as received now |
 | ``locktwin_store_writable`` | vendor | 1 while the store takes writes, 0 while it cannot (a full disk) |
+| ``locktwin_leases_held`` | vendor | partitions this instance holds (shared PostgreSQL store) |
+| ``locktwin_leases_acquired_total`` | vendor, how | partitions taken: ``free``, taken over (``expired``, ``dead``) |
+| ``locktwin_leases_lost_total`` | vendor | partitions lost before this instance gave them up |
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "COMMANDS",
     "IN_FLIGHT",
+    "LEASES_ACQUIRED",
+    "LEASES_HELD",
+    "LEASES_LOST",
     "OBSERVATIONS_CLAMPED",
     "POLL_BACKOFF",
     "POLL_LAG",
@@ -59,3 +65,8 @@ STORE_WRITABLE = Gauge(
 PUBLISH_TOO_LARGE = Counter(
     "locktwin_publish_too_large_total", "Messages not sent: larger than the broker's Maximum Packet Size (MQTT 5)"
 )
+LEASES_HELD = Gauge("locktwin_leases_held", "Partitions this instance holds", ["vendor"])
+LEASES_ACQUIRED = Counter(
+    "locktwin_leases_acquired_total", "Partitions acquired: free, or taken over (expired, dead)", ["vendor", "how"]
+)
+LEASES_LOST = Counter("locktwin_leases_lost_total", "Partitions lost before this instance gave them up", ["vendor"])

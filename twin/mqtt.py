@@ -37,13 +37,16 @@ look at, without key material. Reconnecting stays the caller's job (aiomqtt rais
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import aiomqtt
+import anyio
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
@@ -58,6 +61,7 @@ __all__ = [
     "UnsupportedTopicError",
     "check_topic_levels",
     "describe_error",
+    "disconnect_shielded",
     "mqtt_client",
 ]
 
@@ -305,3 +309,21 @@ def _connack(exc: MqttConnectError, settings: MqttSettings) -> str:
     if "username" in lowered or "password" in lowered or "authori" in lowered:
         return f"{text} (check mqtt.username and the password; the broker's ACL)"
     return text
+
+
+@asynccontextmanager
+async def disconnect_shielded(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """``async with client``, whose goodbye (DISCONNECT, and waiting for the broker to close) runs even
+    when the bridge is being cancelled: aiomqtt's exit awaits it, and a cancelled wait left the
+    disconnection's outcome to a future nobody read ("Future exception was never retrieved")."""
+    await client.__aenter__()
+    try:
+        yield client
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            await client.__aexit__(None, None, None)
+        # A connection the broker dropped while we were stopping (it stopped first: ``docker compose
+        # down``, Ctrl-C in a terminal) leaves its error in aiomqtt's future, which nobody else reads.
+        lost = getattr(client, "_disconnected", None)
+        if isinstance(lost, asyncio.Future) and lost.done() and not lost.cancelled():
+            lost.exception()

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 
 from contracts.errors import ErrorInfo
 from contracts.messages import CommandStatus
-from twin.store import Store, StoreUnavailable
+from twin.store import StoreUnavailable, TwinStore
 
 __all__ = ["Outcome", "StoreOutage"]
 
@@ -28,7 +28,7 @@ Outcome = tuple[CommandStatus, ErrorInfo | None, dict[str, Any] | None]
 
 
 class StoreOutage:
-    def __init__(self, *, store: Store, resave: Callable[[str], None]) -> None:
+    def __init__(self, *, store: TwinStore, resave: Callable[[str], None]) -> None:
         self.store = store
         #: saves a device's twin again and publishes it (raises StoreUnavailable when it cannot)
         self.resave = resave

@@ -41,7 +41,7 @@ from twin.adapter import ActionSpec, DesiredField, DeviceInfo
 from twin.document import render_event, render_state, render_twin, response_for
 from twin.jsonenc import dumps
 from twin.redaction import redactor
-from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord
+from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
 
 __all__ = ["DEVICES_PAGE_BYTES", "Outbound", "ReplyTo", "Transport"]
 
@@ -92,7 +92,7 @@ class Outbound:
         self,
         *,
         topics: Topics,
-        store: Store,
+        store: TwinStore,
         held: Callable[[str], bool],
         current_of: Callable[[str], CommandRecord | None],
         latest_of: Callable[[str], CommandRecord | None] = lambda device: None,
@@ -363,9 +363,14 @@ class Outbound:
         Those answers go first, each after its device's documents; the rest of the fleet is fed to
         the publisher one device at a time, rendered when there is room to send it.
         """
-        self._published.clear()  # the broker may have lost them: publish everything again
         self.actions_table()
         self.devices_list()
+        self.republish_devices()
+
+    def republish_devices(self) -> None:
+        """Every device's retained documents and the final answers not delivered yet (answers first),
+        without the bridge's own documents (a partition's engine, twin.cluster)."""
+        self._published.clear()  # the broker may have lost them: publish everything again
         ahead: set[str] = set()
         for cmd in self.store.unanswered_finals():
             if cmd.device in self.twins and cmd.device not in ahead:

@@ -37,6 +37,7 @@ fleet at once, and a message sent meanwhile (an answer) goes out before the rest
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -64,6 +65,8 @@ class Outgoing:
     retain: bool
     props: Properties | None
     on_sent: Callable[[], None] | None
+    #: False once the message must not go out any more (its partition's lease is gone)
+    guard: Callable[[], bool] | None = None
 
 
 def _varint_size(n: int) -> int:
@@ -128,6 +131,7 @@ class Publisher:
         correlation: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
         properties: Properties | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         """Queue one QoS 1 message; ``properties`` are MQTT v5 PUBLISH properties of the caller's own
         (a Message Expiry Interval, a Response Topic), ``correlation`` is added to them."""
@@ -139,13 +143,13 @@ class Publisher:
         if self._paho is None:
             while len(self.outbox) >= self.limit:
                 self.outbox.popleft()
-        self.outbox.append(Outgoing(topic, payload, retain, props, on_sent))
+        self.outbox.append(Outgoing(topic, payload, retain, props, on_sent, guard))
         self._pump()
 
     def feed(self, steps: Iterator[Callable[[], None]]) -> None:
         """Run ``steps`` (each sends a few messages) as the window frees up, after what is queued; a
-        new feed replaces an unfinished one, and losing the connection drops it."""
-        self._feed = steps
+        feed given while one runs follows it, and losing the connection drops both."""
+        self._feed = steps if self._feed is None else itertools.chain(self._feed, steps)
         self._pump()
 
     def prepare(self, client: aiomqtt.Client) -> aiomqtt.Client:
@@ -225,6 +229,8 @@ class Publisher:
                         break
                     continue
                 item = self.outbox.popleft()
+                if item.guard is not None and not item.guard():
+                    continue  # its lease ended while it waited: whoever holds it now publishes
                 if self.maximum_packet_size is not None and self._too_large(item, self.maximum_packet_size):
                     continue
                 info = inner.publish(item.topic, item.payload, qos=1, retain=item.retain, properties=item.props)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twin.adapter import ActionSpec, DesiredField
-from twin.store import CommandRecord, Store
+from twin.store import CommandRecord, TwinStore
 
 __all__ = ["REDACTED", "keep_redacted", "public_value", "redactor", "settled_value"]
 
@@ -81,7 +81,7 @@ def _redact(
 
 
 def keep_redacted(
-    cmd: CommandRecord, *, fields: Mapping[str, DesiredField], actions: Mapping[str, ActionSpec], store: Store
+    cmd: CommandRecord, *, fields: Mapping[str, DesiredField], actions: Mapping[str, ActionSpec], store: TwinStore
 ) -> None:
     """``cmd`` ended: from now on its value is :func:`settled_value` (stored by the caller's update),
     and when that dropped something, the store forgets the old copies of it in its files."""

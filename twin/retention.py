@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 
 from twin.extensions import BridgeContext, Extension
-from twin.store import Store, StoreUnavailable
+from twin.store import StoreUnavailable, TwinStore
 
 __all__ = ["PRUNE_BATCH", "PRUNE_BATCHES", "StoreRetention"]
 
@@ -41,7 +41,7 @@ class StoreRetention(Extension):
         if self.journal_days or self.commands_days:
             bridge.task_group.start_soon(self._run, bridge.store)
 
-    async def _run(self, store: Store) -> None:
+    async def _run(self, store: TwinStore) -> None:
         while True:
             await anyio.sleep(INTERVAL)
             try:
@@ -49,7 +49,7 @@ class StoreRetention(Extension):
             except (sqlite3.Error, StoreUnavailable) as exc:  # busy or full disk: the next round tries again
                 log.warning("store retention failed: %s", exc)
 
-    async def prune(self, store: Store) -> None:
+    async def prune(self, store: TwinStore) -> None:
         now = time.time()
         for days, prune in ((self.journal_days, store.prune_journal), (self.commands_days, store.prune_commands)):
             if not days:

@@ -16,12 +16,10 @@ that does not match) and retried with the same backoff. Names the broker cannot 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from twin.homeassistant import DEFAULT_PREFIX, HomeAssistantExtension, HomeAssis
 from twin.intake import Arrival, best_effort_transaction
 from twin.jsonenc import dumps
 from twin.metrics import RECONNECTS, STORE_WRITABLE
-from twin.mqtt import check_topic_levels, describe_error, mqtt_client
+from twin.mqtt import check_topic_levels, describe_error, disconnect_shielded, mqtt_client
 from twin.outbound import ReplyTo
 from twin.polling import Poller
 from twin.publisher import Publisher
@@ -52,6 +50,7 @@ from twin.shard import Shard
 from twin.store import Store, StoreError, StoreUnavailable
 
 __all__ = [
+    "OUTBOX_LIMIT",
     "PUBLISH_WINDOW",
     "BridgeRuntime",
 ]
@@ -85,24 +84,6 @@ OUTBOX_LIMIT = 100_000
 #: seconds between copies of the store's write-ahead log into its file, and the longest a deferred
 #: write waits for its commit (see twin.store)
 CHECKPOINT_INTERVAL = 1.0
-
-
-@asynccontextmanager
-async def _disconnect_shielded(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
-    """``async with client``, whose goodbye (DISCONNECT, and waiting for the broker to close) runs even
-    when the bridge is being cancelled: aiomqtt's exit awaits it, and a cancelled wait left the
-    disconnection's outcome to a future nobody read ("Future exception was never retrieved")."""
-    await client.__aenter__()
-    try:
-        yield client
-    finally:
-        with anyio.move_on_after(2, shield=True):
-            await client.__aexit__(None, None, None)
-        # A connection the broker dropped while we were stopping (it stopped first: ``docker compose
-        # down``, Ctrl-C in a terminal) leaves its error in aiomqtt's future, which nobody else reads.
-        lost = getattr(client, "_disconnected", None)
-        if isinstance(lost, asyncio.Future) and lost.done() and not lost.cancelled():
-            lost.exception()
 
 
 class BridgeRuntime:
@@ -233,7 +214,7 @@ class BridgeRuntime:
             lost = False
             connected = False
             try:
-                async with _disconnect_shielded(self._client()) as client:
+                async with disconnect_shielded(self._client()) as client:
                     delay = 0.5
                     connected = True
                     await self._on_connect(client, routes)

@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 
-from twin.store import Store, StoreUnavailable
+from twin.store import StoreUnavailable, TwinStore
 
 __all__ = ["SessionClock"]
 
@@ -36,7 +36,7 @@ _LIVE_AT = "live_at"
 
 
 class SessionClock:
-    def __init__(self, *, store: Store, marker_topic: str) -> None:
+    def __init__(self, *, store: TwinStore, marker_topic: str) -> None:
         self.store = store
         self.marker_topic = marker_topic
         self._marker: bytes | None = None

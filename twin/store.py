@@ -38,7 +38,6 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,54 +46,15 @@ import sqlite_utils
 from contracts.messages import CommandStatus
 from twin.files import private_file
 from twin.jsonenc import dumps_text
+from twin.storeapi import CommandRecord, StoreError, StoreUnavailable, TwinRecord, TwinStore
 
-__all__ = ["WAL_LIMIT", "CommandRecord", "Store", "StoreError", "StoreUnavailable", "TwinRecord"]
+__all__ = ["WAL_LIMIT", "CommandRecord", "Store", "StoreError", "StoreUnavailable", "TwinRecord", "TwinStore"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 #: bytes of write-ahead log past which the next checkpoint truncates it (see Store.checkpoint)
 WAL_LIMIT = 8 * 1024 * 1024
-
-
-@dataclass(kw_only=True)
-class TwinRecord:
-    device: str
-    version: int = 0
-    desired: dict[str, Any] = field(default_factory=dict)
-    reported: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
-    command_id: str | None = None
-    present: bool = True
-
-
-@dataclass(kw_only=True)
-class CommandRecord:
-    id: str
-    seq: int = 0
-    device: str
-    transaction: str | None
-    kind: Literal["set", "action"]
-    name: str
-    value: Any
-    status: CommandStatus
-    source: str
-    accepted_at: float
-    expires_at: float
-    updated_at: float
-    attempts: int = 0
-    idempotent: bool = True
-    sensitive: bool = False
-    error: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
-    reply_topic: str | None = None
-    correlation: bytes | None = None
-    answered: bool = False
-    acked_at: float | None = None
-    #: the command this one is a planned operation of (e.g. one card issued for a ``cards`` /set)
-    parent: str | None = None
-    #: what was asked (:meth:`Store.fingerprint`): a transaction reused for another command is refused
-    fingerprint: str | None = None
 
 
 _COMMAND_COLUMNS = (
@@ -109,16 +69,6 @@ def _reason(exc: BaseException) -> str:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-class StoreError(Exception):
-    """The store cannot be used at all (a damaged, truncated or unreadable file): one line naming
-    the file and what is wrong."""
-
-
-class StoreUnavailable(Exception):
-    """The store cannot write now (a full disk, an I/O error, a read-only file): the transaction was
-    rolled back, so nothing of it is stored and nothing it would have announced was sent."""
 
 
 #: SQLite's words for "the file cannot take writes now", as opposed to a bug in a statement

@@ -41,8 +41,17 @@ from twin.mqtt import mqtt_client
 from twin.runtime import BridgeRuntime
 from twin.shard import Shard
 
-__all__ = ["BridgeHarness", "MosquittoBroker", "broker_from_environment", "free_port", "json_or_text", "v5_reply"]
+__all__ = [
+    "FINAL",
+    "BridgeHarness",
+    "MosquittoBroker",
+    "broker_from_environment",
+    "free_port",
+    "json_or_text",
+    "v5_reply",
+]
 
+#: the statuses of a final answer
 FINAL = {"succeeded", "failed", "expired", "superseded", "rejected"}
 
 

@@ -159,7 +159,7 @@ class Client:
     def _record(self, msg: aiomqtt.Message) -> None:
         topic = msg.topic.value
         payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload or "").encode()
-        if msg.retain or topic.endswith(("/state", "/twin", "/availability", "/health")):
+        if msg.retain or topic.endswith(("/state", "/twin", "/availability", "/health", "/partitions")):
             self.retained[topic] = payload
         if topic == f"{self.base}/bridge/{self.vendor}/state":
             self.bridge_states.append(payload)

@@ -31,6 +31,7 @@ def test_public_surface() -> None:
         "UnsupportedTopicError",
         "check_topic_levels",
         "describe_error",
+        "disconnect_shielded",
         "mqtt_client",
     ]
     parameters = inspect.signature(mqtt_client).parameters

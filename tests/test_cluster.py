@@ -1,0 +1,103 @@
+"""One instance on the PostgreSQL store, in-process, over a real mosquitto and a fresh database
+(twin.cluster): when its store connection breaks (the server ends it), every partition ends, the
+instance joins again as a new member and serves its devices from the store, and a command sent
+while it was down gets exactly one final answer, with one vendor call."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.fake_adapter import FakeAdapter
+from tests.faults import pg
+from twin.cluster import ClusterRuntime
+from twin.config import ClusterSettings
+from twin.testing import FINAL, BridgeHarness
+
+pytestmark = pytest.mark.anyio
+
+
+class ClusterHarness(BridgeHarness):
+    """The harness's observer and helpers around a :class:`ClusterRuntime` instead of a lone bridge."""
+
+    def __init__(self, *, store_url: str, instance: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.store_url = store_url
+        self.instance = instance
+
+    def new_runtime(self) -> ClusterRuntime:  # type: ignore[override]
+        return ClusterRuntime(
+            adapter=self.adapter,
+            mqtt=self._mqtt(),
+            store_url=self.store_url,
+            store_password=None,
+            data_dir=self.data_dir,
+            base_topic=self.base,
+            options=self.options,
+            cluster=ClusterSettings(instance=self.instance, partitions=4, lease_seconds=4),
+        )
+
+
+async def test_a_broken_store_connection_ends_the_partitions_and_the_instance_serves_again(
+    mqtt_broker: str, tmp_path: Path
+) -> None:
+    pg.require()
+    adapter = FakeAdapter()
+    instance = f"solo-{uuid.uuid4().hex[:6]}"
+    with pg.fresh_database() as url:
+        async with ClusterHarness(
+            adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path, store_url=url, instance=instance
+        ) as h:
+            runtime = h.runtime
+            assert isinstance(runtime, ClusterRuntime)
+            await h.wait_for(lambda: h.retained.get(f"{h.base}/bridge/fake/state") == b"online", timeout=20)
+            first = await h.set("d1", {"lock": "UNLOCKED"})
+            assert first["status"] == "succeeded" and runtime.joins == 1
+            with psycopg.connect(url, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE %s",
+                    (f"locktwin {instance}#%",),
+                ).fetchall()
+            assert ended[0][0] >= 1
+            # sent while the instance finds out and joins again: taken in by the next intake session
+            second = await h.set("d2", {"lock": "UNLOCKED"}, timeout=30)
+            assert second["status"] == "succeeded"
+            assert runtime.joins == 2  # the broken connection ended that member run
+            finals = [
+                r for r in h.responses("d2") if r["transaction"] == second["transaction"] and r["status"] in FINAL
+            ]
+            assert len(finals) == 1
+            assert adapter.calls == [("d1", "unlock"), ("d2", "unlock")]
+            await h.wait_for(lambda: len(runtime.partitions) == 4, timeout=10)
+            third = await h.set("d1", {"lock": "LOCKED"})  # served from the store by the new member
+            assert third["status"] == "succeeded"
+
+
+async def test_a_command_whose_inbox_commit_is_lost_is_never_sent(mqtt_broker: str, tmp_path: Path) -> None:
+    """The inbox hands a row to the engine inside the transaction that consumes it; when that
+    commit is lost, nothing of the command may stay in memory: no worker, no vendor call."""
+    pg.require()
+    adapter = FakeAdapter()
+    with pg.fresh_database() as url:
+        async with ClusterHarness(
+            adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path, store_url=url, instance="one"
+        ) as h:
+            runtime = h.runtime
+            assert isinstance(runtime, ClusterRuntime)
+            await h.wait_for(lambda: runtime.serving("d1") is not None, timeout=20)
+            part = runtime.serving("d1")
+            assert part is not None
+            inbound = runtime.topics.parse(h.topic("d1", "set"))
+            assert inbound is not None
+            with pytest.raises(RuntimeError), part.store.transaction():
+                await part.engine.handle(
+                    inbound, b'{"lock": "UNLOCKED", "transaction": "lost"}', retained=False, reply=None
+                )
+                raise RuntimeError("the commit is lost")
+            assert part.store.command_by_transaction("d1", "lost") is None
+            again = await h.set("d1", {"lock": "UNLOCKED", "transaction": "lost"})  # the client tries again
+            # one device's commands run in order: a worker left with the lost one would have sent it first
+            assert again["status"] == "succeeded" and adapter.calls == [("d1", "unlock")]
