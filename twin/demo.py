@@ -209,6 +209,7 @@ async def _demo(data_dir: Path, devices: int, port: int | None, live: bool, brok
             tg.start_soon(fleet.run)
             for runtime in runtimes:
                 await runtime.connected.wait()
+            await fleet.ready.wait()  # its HTTP API listens and its index holds the fleet: queries answer
             print(f"{len(runtimes)} bridges online")
             if live:
                 watcher = OperatorClient(settings=LocktwinSettings(mqtt=mqtt), client_id="locktwin-demo-watch")
