@@ -51,7 +51,7 @@ __all__ = [
 
 
 #: the codes that say the vendor itself is out or limiting, not one device
-VENDOR_WIDE = frozenset({ErrorCode.VENDOR_UNAVAILABLE, ErrorCode.RATE_LIMITED})
+VENDOR_WIDE = frozenset({ErrorCode.VENDOR_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.QUOTA_EXHAUSTED})
 
 
 class VendorError(Exception):
@@ -264,7 +264,10 @@ class Adapter(ABC, Generic[SettingsT]):
     settings_model: ClassVar[type[BaseModel]]
     default_expiry: ClassVar[float] = 30.0
     max_expiry: ClassVar[float] = 300.0
-    max_in_flight: ClassVar[int] = 16
+    #: vendor calls in flight at most (the adaptive limit's ceiling, ``max_in_flight`` in
+    #: ``[bridges.<vendor>]`` overrides it) and where the limit starts before it learned anything
+    max_in_flight: ClassVar[int] = 512
+    initial_in_flight: ClassVar[int] = 16
     #: first delay between confirmation reads after a vendor accepted a command; grows by 1.5x
     confirm_interval: ClassVar[float] = 1.0
     confirm_max_interval: ClassVar[float] = 10.0

@@ -6,7 +6,8 @@
 - **send** (:meth:`_send`): the command's worker calls the vendor through the gate
   (:mod:`twin.gate`), retrying retryable errors with jittered backoff until it expires;
 - **confirm** (:meth:`_confirm`): a desired value is done only once the device reports it, in an
-  observation made after the vendor accepted it (a push, or reads backing off);
+  observation made after the vendor accepted it (a push, or reads: the first when the lock can
+  have moved, learned per vendor and device by :mod:`twin.confirmtiming`, then backing off);
 - **finish**: one outcome and one final answer (:mod:`twin.lifecycle` draws every edge).
 
 Commands of one device run one at a time in the order they were accepted; devices run
@@ -32,9 +33,11 @@ from contracts.messages import CommandStatus, EventType
 from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.admission import Admission
+from twin.confirmtiming import ConfirmTiming
 from twin.document import iso
-from twin.gate import VendorGate
+from twin.gate import Priority, VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
+from twin.ledger import Ledger
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
 from twin.metrics import IN_FLIGHT, OBSERVATIONS_CLAMPED
 from twin.outbound import Outbound, ReplyTo
@@ -69,6 +72,8 @@ class _Device:
     wake_retry: anyio.Event | None = None
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
+    #: when (monotonic) an observation of the device last came in, by any means
+    observed: float | None = None
 
 
 class TwinEngine:
@@ -103,11 +108,16 @@ class TwinEngine:
             store=store, out=self.out, vendor=adapter.vendor, twins=self.twins, queued=self._queue
         )
         self.plans = PlanRunner(lifecycle=self.lifecycle)
+        ledger = Ledger(vendor=adapter.vendor, budget=options.budget, device_budget=options.device_budget, store=store)
         self.gate = VendorGate(
             vendor=adapter.vendor,
             limit=options.max_in_flight or adapter.max_in_flight,
+            initial=options.initial_in_flight or adapter.initial_in_flight,
+            floor=options.min_in_flight,
             call_timeout=options.call_timeout,
+            ledger=ledger,
         )
+        self.timing = ConfirmTiming(prior=adapter.confirm_interval, longest=adapter.confirm_max_interval, store=store)
         self._validators: dict[str, TypeAdapter[Any]] = {}
         #: commands one of whose calls got no answer: the vendor may have acted on it
         self._maybe_executed: set[str] = set()
@@ -139,6 +149,8 @@ class TwinEngine:
         """Load the store, adopt the adapter's devices, settle commands left by a previous run."""
         self._tg = tg
         tg.start_soon(self.out.run, self.options.publish_coalesce)
+        self.gate.ledger.load()
+        self.timing.load()
         self.twins.update(self.store.load_twins())
         listed = {d.id for d in devices}
         with self.store.transaction():
@@ -336,7 +348,11 @@ class TwinEngine:
         planned = cmd.kind == "set" and self.fields[cmd.name].plan is not None
         try:
             result = await self.gate.call(
-                lambda: self._execute(cmd, ctx), operation=cmd.name, deadline=cmd.expires_at, whole=planned
+                lambda: self._execute(cmd, ctx),
+                operation=cmd.name,
+                deadline=cmd.expires_at,
+                whole=planned,
+                device=cmd.device,
             )
         except VendorError as exc:
             await self._retry_or_fail(cmd, exc)
@@ -392,30 +408,51 @@ class TwinEngine:
         return await action.handler(cmd.device, action.arguments.model_validate(cmd.value), ctx)
 
     async def _confirm(self, cmd: CommandRecord) -> None:
-        """Wait for a reported state, observed after the vendor's acceptance, that matches."""
-        rt = self.devices[cmd.device]
-        interval = self.adapter.confirm_interval
-        while not self._decide(cmd):
+        """Wait for a reported state, observed after the vendor's acceptance, that matches: the first
+        read when the lock can have moved (twin.confirmtiming), then backing off; a push may come first."""
+        rt, device = self.devices[cmd.device], cmd.device
+        acked = cmd.acked_at or time.time()
+        read_at = acked + self.timing.first_wait(device)
+        misses: list[float] = []
+        step: float | None = None
+        while not self._decide_timed(cmd, acked, misses, by_read=False):
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
                 return
             if rt.reported_changed is None:
                 rt.reported_changed = anyio.Event()
             event = rt.reported_changed
-            with anyio.move_on_after(min(interval, remaining)):
+            with anyio.move_on_after(min(max(0.0, read_at - time.time()), remaining)):
                 await event.wait()
             if rt.confirmed_by == cmd.id or event.is_set():
                 continue
+            offset = time.time() - acked
             try:
-                patch = await self.gate.call(lambda: self.adapter.read_status(cmd.device), operation="read_status")
+                patch = await self.gate.call(
+                    lambda: self.adapter.read_status(device),
+                    operation="read_status",
+                    priority=Priority.CONFIRM,
+                    device=device,
+                )
             except VendorError as exc:
-                log.info("confirmation read of %s failed: %s", cmd.device, exc.info.code)
+                log.info("confirmation read of %s failed: %s", device, exc.info.code)
             else:
                 with self.store.transaction():  # the observation and the outcome it decides: one commit
-                    self.observe(cmd.device, patch, source="confirm")
-                    if self._decide(cmd):
+                    self.observe(device, patch, source="confirm")
+                    if self._decide_timed(cmd, acked, misses, by_read=True, at=offset):
                         return
-            interval = min(interval * 1.5, self.adapter.confirm_max_interval)
+                misses.append(offset)
+            step = self.timing.step(device, step)
+            read_at = time.time() + step
+
+    def _decide_timed(
+        self, cmd: CommandRecord, acked: float, misses: list[float], *, by_read: bool, at: float | None = None
+    ) -> bool:
+        """:meth:`_decide`, and what a confirmation teaches about when to read (twin.confirmtiming)."""
+        if self.devices[cmd.device].confirmed_by == cmd.id:
+            offset = time.time() - acked if at is None else at
+            self.timing.confirmed(cmd.device, at=offset, misses=misses, by_read=by_read)
+        return self._decide(cmd)
 
     def _decide(self, cmd: CommandRecord) -> bool:
         """End ``cmd`` if an observation confirmed or refuted it."""
@@ -454,6 +491,7 @@ class TwinEngine:
         if rt is None:
             return False
         twin = self.twins[device_id]
+        rt.observed = time.monotonic()
         found = merge(
             twin.reported,
             patch,
@@ -577,3 +615,7 @@ class _Fleet:
 
     def gone(self) -> Sequence[str]:
         return [device for device, twin in self._engine.twins.items() if not twin.present]
+
+    def last_observed(self, device: str) -> float | None:
+        rt = self._engine.devices.get(device)
+        return None if rt is None else rt.observed

@@ -13,6 +13,9 @@
 | ``locktwin_publish_too_large_total`` | | messages not sent: larger than the broker's Maximum Packet Size |
 | ``locktwin_observations_clamped_total`` | vendor | reported values dated too far ahead, counted as received now |
 | ``locktwin_store_writable`` | vendor | 1 while the store takes writes, 0 while it cannot (a full disk) |
+| ``locktwin_vendor_call_limit`` | vendor | vendor calls allowed in flight now (the adaptive limit, twin.limiter) |
+| ``locktwin_vendor_requests_total`` | vendor | HTTP requests sent to the vendor (what its quota counts) |
+| ``locktwin_budget_remaining`` | vendor | requests left of the budget (0: spent or refused; NaN: none) |
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "BUDGET_REMAINING",
+    "CALL_LIMIT",
     "COMMANDS",
     "IN_FLIGHT",
     "OBSERVATIONS_CLAMPED",
@@ -31,6 +36,7 @@ __all__ = [
     "STORE_WRITABLE",
     "TOKEN_REFRESHES",
     "VENDOR_CALL_SECONDS",
+    "VENDOR_REQUESTS",
 ]
 
 COMMANDS = Counter("locktwin_commands_total", "Commands by final status", ["vendor", "action", "status"])
@@ -58,4 +64,9 @@ STORE_WRITABLE = Gauge(
 )
 PUBLISH_TOO_LARGE = Counter(
     "locktwin_publish_too_large_total", "Messages not sent: larger than the broker's Maximum Packet Size (MQTT 5)"
+)
+CALL_LIMIT = Gauge("locktwin_vendor_call_limit", "Vendor calls allowed in flight now (adaptive)", ["vendor"])
+VENDOR_REQUESTS = Counter("locktwin_vendor_requests_total", "HTTP requests sent to the vendor", ["vendor"])
+BUDGET_REMAINING = Gauge(
+    "locktwin_budget_remaining", "Vendor requests left of the budget this period (NaN: no budget)", ["vendor"]
 )
