@@ -230,12 +230,14 @@ class SimulatorKit:
     """A vendor's simulator as the demo, ``locktwin simulate``, compose and the benchmarks run it.
 
     ``app`` is the simulator's ASGI app; ``settings(base_url)`` is the adapter's settings table that
-    points a bridge at it (with the simulator's demo-only credentials).
+    points a bridge at it (with the simulator's demo-only credentials); ``limits`` the vendor
+    account's simulated limits (a :class:`twin.simlimits.VendorLimits`, off until configured).
     """
 
     app: Any
     settings: Callable[[str], dict[str, Any]]
     device_ids: Sequence[str]
+    limits: Any = None
 
 
 class BridgeSink(Protocol):
