@@ -412,10 +412,12 @@ class TwinEngine:
         read when the lock can have moved (twin.confirmtiming), then backing off; a push may come first."""
         rt, device = self.devices[cmd.device], cmd.device
         acked = cmd.acked_at or time.time()
-        read_at = acked + self.timing.first_wait(device)
+        first = self.timing.first_wait(device)
+        read_at = acked + first
         misses: list[float] = []
         step: float | None = None
-        while not self._decide_timed(cmd, acked, misses, by_read=False):
+        failed = False
+        while not self._decide_timed(cmd, acked, misses, first, by_read=False, learn=not failed):
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
                 return
@@ -426,32 +428,47 @@ class TwinEngine:
                 await event.wait()
             if rt.confirmed_by == cmd.id or event.is_set():
                 continue
-            offset = time.time() - acked
+            began: list[float] = []
+
+            async def read() -> ReportedPatch:
+                began.append(time.time() - acked)  # when the read really went (after its slot)
+                return await self.adapter.read_status(device)
+
             try:
-                patch = await self.gate.call(
-                    lambda: self.adapter.read_status(device),
-                    operation="read_status",
-                    priority=Priority.CONFIRM,
-                    device=device,
-                )
+                patch = await self.gate.call(read, operation="read_status", priority=Priority.CONFIRM, device=device)
             except VendorError as exc:
                 log.info("confirmation read of %s failed: %s", device, exc.info.code)
+                failed = True  # what this command shows about the lock's timing is blurred: not learned
+                if exc.info.code == ErrorCode.QUOTA_EXHAUSTED:  # no read before the reset: say so now
+                    why = f"the vendor accepted it; it cannot be read to confirm it: {exc.info.message}"
+                    error = ErrorInfo.of(ErrorCode.NOT_CONFIRMED, why, retry_after=exc.info.retry_after)
+                    self._finish(cmd, CommandStatus.FAILED, error)
+                    return
             else:
+                offset = began[-1] if began else time.time() - acked
                 with self.store.transaction():  # the observation and the outcome it decides: one commit
                     self.observe(device, patch, source="confirm")
-                    if self._decide_timed(cmd, acked, misses, by_read=True, at=offset):
+                    if self._decide_timed(cmd, acked, misses, first, by_read=True, at=offset, learn=not failed):
                         return
                 misses.append(offset)
             step = self.timing.step(device, step)
             read_at = time.time() + step
 
     def _decide_timed(
-        self, cmd: CommandRecord, acked: float, misses: list[float], *, by_read: bool, at: float | None = None
+        self,
+        cmd: CommandRecord,
+        acked: float,
+        misses: list[float],
+        waited: float,
+        *,
+        by_read: bool,
+        at: float | None = None,
+        learn: bool = True,
     ) -> bool:
         """:meth:`_decide`, and what a confirmation teaches about when to read (twin.confirmtiming)."""
-        if self.devices[cmd.device].confirmed_by == cmd.id:
+        if learn and self.devices[cmd.device].confirmed_by == cmd.id:
             offset = time.time() - acked if at is None else at
-            self.timing.confirmed(cmd.device, at=offset, misses=misses, by_read=by_read)
+            self.timing.confirmed(cmd.device, at=offset, misses=misses, by_read=by_read, waited=waited)
         return self._decide(cmd)
 
     def _decide(self, cmd: CommandRecord) -> bool:

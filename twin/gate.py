@@ -176,7 +176,7 @@ class VendorGate:
         only; ``device``: whom it is about (for a budget or quota of one device)."""
         timeout = self.call_timeout
         await self._wait_hold(deadline)
-        self.ledger.check(device=device, read=priority is Priority.READ)
+        self.ledger.check(device=device, read=priority is Priority.READ, command=priority is Priority.COMMAND)
         try:
             if deadline is None:
                 await self.slots.acquire(priority)
@@ -214,7 +214,7 @@ class VendorGate:
             outcome = "error"
             if limit >= timeout:  # not a command whose own time was nearly up
                 self.backoff.failed(started=since)
-                self.adaptive.overloaded(started=since)
+                self.adaptive.overloaded(started=since, in_flight=self.slots.in_use)
             raise VendorError(
                 ErrorCode.DEVICE_TIMEOUT, f"no answer from the vendor within {limit:.1f}s", maybe_executed=True
             ) from None
@@ -228,7 +228,7 @@ class VendorGate:
         finally:
             REQUEST_METER.reset(meter)
             self.ledger.probe_done(device=device)
-            if priority is Priority.READ:
+            if priority is not Priority.COMMAND:
                 self.ledger.read_done(requests)
             self.slots.release()
             self._gauge.set(self.adaptive.limit)
@@ -248,7 +248,7 @@ class VendorGate:
         if exc.vendor_wide:
             self.backoff.failed(started=since, retry_after=exc.info.retry_after)
             if code in PUSH_BACK:
-                self.adaptive.overloaded(started=since)
+                self.adaptive.overloaded(started=since, in_flight=self.slots.in_use)
             if code == ErrorCode.RATE_LIMITED and exc.info.retry_after:
                 self.hold_until = max(self.hold_until, time.monotonic() + exc.info.retry_after)
 

@@ -222,14 +222,17 @@ class Ledger:
     def resets_at(self) -> float:
         return next_reset(self.account.start, self.per)
 
-    def check(self, *, device: str | None, read: bool) -> None:
-        """Raise ``QUOTA_EXHAUSTED`` when this call may not go out (a read: not into the reserve)."""
+    def check(self, *, device: str | None, read: bool, command: bool = False) -> None:
+        """Raise ``QUOTA_EXHAUSTED`` when this call may not go out: a background read not into the
+        reserve, a command's first call only with its confirmation read left (a command sent that
+        could not be confirmed would be a call wasted, and a lock in an unknown state)."""
         now = self.clock()
         self._roll(now)
         self._refuse_if_vendor_said(self.account, now, what="the vendor says this account's quota is spent")
         remaining = self.remaining()
-        if remaining is not None and (remaining <= 0 or (read and remaining <= self.reserve())):
-            why = "spent" if remaining <= 0 else "down to what is kept for commands"
+        need = 1 + math.ceil(self.requests_per_read) if command else 1
+        if remaining is not None and (remaining < need or (read and remaining <= self.reserve())):
+            why = "spent" if remaining < need else "down to what is kept for commands"
             raise self._refusal(
                 f"the budget of {self.budget.calls if self.budget else 0} requests per {self.per} is {why}",
                 self.resets_at() - now,
@@ -241,7 +244,7 @@ class Ledger:
             self._refuse_if_vendor_said(count, now, what=f"the vendor says the quota of {device} is spent")
         if self.device_budget is not None:
             count = self._device(device, now)
-            if count.spent >= self.device_budget.calls:
+            if count.spent + (need if command else 1) > self.device_budget.calls:
                 reset = next_reset(count.start, self.device_budget.per)
                 raise self._refusal(
                     f"the budget of {self.device_budget.calls} requests per {self.device_budget.per} of {device} "
@@ -337,8 +340,8 @@ class Ledger:
         if self.account.vendor_until > now:
             return "vendor", self.account.vendor_until
         remaining = self.remaining()
-        if remaining is not None and remaining <= 0:
-            return "budget", self.resets_at()
+        if remaining is not None and remaining < 1 + math.ceil(self.requests_per_read):
+            return "budget", self.resets_at()  # not enough left for a command and its confirmation
         return None, None
 
     def document(self, *, limit: int) -> BridgeBudget:
@@ -366,8 +369,7 @@ class Ledger:
 
     def _update_gauge(self) -> None:
         remaining = self.remaining()
-        by, _ = self.exhausted()
-        if remaining is None:
-            self._gauge.set(0 if by else math.nan)  # NaN: no budget configured
+        if self.account.vendor_until > self.clock():
+            self._gauge.set(0)  # the vendor refuses: nothing is left, whatever our count says
         else:
-            self._gauge.set(0 if by else remaining)
+            self._gauge.set(math.nan if remaining is None else remaining)  # NaN: no budget configured

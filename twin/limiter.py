@@ -3,14 +3,20 @@
 The limit is the number of vendor calls a bridge lets be in flight; it moves between ``floor`` and
 ``ceiling`` (``max_in_flight``), starting at ``initial``:
 
-- **slow start**: until the vendor first pushes back, each call that succeeds while the limit is
-  in use adds one (the limit doubles every round trip, as TCP's window does), so a vendor that
-  takes 500 calls at once is found in a handful of round trips, not hundreds;
-- **additive increase** afterwards: one more per round trip (``1/limit`` per success);
-- **multiplicative decrease** on push-back (``DECREASE``): a 429 or the vendor's own "too many
-  requests / concurrent over limit" code, a call with no answer (a timeout), or the vendor out
-  (5xx). Only calls started after the last decrease count: a burst of 429s answered to calls that
-  were already under way is one observation, not thirty;
+- **slow start**: while the vendor has not pushed back for ``MEMORY`` seconds, each call that
+  succeeds while the limit is in use adds one (the limit doubles every round trip, as TCP's window
+  does), so a vendor that takes 500 calls at once is found in a handful of round trips;
+- **additive increase** otherwise: one more per round trip (``1/limit`` per success);
+- **decrease** on push-back: a 429 or the vendor's own "too many requests / concurrent over limit"
+  code, a call with no answer (a timeout), or the vendor out (5xx). The limit drops to
+  ``DECREASE`` of itself, or to 0.9 of the other calls in flight when the refusal came (what the
+  vendor was taking just then) if that is less: a rate-limited vendor (50 calls/s) is matched
+  in one step instead of several rounds of 429s. Only calls started after the last decrease count:
+  a burst of 429s answered to calls that were already under way is one observation, not thirty;
+- **hold** after a decrease: no increase for a round trip, doubled for each decrease within the
+  last ``MEMORY`` seconds (up to ``HOLD_LONGEST``): a vendor met at the same limit again and again
+  is probed less and less often, so its 429s stay rare (a token bucket of 50 calls/s at 200 ms a
+  call is ~10 calls in flight: probing it every round trip would cost one 429 in ten calls);
 - **rising latency** (a gradient, as TCP Vegas and Netflix's concurrency-limits use): when the
   recent latency (an average over ~``SHORT`` calls) is more than ``LATENCY_TOLERANCE`` times the
   long-run minimum and at least ``LATENCY_SLACK`` seconds above it, the vendor is queueing our
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +56,10 @@ LATENCY_DECREASE = 0.9
 LATENCY_TOLERANCE = 2.0
 #: ... and by at least this many seconds (below it, a busy event loop's noise is no signal)
 LATENCY_SLACK = 0.05
+#: seconds without push-back after which the limit may double again (slow start)
+MEMORY = 30.0
+#: the longest hold after a decrease
+HOLD_LONGEST = 10.0
 #: calls the recent average spans; the minimum is forgotten over ``LONG`` calls
 SHORT = 20
 LONG = 2000
@@ -74,9 +85,10 @@ class AdaptiveLimit:
         self.settings = settings
         self.clock = clock
         self.value = float(settings.initial)
-        self.slow_start = settings.initial < settings.ceiling
         self.decreases = 0
         self._last_decrease = float("-inf")
+        self._decreased: deque[float] = deque()
+        self._hold_until = float("-inf")
         self._recent: float | None = None  # average latency of the last ~SHORT calls
         self._minimum = math.inf
         self._minimum_age = 0
@@ -84,6 +96,10 @@ class AdaptiveLimit:
     @property
     def limit(self) -> int:
         return int(self.value)
+
+    @property
+    def slow_start(self) -> bool:
+        return self.clock() - self._last_decrease > MEMORY
 
     def succeeded(self, *, latency: float, in_flight: int, started: float) -> None:
         """A call that began at ``started`` (this clock) succeeded after ``latency`` seconds, with
@@ -94,20 +110,31 @@ class AdaptiveLimit:
             return
         if in_flight * 2 < self.value:
             return  # app-limited: the limit was not in use, so this says nothing about a higher one
+        if self.clock() < self._hold_until:
+            return
         step = 1.0 if self.slow_start else 1.0 / self.value
         self.value = min(float(self.settings.ceiling), self.value + step)
 
-    def overloaded(self, *, started: float) -> None:
-        """The vendor pushed back on a call that began at ``started``."""
-        self._decrease(started, DECREASE)
+    def overloaded(self, *, started: float, in_flight: int) -> None:
+        """The vendor pushed back on a call that began at ``started``; ``in_flight`` calls were under
+        way when it answered (itself included)."""
+        # the first push-back after a slow start: it overshot by up to twice, so halve (as TCP does)
+        factor = 0.5 if self.slow_start else DECREASE
+        self._decrease(started, factor, taken=max(1, in_flight - 1) * 0.9)
 
-    def _decrease(self, started: float, factor: float) -> None:
+    def _decrease(self, started: float, factor: float, taken: float | None = None) -> None:
         if started < self._last_decrease:
             return  # under way when the limit last shrank: the same congestion, already answered
-        self.slow_start = False
-        self.value = max(float(self.settings.floor), self.value * factor)
-        self._last_decrease = self.clock()
+        value = self.value * factor if taken is None else min(self.value * factor, taken)
+        self.value = max(float(self.settings.floor), value)
+        now = self.clock()
+        self._last_decrease = now
         self.decreases += 1
+        while self._decreased and self._decreased[0] < now - MEMORY:
+            self._decreased.popleft()
+        self._decreased.append(now)
+        round_trip = self._recent if self._recent is not None else 0.1
+        self._hold_until = now + min(HOLD_LONGEST, round_trip * 2 ** min(len(self._decreased), 16))
 
     def _observe(self, latency: float) -> None:
         self._minimum_age += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -112,6 +112,8 @@ class VendorLimits:
         self.admitted = 0
         self.quota_spent = 0
         self.refused: Counter[Kind] = Counter()
+        #: when (epoch seconds) the latest refusals were answered, and why
+        self.refused_at: deque[tuple[float, Kind]] = deque(maxlen=1000)
         self.after_exhaustion = 0
 
     @property
@@ -157,6 +159,7 @@ class VendorLimits:
 
     def _refuse(self, refusal: Refusal) -> Refusal:
         self.refused[refusal.kind] += 1
+        self.refused_at.append((time.time(), refusal.kind))
         return refusal
 
     def _bucket(self, api: str, now: float) -> _Bucket | None:
