@@ -282,7 +282,8 @@ async def main(devices: int) -> Report:
     report = Report(name="storm")
     results = await measure(devices, report)
     report.write()
-    (Path(__file__).resolve().parent / "results" / "storm-detail.json").write_text(json.dumps(results, indent=1))
+    detail = Path(__file__).resolve().parent / "results" / "storm-detail.json"
+    detail.write_text(json.dumps(results, indent=1))
     return report
 
 

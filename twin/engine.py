@@ -417,6 +417,12 @@ class TwinEngine:
         misses: list[float] = []
         step: float | None = None
         failed = False
+        began: list[float] = []  # when each read really went (after its slot)
+
+        async def read() -> ReportedPatch:
+            began.append(time.time() - acked)
+            return await self.adapter.read_status(device)
+
         while not self._decide_timed(cmd, acked, misses, first, by_read=False, learn=not failed):
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
@@ -428,12 +434,7 @@ class TwinEngine:
                 await event.wait()
             if rt.confirmed_by == cmd.id or event.is_set():
                 continue
-            began: list[float] = []
-
-            async def read() -> ReportedPatch:
-                began.append(time.time() - acked)  # when the read really went (after its slot)
-                return await self.adapter.read_status(device)
-
+            began.clear()
             try:
                 patch = await self.gate.call(read, operation="read_status", priority=Priority.CONFIRM, device=device)
             except VendorError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from bridges.okai.adapter import OkaiAdapter
@@ -166,4 +167,4 @@ async def test_confirmation_reads_follow_the_learned_timing(mqtt_broker: str, tm
                 if round_ == 1:
                     assert reads == commands  # one read each, from the first command after the restart
                 await h.stop_bridge()
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
