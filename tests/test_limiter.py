@@ -227,8 +227,9 @@ def test_confirmation_timing_is_kept_in_the_store(tmp_path: Path) -> None:
         timing.load()
         for _ in range(5):
             wait = timing.first_wait("d1")
-            with store.transaction():
-                timing.confirmed("d1", at=wait, misses=[], by_read=True, waited=wait)
+            timing.confirmed("d1", at=wait, misses=[], by_read=True, waited=wait)
+        timing.persist()
+        store.flush()
         again = ConfirmTiming(prior=1.0, longest=10.0, store=store)
         again.load()
         assert again.first_wait("d1") <= 0.25  # halved four times (a fifth, a probe, not yet answered)

@@ -113,7 +113,11 @@ class ConfirmTiming:
                 timing = self._timings[key] = _Timing(hit=vendor.hit, miss=vendor.miss)
             self._learn(timing, at=at, misses=misses, by_read=by_read, waited=waited)
             self._dirty.add(key)
-        if self.store is not None and self.store.is_open:
+
+    def persist(self) -> None:
+        """Write what was learned with the store's next commit (the runtime calls this every second
+        and when it stops)."""
+        if self._dirty and self.store is not None and self.store.is_open:
             self.store.defer("timings", self._save)
 
     @staticmethod

@@ -18,8 +18,8 @@ While spent, a call is refused before it reaches the vendor with ``QUOTA_EXHAUST
 retried, so no retry storm), and the device is not shown offline for it. Per-device budgets
 (``device_budget``, for plans that count calls per vehicle) work the same, per device.
 
-The ledger is written to the store with the next commit (or the runtime's flush within a second):
-a restart keeps it; a crash may forget the last second of reads' requests.
+The ledger is written to the store within a second (:meth:`Ledger.persist`, and when the bridge
+stops): a restart keeps it; a crash may forget the last second of requests.
 """
 
 from __future__ import annotations
@@ -115,12 +115,16 @@ class Ledger:
         self.clock = clock
         self.per: Period = budget.per if budget is not None else "day"
         self.account = _Count(start=period_start(clock(), self.per))
+        #: when the current period ends (the hot path compares with it, not with a date)
+        self._period_end = next_reset(self.account.start, self.per)
         self.devices: dict[str, _Count] = {}
         #: requests per status read, learned (a Smartcar full read is four)
         self.requests_per_read = 1.0
         self._last_read = float("-inf")
         #: something changed since the document was last taken (:meth:`take_changed`)
         self.changed = True
+        #: something changed since it was last written (:meth:`persist`)
+        self.unsaved = False
         self._dirty: set[str] = set()
         self._gauge = BUDGET_REMAINING.labels(vendor)
         self._requests = VENDOR_REQUESTS.labels(vendor)
@@ -169,15 +173,23 @@ class Ledger:
             )
 
     def _mark(self, device: str | None = None) -> None:
-        self.changed = True
+        self.changed = self.unsaved = True
         if device is not None:
             self._dirty.add(device)
-        if self.store is not None and self.store.is_open:
+
+    def persist(self) -> None:
+        """Write what changed with the store's next commit (the runtime calls this every second and
+        when it stops: a write per request would be a statement in every commit of a command)."""
+        if self.unsaved and self.store is not None and self.store.is_open:
+            self.unsaved = False
             self.store.defer(META_KEY, self._save)
 
     # -- spending -----------------------------------------------------------------------------
     def _roll(self, now: float) -> None:
+        if self.account.start <= now < self._period_end:
+            return
         start = period_start(now, self.per)
+        self._period_end = next_reset(start, self.per)
         if start != self.account.start:
             self.account.start, self.account.spent = start, 0
             self._mark()
@@ -192,7 +204,8 @@ class Ledger:
             count = self._device(device, now)
             count.spent += requests
         self._mark(device if self.device_budget is not None else None)
-        self._update_gauge()
+        if self.budget is not None:
+            self._gauge.set(max(0, self.budget.calls - self.account.spent))
 
     def _device(self, device: str, now: float) -> _Count:
         per = self.device_budget.per if self.device_budget is not None else self.per
@@ -226,6 +239,8 @@ class Ledger:
         """Raise ``QUOTA_EXHAUSTED`` when this call may not go out: a background read not into the
         reserve, a command's first call only with its confirmation read left (a command sent that
         could not be confirmed would be a call wasted, and a lock in an unknown state)."""
+        if self.budget is None and self.device_budget is None and self.account.vendor_until <= 0 and not self.devices:
+            return  # nothing limits this account: the common case, kept cheap
         now = self.clock()
         self._roll(now)
         self._refuse_if_vendor_said(self.account, now, what="the vendor says this account's quota is spent")

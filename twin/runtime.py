@@ -172,6 +172,7 @@ class BridgeRuntime:
                 stack.enter_context(self.data_lock)
             self.store.open()
             stack.callback(self.store.close)
+            stack.callback(self._persist)  # before the store closes (callbacks run last first)
             sink = _Sink(self.engine, self.vendor_dir)
             # requests made outside a gated call (listing devices, a token refresh at start) count too;
             # every task of this bridge inherits the meter, the gate sets its own around each call
@@ -335,6 +336,7 @@ class BridgeRuntime:
             try:
                 if not self.store.writable and not self.store.probe():
                     continue  # a full disk: nothing else can be written either
+                self._persist()
                 self.store.flush()  # deferred writes are at most this old when the process dies
                 self.session.heartbeat()
                 self._publish_budget(only_if_changed=True)
@@ -351,6 +353,11 @@ class BridgeRuntime:
         else:
             self._health = BridgeHealth(status="degraded", reason=f"store: {self.store.unwritable}", since=now)
         self._publish_health()
+
+    def _persist(self) -> None:
+        """The budget ledger and the confirmation timing into the store's next commit."""
+        self.engine.gate.ledger.persist()
+        self.engine.timing.persist()
 
     def _publish_budget(self, *, only_if_changed: bool = False) -> None:
         """``bridge/{vendor}/budget``: at most once a second, when it changed (or on connect)."""
