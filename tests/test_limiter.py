@@ -52,17 +52,17 @@ def test_push_back_shrinks_once_per_congestion_and_holds() -> None:
     limit, clock = limiter(initial=64)
     started = clock()
     clock.now += 0.01
-    limit.overloaded(started=started, in_flight=64)  # the first after slow start: halved
-    assert limit.limit == 32
+    limit.overloaded(started=started, in_flight=64)
+    assert limit.limit == 48  # 0.75 of 64 (less than 0.9 of the 63 others in flight)
     for _ in range(30):  # the calls that were under way when it shrank are the same congestion
         limit.overloaded(started=started, in_flight=40)
-    assert limit.limit == 32
+    assert limit.limit == 48
     for _ in range(100):  # held a while after a decrease: no increase
-        limit.succeeded(latency=0.2, in_flight=32, started=clock())
-    assert limit.limit == 32
+        limit.succeeded(latency=0.2, in_flight=48, started=clock())
+    assert limit.limit == 48
     clock.now += 1.0
     limit.overloaded(started=clock.now - 0.1, in_flight=11)  # a rate limit: what it took just then
-    assert limit.limit == 9  # 0.9 of the other 10 in flight, not 0.75 of 32
+    assert limit.limit == 9  # 0.9 of the other 10 in flight, not 0.75 of 48
     clock.now += 0.1
     limit.overloaded(started=clock.now, in_flight=1)
     assert limit.limit == 2  # the floor
@@ -71,11 +71,11 @@ def test_push_back_shrinks_once_per_congestion_and_holds() -> None:
 def test_additive_increase_after_push_back() -> None:
     limit, clock = limiter(initial=40)
     clock.now += 1
-    limit.overloaded(started=clock.now - 0.5, in_flight=41)  # 40 -> 20 (after slow start)
+    limit.overloaded(started=clock.now - 0.5, in_flight=41)  # 40 -> 30
     clock.now += 11  # past the hold
-    for _ in range(22):  # a round trip of the limit (each success adds 1/limit)
-        limit.succeeded(latency=0.2, in_flight=20, started=clock())
-    assert limit.limit == 20 + 1
+    for _ in range(32):  # a round trip of the limit (each success adds 1/limit)
+        limit.succeeded(latency=0.2, in_flight=30, started=clock())
+    assert limit.limit == 30 + 1
 
 
 def test_rising_latency_shrinks_before_any_429() -> None:

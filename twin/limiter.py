@@ -118,9 +118,9 @@ class AdaptiveLimit:
     def overloaded(self, *, started: float, in_flight: int) -> None:
         """The vendor pushed back on a call that began at ``started``; ``in_flight`` calls were under
         way when it answered (itself included)."""
-        # the first push-back after a slow start: it overshot by up to twice, so halve (as TCP does)
-        factor = 0.5 if self.slow_start else DECREASE
-        self._decrease(started, factor, taken=max(1, in_flight - 1) * 0.9)
+        # not halved after a slow start as TCP does: what the vendor was taking when it refused is the
+        # better estimate (halving a cap of 64 met at 84 left 42, and 10 s of creeping back to 64)
+        self._decrease(started, DECREASE, taken=max(1, in_flight - 1) * 0.9)
 
     def _decrease(self, started: float, factor: float, taken: float | None = None) -> None:
         if started < self._last_decrease:
