@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 await anyio.sleep(0.01)
             signing = "on" if args.sign_key else "off"
             sys.stdout.write(f"OKAI simulator on http://{args.host}:{port}{sim.base_path} (signing {signing})\n")
-            sys.stdout.write(f"limits: GET/PUT http://{args.host}:{port}{CONTROL_PATH}\n")
             sys.stdout.write("scooters: " + " ".join(sim.fleet.imeis) + "\n")
+            sys.stdout.write(f"limits: GET/PUT http://{args.host}:{port}{CONTROL_PATH}\n")
             sys.stdout.flush()
 
     anyio.run(serve)
