@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 import twin.http
-from bench import failover, fleet, fleet_ops, latency, push, throughput
+from bench import failover, fleet, fleet_ops, latency, push, storm, throughput
 from bench.common import RESULTS, Report
 
-NAMES = ("latency", "throughput", "push", "fleet", "fleet_ops", "failover")
+NAMES = ("latency", "throughput", "push", "fleet", "fleet_ops", "storm", "failover")
 
 
 async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
@@ -52,6 +52,9 @@ async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
     async def failover_() -> Report:
         return await failover.main(quick)
 
+    async def storm_() -> Report:
+        return await storm.main(1000 if quick else 5000)
+
     plan: dict[str, Callable[[], Awaitable[Report]]] = {
         "latency": lat,
         "throughput": tput,
@@ -59,13 +62,14 @@ async def run(quick: bool, only: set[str], profile: bool) -> list[Report]:
         "fleet": fleet_,
         "fleet_ops": fleet_ops_,
         "failover": failover_,
+        "storm": storm_,
     }
     reports = []
     for name in NAMES:
         if name in only:
             started = time.perf_counter()
             report = await plan[name]()
-            if name not in ("fleet", "fleet_ops"):  # those write their own
+            if name not in ("fleet", "fleet_ops", "storm"):  # those write their own
                 report.write()
             print(f"[{name}: {time.perf_counter() - started:.0f}s]\n")
             reports.append(report)

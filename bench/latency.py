@@ -35,7 +35,7 @@ async def measure(commands: int, report: Report, profile: bool = False) -> None:
             before = stack.app.counts.copy()
             await sequential(cmd.command, stack.devices, WARMUP)
             calls = calls_per_command(before, stack.app.counts, WARMUP, stack.sim.base_path)
-            limit = runtime.engine.gate.limit
+            limit = runtime.engine.gate.ceiling
             async with floor(stack, calls, int(limit)) as fl:
                 await sequential(fl.command, stack.devices, WARMUP)
                 measured: list[float] = []

@@ -32,7 +32,7 @@ async def measure(devices: int, per_device: int, report: Report, profile: bool =
             before = stack.app.counts.copy()
             await sequential(cmd.command, stack.devices, 20)
             calls = calls_per_command(before, stack.app.counts, 20, stack.sim.base_path)
-            limit = int(runtime.engine.gate.limit)
+            limit = int(runtime.engine.gate.ceiling)
             async with floor(stack, calls, limit) as fl:
                 await concurrent(cmd.command, stack.devices, 1)  # warm-up
                 await concurrent(fl.command, stack.devices, 1)
@@ -45,7 +45,7 @@ async def measure(devices: int, per_device: int, report: Report, profile: bool =
                 with profiled("throughput", enabled=True):
                     await concurrent(cmd.command, stack.devices, per_device)
     commands = devices * per_device
-    report.value("throughput: vendor calls in flight (bridge max_in_flight, floor too)", limit)
+    report.value("throughput: vendor calls in flight at most (bridge max_in_flight, floor too)", limit)
     report.ratio(
         f"throughput, {devices} in flight", commands / took["bridge"], commands / took["floor"], ">= 0.5", " cmd/s"
     )

@@ -37,6 +37,9 @@ class ErrorCode(StrEnum):
     TRANSACTION_REUSED = "TRANSACTION_REUSED"
     #: the bridge cannot write its store now (a full disk): nothing was stored, try again later
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    #: the vendor account's budget of calls (the bridge's ``budget``, or the vendor's own quota) is
+    #: spent; ``retry_after`` is the time until calls go out again. Nothing was sent.
+    QUOTA_EXHAUSTED = "QUOTA_EXHAUSTED"
 
 
 #: Codes that are worth another attempt (with backoff, until the command expires).

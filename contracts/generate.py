@@ -29,6 +29,7 @@ from contracts.fleet import (
 from contracts.messages import (
     ActionRequest,
     BridgeActions,
+    BridgeBudget,
     BridgeDevices,
     BridgeHealth,
     DeviceState,
@@ -54,6 +55,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "BridgeHealth": BridgeHealth,
     "InstancePartitions": InstancePartitions,
     "BridgeActions": BridgeActions,
+    "BridgeBudget": BridgeBudget,
     # the fleet service (contracts/fleet.py)
     "QueryRequest": QueryRequest,
     "JobCreateRequest": JobCreateRequest,
@@ -130,6 +132,12 @@ CHANNELS: dict[str, tuple[str, str, str, bool]] = {
     "bridgeState": ("bridge/{vendor}/state", "Availability", "the bridge process; its last will", True),
     "bridgeHealth": ("bridge/{vendor}/health", "BridgeHealth", "ok, or degraded while its store cannot write", True),
     "bridgeDevices": ("bridge/{vendor}/devices", "BridgeDevices", "devices with capabilities and actions", True),
+    "bridgeBudget": (
+        "bridge/{vendor}/budget",
+        "BridgeBudget",
+        "the vendor account's requests this period, its budget and what is left",
+        True,
+    ),
     "bridgeActions": (
         "bridge/{vendor}/actions",
         "BridgeActions",
@@ -183,6 +191,7 @@ OPERATIONS: dict[str, tuple[str, str, str | None]] = {
     "publishBridgeState": ("send", "bridgeState", None),
     "publishBridgeHealth": ("send", "bridgeHealth", None),
     "publishBridgeDevices": ("send", "bridgeDevices", None),
+    "publishBridgeBudget": ("send", "bridgeBudget", None),
     "publishBridgeDevicesPage": ("send", "bridgeDevicesPage", None),
     "markSessionBacklog": ("send", "bridgeSession", None),
     "publishBridgeActions": ("send", "bridgeActions", None),

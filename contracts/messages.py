@@ -24,6 +24,7 @@ __all__ = [
     "ActionRequest",
     "Availability",
     "BridgeActions",
+    "BridgeBudget",
     "BridgeDevices",
     "BridgeHealth",
     "CommandStatus",
@@ -244,6 +245,32 @@ class BridgeHealth(BaseModel):
     status: Literal["ok", "degraded"]
     reason: str | None = Field(default=None, description="what is wrong, while degraded")
     since: datetime = Field(description="when the status began")
+
+
+class BridgeBudget(BaseModel):
+    """Retained on ``{base}/bridge/{vendor}/budget``: what the vendor account's calls cost this period.
+
+    ``spent`` counts HTTP requests to the vendor (what vendors' quotas count: a Tuya unlock is two).
+    With a ``budget`` configured, commands may spend all of it and status reads stop at ``reserve``,
+    paced meanwhile to one every ``read_interval`` seconds; once it is spent, or the vendor says its
+    own quota is, commands are answered ``failed`` / ``QUOTA_EXHAUSTED`` until ``retry_at``.
+    Published when it changes, at most once a second.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    calls: int | None = Field(description="the budget per period; None: none configured (spending is still counted)")
+    per: Literal["hour", "day", "month"]
+    spent: int = Field(ge=0, description="requests sent this period")
+    remaining: int | None = Field(description="requests left of the budget; None: no budget")
+    reserve: int = Field(ge=0, description="requests kept for commands: status reads stop there")
+    period_start: datetime
+    resets_at: datetime
+    exhausted: Literal["budget", "vendor"] | None = Field(description="who stopped the calls, None: nobody")
+    retry_at: datetime | None = Field(description="when calls go out again, while exhausted")
+    devices_exhausted: int = Field(ge=0, description="devices whose own quota the vendor says is spent")
+    read_interval: float | None = Field(description="seconds between status reads the budget allows; None: not paced")
+    limit: int = Field(ge=1, description="vendor calls allowed in flight now (learned from the vendor's answers)")
 
 
 class BridgeDevices(BaseModel):

@@ -63,6 +63,10 @@ class Topics:
         return f"{self._bridge}/health"
 
     @property
+    def bridge_budget(self) -> str:
+        return f"{self._bridge}/budget"
+
+    @property
     def bridge_devices(self) -> str:
         return f"{self._bridge}/devices"
 

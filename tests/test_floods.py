@@ -80,7 +80,10 @@ async def test_a_burst_on_one_device_keeps_the_store_small(mqtt_broker: str, tmp
         finals = {r["transaction"]: r["status"] for r in h.responses("d1") if r["status"] != "accepted"}
         assert set(txns) <= finals.keys()
         assert finals[txns[-1]] == "succeeded"
-        assert list(finals.values()).count("superseded") > 500
+        # how many wait long enough to be superseded depends on how soon the lock is confirmed (learned
+        # per device, twin.confirmtiming: with a bolt of 0 s most are done before the next arrives)
+        assert list(finals.values()).count("superseded") > 0
+        assert set(finals.values()) <= {"superseded", "succeeded"}
         await anyio.sleep(2.5)  # two rounds of the bridge's checkpoint (once a second)
         store = tmp_path / "fake"
         total = sum(p.stat().st_size for p in store.iterdir() if p.name.startswith("twins.sqlite"))

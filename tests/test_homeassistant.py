@@ -223,3 +223,22 @@ async def test_clear_legacy_empties_the_old_configs_of_listed_devices_only(mqtt_
 
         again = await clear_legacy_discovery(settings=settings)
         assert again.found == []
+
+
+def test_a_bridge_with_a_budget_has_a_sensor_of_what_is_left() -> None:
+    topics = Topics("locktwin", "tuya")
+    published: dict[str, dict[str, Any]] = {}
+
+    def publish(topic: str, payload: bytes) -> None:
+        published[topic] = json.loads(payload)
+
+    HomeAssistantDiscovery(settings=HomeAssistantSettings(), topics=topics).announce_all([], {}, publish)
+    assert not [t for t in published if t.startswith("homeassistant/sensor/")]  # no budget, no sensor
+    budgeted = HomeAssistantDiscovery(settings=HomeAssistantSettings(), topics=topics, budget=True)
+    budgeted.announce_all([], {}, publish)
+    sensor = published["homeassistant/sensor/locktwin_bridge_tuya/budget/config"]
+    assert sensor["state_topic"] == "locktwin/bridge/tuya/budget" == topics.bridge_budget
+    assert sensor["value_template"] == "{{ value_json.remaining }}"
+    bridge = published["homeassistant/binary_sensor/locktwin_bridge_tuya/connectivity/config"]
+    assert sensor["device"] == bridge["device"]  # on the bridge's own device
+    assert sensor["unique_id"] != bridge["unique_id"]

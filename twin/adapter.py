@@ -51,7 +51,7 @@ __all__ = [
 
 
 #: the codes that say the vendor itself is out or limiting, not one device
-VENDOR_WIDE = frozenset({ErrorCode.VENDOR_UNAVAILABLE, ErrorCode.RATE_LIMITED})
+VENDOR_WIDE = frozenset({ErrorCode.VENDOR_UNAVAILABLE, ErrorCode.RATE_LIMITED, ErrorCode.QUOTA_EXHAUSTED})
 
 
 class VendorError(Exception):
@@ -241,12 +241,14 @@ class SimulatorKit:
     """A vendor's simulator as the demo, ``locktwin simulate``, compose and the benchmarks run it.
 
     ``app`` is the simulator's ASGI app; ``settings(base_url)`` is the adapter's settings table that
-    points a bridge at it (with the simulator's demo-only credentials).
+    points a bridge at it (with the simulator's demo-only credentials); ``limits`` the vendor
+    account's simulated limits (a :class:`twin.simlimits.VendorLimits`, off until configured).
     """
 
     app: Any
     settings: Callable[[str], dict[str, Any]]
     device_ids: Sequence[str]
+    limits: Any = None
 
 
 class BridgeSink(Protocol):
@@ -275,7 +277,10 @@ class Adapter(ABC, Generic[SettingsT]):
     settings_model: ClassVar[type[BaseModel]]
     default_expiry: ClassVar[float] = 30.0
     max_expiry: ClassVar[float] = 300.0
-    max_in_flight: ClassVar[int] = 16
+    #: vendor calls in flight at most (the adaptive limit's ceiling, ``max_in_flight`` in
+    #: ``[bridges.<vendor>]`` overrides it) and where the limit starts before it learned anything
+    max_in_flight: ClassVar[int] = 512
+    initial_in_flight: ClassVar[int] = 16
     #: seconds a command must still have when its call starts, else it is not sent (it expires): a
     #: call takes time to reach the vendor, and one that arrives after the command's expiry acts on
     #: a stale command (measured: 18 ms on a loaded 2-core machine; a cloud is further away)

@@ -67,6 +67,15 @@ def build_runtime(
             raise ConfigError(
                 ["--shard is for SQLite stores; with store = postgresql://... instances share partitions"]
             )
+        options = settings.bridge(adapter_cls.vendor)
+        if options.budget is not None or options.device_budget is not None:
+            # each instance would count only its own requests: N instances would spend N budgets
+            raise ConfigError(
+                [
+                    f"[bridges.{adapter_cls.vendor}] budget and device_budget are for SQLite stores: instances "
+                    "sharing a postgresql:// store do not share one ledger yet"
+                ]
+            )
         return ClusterRuntime(
             adapter=adapter,
             mqtt=settings.mqtt.for_vendor(adapter_cls.vendor),
@@ -74,7 +83,7 @@ def build_runtime(
             store_password=settings.store_secret(),
             data_dir=settings.data_dir,
             base_topic=settings.base_topic,
-            options=settings.bridge(adapter_cls.vendor),
+            options=options,
             cluster=settings.cluster,
         )
     return BridgeRuntime(
@@ -245,16 +254,28 @@ def _cmd_homeassistant_clear_legacy(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from twin.asgi import serve_asgi
+    from twin.simlimits import CONTROL_PATH, parse_profile, with_control
 
     cls = resolve_adapter(args.vendor)
     kit = cls.simulator(devices=args.devices)
     if kit is None:
         print(f"{cls.vendor} has no simulator", file=sys.stderr)
         return 2
+    app = kit.app
+    if kit.limits is not None:
+        limits = {"max_in_flight": args.max_in_flight, "rate": args.rate, "quota": args.quota}
+        try:
+            kit.limits.configure(parse_profile(limits))
+        except ValueError as exc:
+            print(f"--quota: {exc}", file=sys.stderr)
+            return 2
+        app = with_control(kit.app, kit.limits)
 
     async def serve() -> None:
-        async with serve_asgi(kit.app, host=args.host, port=args.port) as served:
+        async with serve_asgi(app, host=args.host, port=args.port) as served:
             print(f"{cls.vendor} simulator on {served.url} with {len(kit.device_ids)} devices:", flush=True)
+            if kit.limits is not None:
+                print(f"  its limits: GET/PUT {served.url}{CONTROL_PATH}", flush=True)
             print(f"  {', '.join(kit.device_ids)}", flush=True)
             print(simulator_settings(cls.vendor, cls.settings_model, kit.settings(served.url)), flush=True)
             await anyio.sleep_forever()
@@ -357,6 +378,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8080)
     sim.add_argument("--devices", type=int, default=5)
+    sim.add_argument("--max-in-flight", type=int, help="the vendor refuses more calls at once than this")
+    sim.add_argument("--rate", type=float, help="the vendor allows this many calls a second (a token bucket)")
+    sim.add_argument("--quota", help="the vendor's call quota, N or N/second|minute|hour|day|month")
     sim.set_defaults(func=_cmd_simulate)
     demo = sub.add_parser("demo", help="broker, simulators and bridges on embedded defaults")
     demo.add_argument("--data", type=Path, default=Path("data/demo"))

@@ -46,8 +46,9 @@ from contracts.topics import Topics
 from twin.adapter import Adapter, DeviceInfo, ReportedPatch
 from twin.clusterintake import Inbox, Intake
 from twin.config import BridgeOptions, ClusterSettings, MqttSettings, TlsSettingsError
+from twin.confirmtiming import ConfirmTiming
+from twin.engine import vendor_gate
 from twin.extensions import BridgeContext, EventBus, Extension, TwinChanged
-from twin.gate import VendorGate
 from twin.jsonenc import dumps
 from twin.leases import Lease, LeaseManager, new_owner
 from twin.metrics import RECONNECTS, STORE_WRITABLE
@@ -96,11 +97,10 @@ class ClusterRuntime:
         self.client_id = f"{prefix}-{adapter.vendor}-{self.instance}"
         self.intake_client_id = f"{prefix}-{adapter.vendor}-intake"
         self.schema = schema_for(base_topic, adapter.vendor)
-        self.gate = VendorGate(
-            vendor=adapter.vendor,
-            limit=self.options.max_in_flight or adapter.max_in_flight,
-            call_timeout=self.options.call_timeout,
-        )
+        # one gate and one confirmation timing for the instance's partitions, both in memory: a
+        # shared store keeps neither (a budget is refused by build_runtime)
+        self.gate = vendor_gate(adapter, self.options)
+        self.timing = ConfirmTiming(prior=adapter.confirm_interval, longest=adapter.confirm_max_interval)
         self.publisher = Publisher(window=PUBLISH_WINDOW, limit=OUTBOX_LIMIT)
         self.bus = EventBus()
         self.devices: list[DeviceInfo] = []
@@ -109,6 +109,7 @@ class ClusterRuntime:
             topics=self.topics,
             options=self.options,
             gate=self.gate,
+            timing=self.timing,
             publisher=self.publisher,
             on_published=lambda device: self.bus.emit(TwinChanged(device)),
             on_ended=self._on_ended,

@@ -18,7 +18,8 @@ Example::
 
     [bridges.segway]
     hold = ["SN0001"]              # devices that are kept LOCKED
-    max_in_flight = 16
+    max_in_flight = 512            # vendor calls at once at most; the limit is learned below it
+    budget = { calls = 50000, per = "month" }   # vendor requests per period (none by default)
 
     [vendors.segway]               # the adapter's own settings
     platform_code = "E123"
@@ -42,6 +43,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from twin.console.settings import ConsoleSettings
 from twin.fleet.settings import FleetSettings
 from twin.homeassistant import HomeAssistantSettings
+from twin.ledger import BudgetSettings
 from twin.tlsfiles import CertificateFiles, TlsSettingsError, load_ca, load_certificate
 
 __all__ = [
@@ -211,7 +213,24 @@ class BridgeOptions(BaseModel):
     hold: list[str] = Field(default_factory=list, description="devices the engine keeps LOCKED")
     default_expiry: float | None = Field(default=None, gt=0)
     max_expiry: float | None = Field(default=None, gt=0)
-    max_in_flight: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="vendor calls in flight at most (the adapter's default: 512): the ceiling of the limit the "
+        "bridge learns from the vendor's answers (twin.limiter)",
+    )
+    initial_in_flight: int | None = Field(
+        default=None, ge=1, description="where the learned limit starts (the adapter's default: 16, Smartcar 8)"
+    )
+    min_in_flight: int = Field(default=2, ge=1, description="the learned limit never goes below this")
+    budget: BudgetSettings | None = Field(
+        default=None,
+        description="vendor requests per period of this account (none by default): commands first, status reads "
+        "paced to fit, QUOTA_EXHAUSTED once spent (twin.ledger)",
+    )
+    device_budget: BudgetSettings | None = Field(
+        default=None, description="vendor requests per period of each device, for plans that count per vehicle"
+    )
     call_timeout: float = Field(default=30.0, gt=0)
     send_margin: float | None = Field(
         default=None,

@@ -29,6 +29,7 @@ from twin.datalock import DataDirLock
 from twin.operator_cli import OperatorClient
 from twin.registry import ADAPTERS, load_adapter_class
 from twin.runtime import BridgeRuntime
+from twin.simlimits import CONTROL_PATH, with_control
 
 __all__ = [
     "banner_lines",
@@ -97,12 +98,16 @@ async def _start_vendor(
     kit = cls.simulator(devices=devices)
     if kit is None:
         return None
-    served = await stack.enter_async_context(serve_asgi(kit.app))
+    # the vendor's limits are off; PUT {"max_in_flight": 64, "rate": 50, "quota": "1000/day"} switches them
+    app = kit.app if kit.limits is None else with_control(kit.app, kit.limits)
+    served = await stack.enter_async_context(serve_asgi(app))
     settings = load_vendor_settings(cls.settings_model, kit.settings(served.url))
     runtime = BridgeRuntime(
         adapter=cls(settings=settings), mqtt=mqtt, data_dir=data_dir, base_topic="locktwin", client_id=None
     )
     print(f"{cls.vendor:>9}: simulator on {served.url}, devices {', '.join(kit.device_ids)}")
+    if kit.limits is not None:
+        print(f"{'':>9}  its limits (off): GET/PUT {served.url}{CONTROL_PATH}")
     return runtime, list(kit.device_ids)
 
 

@@ -6,7 +6,8 @@
 - **send** (:meth:`_send`): the command's worker calls the vendor through the gate
   (:mod:`twin.gate`), retrying retryable errors with jittered backoff until it expires;
 - **confirm** (:meth:`_confirm`): a desired value is done only once the device reports it, in an
-  observation made after the vendor accepted it (a push, or reads backing off);
+  observation made after the vendor accepted it (a push, or reads: the first when the lock can
+  have moved, learned per vendor and device by :mod:`twin.confirmtiming`, then backing off);
 - **finish**: one outcome and one final answer (:mod:`twin.lifecycle` draws every edge).
 
 Commands of one device run one at a time in the order they were accepted; devices run
@@ -32,10 +33,12 @@ from contracts.messages import CommandStatus, EventType
 from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.admission import Admission
+from twin.confirmtiming import ConfirmTiming
 from twin.document import iso
 from twin.fleetview import EngineFleet
-from twin.gate import TooLate, VendorGate
+from twin.gate import Priority, TooLate, VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
+from twin.ledger import Ledger
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
 from twin.metrics import IN_FLIGHT, OBSERVATIONS_CLAMPED
 from twin.outage import StoreOutage
@@ -45,12 +48,12 @@ from twin.policies import HoldPolicy
 from twin.reads import StatusReads
 from twin.redaction import keep_redacted, public_value
 from twin.reported import merge, watermarks
-from twin.store import CommandRecord, StoreUnavailable, TwinRecord, TwinStore
+from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord, TwinStore
 
 if TYPE_CHECKING:
     from twin.config import BridgeOptions
 
-__all__ = ["TwinEngine"]
+__all__ = ["TwinEngine", "vendor_gate"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class _Device:
     wake_retry: anyio.Event | None = None
     worker_running: bool = False
     watermark: dict[str, float] = field(default_factory=dict)
+    #: when (monotonic) an observation of the device last came in, by any means
+    observed: float | None = None
 
 
 class TwinEngine:
@@ -86,6 +91,7 @@ class TwinEngine:
         on_published: Callable[[str], None] | None = None,
         gate: VendorGate | None = None,
         fence: Callable[[], None] | None = None,
+        timing: ConfirmTiming | None = None,
     ) -> None:
         self.adapter = adapter
         self.owns = owns
@@ -115,15 +121,14 @@ class TwinEngine:
         )
         self.plans = PlanRunner(lifecycle=self.lifecycle)
         # one gate for the adapter: the engines of a shared store's partitions pass theirs in
-        self.gate = gate or VendorGate(
-            vendor=adapter.vendor,
-            limit=options.max_in_flight or adapter.max_in_flight,
-            call_timeout=options.call_timeout,
-            send_margin=adapter.send_margin if options.send_margin is None else options.send_margin,
-        )
+        kept = store if isinstance(store, Store) else None  # the ledger and timings: SQLite only
+        self.gate = gate or vendor_gate(adapter, options, store=kept)
         #: raises when this engine may no longer act (its partition's lease is gone): checked right
         #: before every vendor call, so that an instance woken from a pause never sends one late
         self._fence = fence or (lambda: None)
+        self.timing = timing or ConfirmTiming(
+            prior=adapter.confirm_interval, longest=adapter.confirm_max_interval, store=kept
+        )
         self._validators: dict[str, TypeAdapter[Any]] = {}
         #: commands one of whose calls got no answer: the vendor may have acted on it
         self._maybe_executed: set[str] = set()
@@ -149,6 +154,8 @@ class TwinEngine:
         self._tg = tg
         self.outage.start(tg)
         tg.start_soon(self.out.run, self.options.publish_coalesce)
+        self.gate.ledger.load()
+        self.timing.load()
         self.twins.update(self.store.load_twins())
         listed = {d.id for d in devices}
         with self.store.transaction():
@@ -363,7 +370,11 @@ class TwinEngine:
         planned = cmd.kind == "set" and self.fields[cmd.name].plan is not None
         try:
             result = await self.gate.call(
-                lambda: self._execute(cmd, ctx), operation=cmd.name, deadline=cmd.expires_at, whole=planned
+                lambda: self._execute(cmd, ctx),
+                operation=cmd.name,
+                deadline=cmd.expires_at,
+                whole=planned,
+                device=cmd.device,
             )
         except TooLate as exc:
             status, error = at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed)
@@ -425,30 +436,69 @@ class TwinEngine:
         return await action.handler(cmd.device, action.arguments.model_validate(cmd.value), ctx)
 
     async def _confirm(self, cmd: CommandRecord) -> None:
-        """Wait for a reported state, observed after the vendor's acceptance, that matches."""
-        rt = self.devices[cmd.device]
-        interval = self.adapter.confirm_interval
-        while not self._decide(cmd):
+        """Wait for a reported state, observed after the vendor's acceptance, that matches: the first
+        read when the lock can have moved (twin.confirmtiming), then backing off; a push may come first."""
+        rt, device = self.devices[cmd.device], cmd.device
+        acked = cmd.acked_at or time.time()
+        first = self.timing.first_wait(device)
+        read_at = acked + first
+        misses: list[float] = []
+        step: float | None = None
+        failed = False
+        began: list[float] = []  # when each read really went (after its slot)
+
+        async def read() -> ReportedPatch:
+            began.append(time.time() - acked)
+            return await self.adapter.read_status(device)
+
+        while not self._decide_timed(cmd, acked, misses, first, by_read=False, learn=not failed):
             remaining = cmd.expires_at - time.time()
             if remaining <= 0:
                 return
             if rt.reported_changed is None:
                 rt.reported_changed = anyio.Event()
             event = rt.reported_changed
-            with anyio.move_on_after(min(interval, remaining)):
+            with anyio.move_on_after(min(max(0.0, read_at - time.time()), remaining)):
                 await event.wait()
             if rt.confirmed_by == cmd.id or event.is_set():
                 continue
+            began.clear()
             try:
-                patch = await self.gate.call(lambda: self.adapter.read_status(cmd.device), operation="read_status")
+                patch = await self.gate.call(read, operation="read_status", priority=Priority.CONFIRM, device=device)
             except VendorError as exc:
-                log.info("confirmation read of %s failed: %s", cmd.device, exc.info.code)
+                log.info("confirmation read of %s failed: %s", device, exc.info.code)
+                failed = True  # what this command shows about the lock's timing is blurred: not learned
+                if exc.info.code == ErrorCode.QUOTA_EXHAUSTED:  # no read before the reset: say so now
+                    why = f"the vendor accepted it; it cannot be read to confirm it: {exc.info.message}"
+                    error = ErrorInfo.of(ErrorCode.NOT_CONFIRMED, why, retry_after=exc.info.retry_after)
+                    self._finish(cmd, CommandStatus.FAILED, error)
+                    return
             else:
+                offset = began[-1] if began else time.time() - acked
                 with self.store.transaction():  # the observation and the outcome it decides: one commit
-                    self.observe(cmd.device, patch, source="confirm")
-                    if self._decide(cmd):
+                    self.observe(device, patch, source="confirm")
+                    if self._decide_timed(cmd, acked, misses, first, by_read=True, at=offset, learn=not failed):
                         return
-            interval = min(interval * 1.5, self.adapter.confirm_max_interval)
+                misses.append(offset)
+            step = self.timing.step(device, step)
+            read_at = time.time() + step
+
+    def _decide_timed(
+        self,
+        cmd: CommandRecord,
+        acked: float,
+        misses: list[float],
+        waited: float,
+        *,
+        by_read: bool,
+        at: float | None = None,
+        learn: bool = True,
+    ) -> bool:
+        """:meth:`_decide`, and what a confirmation teaches about when to read (twin.confirmtiming)."""
+        if learn and self.devices[cmd.device].confirmed_by == cmd.id:
+            offset = time.time() - acked if at is None else at
+            self.timing.confirmed(cmd.device, at=offset, misses=misses, by_read=by_read, waited=waited)
+        return self._decide(cmd)
 
     def _decide(self, cmd: CommandRecord) -> bool:
         """End ``cmd`` if an observation confirmed or refuted it."""
@@ -491,6 +541,7 @@ class TwinEngine:
         if rt is None:
             return False
         twin = self.twins[device_id]
+        rt.observed = time.monotonic()
         found = merge(
             twin.reported,
             patch,
@@ -571,3 +622,17 @@ class TwinEngine:
         rt = self.devices.get(device)
         cmd = None if rt is None else rt.current
         return cmd if cmd is not None and not cmd.status.is_final else None
+
+
+def vendor_gate(adapter: Adapter[Any], options: BridgeOptions, *, store: Store | None = None) -> VendorGate:
+    """The gate of an adapter's calls as the options and the vendor's defaults say (``store``
+    keeps its budget ledger across restarts)."""
+    return VendorGate(
+        vendor=adapter.vendor,
+        limit=options.max_in_flight or adapter.max_in_flight,
+        initial=options.initial_in_flight or adapter.initial_in_flight,
+        floor=options.min_in_flight,
+        call_timeout=options.call_timeout,
+        send_margin=adapter.send_margin if options.send_margin is None else options.send_margin,
+        ledger=Ledger(vendor=adapter.vendor, budget=options.budget, device_budget=options.device_budget, store=store),
+    )

@@ -104,6 +104,10 @@ class FleetView(Protocol):
         """Devices the store knows that the vendor no longer lists."""
         ...
 
+    def last_observed(self, device: str) -> float | None:
+        """When (monotonic) the device's state last came in, by any means (None: not this run)."""
+        ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class BridgeContext:

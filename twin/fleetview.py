@@ -34,3 +34,7 @@ class EngineFleet:
 
     def gone(self) -> Sequence[str]:
         return [device for device, twin in self._engine.twins.items() if not twin.present]
+
+    def last_observed(self, device: str) -> float | None:
+        rt = self._engine.devices.get(device)
+        return None if rt is None else rt.observed

@@ -13,6 +13,7 @@ wildcards match whole levels, can let each vendor's bridge write only its own co
 
     <prefix>/<component>/locktwin_<vendor>/<device>/config                  a device's entities
     <prefix>/binary_sensor/locktwin_bridge_<vendor>/connectivity[_<shard>]/config   the bridge
+    <prefix>/sensor/locktwin_bridge_<vendor>/budget[_<shard>]/config                its budget
 
 Earlier versions put the device in the node id (``<prefix>/<component>/locktwin_<vendor>_<device>/
 <component>/config``, and ``locktwin_bridge_<vendor>_<shard>`` for a shard); :meth:`legacy_topics`
@@ -53,9 +54,11 @@ class HomeAssistantSettings(BaseModel):
 class HomeAssistantDiscovery:
     """Announces devices; ``publish(topic, payload)`` sends a retained message."""
 
-    def __init__(self, *, settings: HomeAssistantSettings, topics: Topics) -> None:
+    def __init__(self, *, settings: HomeAssistantSettings, topics: Topics, budget: bool = False) -> None:
         self.settings = settings
         self.topics = topics
+        #: whether the bridge has a budget (then its remaining requests are a sensor of the bridge)
+        self.budget = budget
         self._announced: dict[str, frozenset[str]] = {}
 
     @property
@@ -96,6 +99,25 @@ class HomeAssistantDiscovery:
                 "manufacturer": "locktwin",
                 "model": "bridge",
             },
+        }
+
+    def bridge_budget_config(self) -> tuple[str, dict[str, Any]]:
+        """The requests left of the bridge's budget, a sensor of the bridge's device."""
+        _, connectivity = self.bridge_config()
+        entity = "budget" if self.topics.shard is None else f"budget_{self.topics.shard}"
+        topic = f"{self.settings.prefix}/sensor/locktwin_bridge_{self.topics.vendor}/{entity}/config"
+        return topic, {
+            "name": "Vendor requests left",
+            "unique_id": f"{self.bridge_node}_budget_remaining",
+            "state_topic": self.topics.bridge_budget,
+            "value_template": "{{ value_json.remaining }}",
+            "json_attributes_topic": self.topics.bridge_budget,
+            "unit_of_measurement": "requests",
+            "state_class": "measurement",
+            "icon": "mdi:counter",
+            "entity_category": "diagnostic",
+            "availability": [{"topic": self.topics.bridge_state}],
+            "device": connectivity["device"],
         }
 
     def _config_topic(self, component: str, device: str) -> str:
@@ -215,6 +237,9 @@ class HomeAssistantDiscovery:
         """The bridge and every device in ``devices``; the configurations of ``gone`` devices removed."""
         topic, config = self.bridge_config()
         publish(topic, json.dumps(config, separators=(",", ":")).encode())
+        if self.budget:
+            topic, config = self.bridge_budget_config()
+            publish(topic, json.dumps(config, separators=(",", ":")).encode())
         for info in devices:
             self.announce(info, twins[info.id], publish)
         for device in gone:
@@ -243,6 +268,7 @@ class HomeAssistantExtension(Extension):
 
     async def start(self, bridge: BridgeContext) -> None:
         self._bridge = bridge
+        self.discovery.budget = bridge.options.budget is not None
         bridge.bus.subscribe(Connected, lambda event: self._announce())
         bridge.bus.subscribe(Message, self._on_status)
         bridge.bus.subscribe(TwinChanged, self._on_changed)

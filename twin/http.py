@@ -14,6 +14,12 @@
   arrive during a fetch wait for it and share its token, or its failure (no stampede of retries on
   a vendor that just refused); a token the vendor refused before its time is replaced once, for
   all the callers that saw it refused.
+
+Every request a client makes is counted by the meter of the context it runs in
+(:data:`REQUEST_METER`): the vendor-call gate sets one around each call, so the budget ledger
+(:mod:`twin.ledger`) counts the vendor's requests (a Tuya unlock is two, a Smartcar full read four,
+a token refresh one), not the bridge's calls. The pool allows ``MAX_CONNECTIONS`` connections: the
+gate's adaptive limit is what bounds concurrency, not the HTTP client's default of 100.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import email.utils
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -32,11 +39,31 @@ import httpx
 from twin.adapter import VendorError
 from twin.metrics import TOKEN_REFRESHES
 
-__all__ = ["DEFAULT_BACKEND", "HttpBackend", "Token", "TokenRefresher", "make_async_client", "parse_retry_after"]
+__all__ = [
+    "DEFAULT_BACKEND",
+    "MAX_CONNECTIONS",
+    "REQUEST_METER",
+    "HttpBackend",
+    "Token",
+    "TokenRefresher",
+    "make_async_client",
+    "parse_retry_after",
+]
 
 HttpBackend = Literal["httpx", "aiohttp"]
 #: what ``make_async_client`` uses when not told (the benchmarks switch it to measure both)
 DEFAULT_BACKEND: HttpBackend = "aiohttp"
+#: connections of one client at most (the gate's ceiling is the real bound)
+MAX_CONNECTIONS = 2048
+#: called once for every request sent, in the context that sends it (None: nobody counts)
+REQUEST_METER: ContextVar[Callable[[], None] | None] = ContextVar("locktwin_request_meter", default=None)
+
+
+async def _count(request: httpx.Request) -> None:
+    meter = REQUEST_METER.get()
+    if meter is not None:
+        meter()
+
 
 T = TypeVar("T")
 
@@ -45,11 +72,15 @@ def make_async_client(
     *, transport: httpx.AsyncBaseTransport | None = None, backend: HttpBackend | None = None, **kwargs: Any
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` (same arguments) over the aiohttp transport unless told otherwise."""
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=64)
     if transport is None and (backend or DEFAULT_BACKEND) == "aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
-        transport = AiohttpTransport()
-    return httpx.AsyncClient(transport=transport, **kwargs)
+        transport = AiohttpTransport(limits=limits)
+    hooks = dict(kwargs.pop("event_hooks", None) or {})
+    hooks["request"] = [_count, *hooks.get("request", [])]
+    kwargs.setdefault("limits", limits)
+    return httpx.AsyncClient(transport=transport, event_hooks=hooks, **kwargs)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -16,6 +16,9 @@
 | ``locktwin_leases_held`` | vendor | partitions this instance holds (shared PostgreSQL store) |
 | ``locktwin_leases_acquired_total`` | vendor, how | partitions taken: ``free``, taken over (``expired``, ``dead``) |
 | ``locktwin_leases_lost_total`` | vendor | partitions lost before this instance gave them up |
+| ``locktwin_vendor_call_limit`` | vendor | vendor calls allowed in flight now (the adaptive limit, twin.limiter) |
+| ``locktwin_vendor_requests_total`` | vendor | HTTP requests sent to the vendor (what its quota counts) |
+| ``locktwin_budget_remaining`` | vendor | requests left of the budget (0: spent or refused; NaN: none) |
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "BUDGET_REMAINING",
+    "CALL_LIMIT",
     "COMMANDS",
     "IN_FLIGHT",
     "LEASES_ACQUIRED",
@@ -37,6 +42,7 @@ __all__ = [
     "STORE_WRITABLE",
     "TOKEN_REFRESHES",
     "VENDOR_CALL_SECONDS",
+    "VENDOR_REQUESTS",
 ]
 
 COMMANDS = Counter("locktwin_commands_total", "Commands by final status", ["vendor", "action", "status"])
@@ -70,3 +76,8 @@ LEASES_ACQUIRED = Counter(
     "locktwin_leases_acquired_total", "Partitions acquired: free, or taken over (expired, dead)", ["vendor", "how"]
 )
 LEASES_LOST = Counter("locktwin_leases_lost_total", "Partitions lost before this instance gave them up", ["vendor"])
+CALL_LIMIT = Gauge("locktwin_vendor_call_limit", "Vendor calls allowed in flight now (adaptive)", ["vendor"])
+VENDOR_REQUESTS = Counter("locktwin_vendor_requests_total", "HTTP requests sent to the vendor", ["vendor"])
+BUDGET_REMAINING = Gauge(
+    "locktwin_budget_remaining", "Vendor requests left of the budget this period (NaN: no budget)", ["vendor"]
+)

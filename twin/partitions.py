@@ -28,6 +28,7 @@ from contracts.messages import EventType
 from contracts.topics import Topics
 from twin.adapter import Adapter, DeviceInfo, ReportedPatch
 from twin.config import BridgeOptions
+from twin.confirmtiming import ConfirmTiming
 from twin.engine import TwinEngine
 from twin.gate import VendorGate
 from twin.leases import Lease
@@ -89,6 +90,7 @@ class Partitions:
         topics: Topics,
         options: BridgeOptions,
         gate: VendorGate,
+        timing: ConfirmTiming,
         publisher: Publisher,
         on_published: Callable[[str], None],
         on_ended: Callable[[int], None],
@@ -97,6 +99,7 @@ class Partitions:
         self.topics = topics
         self.options = options
         self.gate = gate
+        self.timing = timing
         self.publisher = publisher
         self._on_published = on_published
         #: told the partition whose engine ended by itself (a failure, a fence), not by :meth:`drop`
@@ -134,6 +137,7 @@ class Partitions:
             topics=self.topics,
             options=self.options,
             gate=self.gate,
+            timing=self.timing,
             fence=fence,
             on_published=self._on_published,
         )
@@ -207,6 +211,10 @@ class ClusterFleet:
 
     def gone(self) -> Sequence[str]:
         return [d for part in list(self._parts.served.values()) for d in part.engine.fleet.gone()]
+
+    def last_observed(self, device: str) -> float | None:
+        part = self._parts.serving(device)
+        return None if part is None else part.engine.fleet.last_observed(device)
 
 
 class ClusterSink:

@@ -13,6 +13,10 @@ a failing vendor.
 - While the vendor fails as a whole (:mod:`twin.backoff`), no read starts. Commands still go
   through, bounded by their own backoff and expiry: an operator's unlock does not wait for the
   poller's caution, and the first command that succeeds ends the pause.
+- On a budget (:mod:`twin.ledger`), reads are paced to fit what remains of it above the share kept
+  for commands until the period's reset (every device's interval stretches alike, since the
+  longest-due device is read first), and stop at that share; a device observed by other means
+  within its interval (a vendor push, a command's confirmation) is not read: pushes are free.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class Poller(Extension):
                 await anyio.sleep(max(0.0, at - anyio.current_time()))
                 pause = gate.backoff.remaining()
                 backoff_gauge.set(pause)
+                if pause <= 0 and (paced := gate.ledger.read_wait()) > 0:
+                    await anyio.sleep(min(paced, PAUSE_CHECK))  # the budget paces reads
+                    continue
                 if pause > 0:
                     await anyio.sleep(min(pause, PAUSE_CHECK))
                     continue
@@ -75,10 +82,15 @@ class Poller(Extension):
                 known = fleet.info(device_id)
                 interval = (known.poll_interval if known is not None else None) or 60.0
                 started = anyio.current_time()
-                heapq.heappush(due, (started + interval * random.uniform(0.9, 1.1), device_id))
-                if device_id in self._busy or fleet.busy(device_id):
+                seen = fleet.last_observed(device_id) if gate.ledger.budget is not None else None
+                fresh = seen is not None and started - seen < interval / 2
+                # observed meanwhile (a push, a confirmation): on a budget, no read is spent on it
+                last = seen if fresh and seen is not None else started
+                heapq.heappush(due, (last + interval * random.uniform(0.9, 1.1), device_id))
+                if fresh or device_id in self._busy or fleet.busy(device_id):
                     gate.read_slots.release()
                     continue
+                gate.ledger.read_started()
                 lag_gauge.set(max(0.0, started - at))
                 self._busy.add(device_id)
                 tg.start_soon(self._read, bridge, device_id)

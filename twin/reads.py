@@ -21,7 +21,7 @@ import anyio
 
 from contracts.errors import ErrorCode, ErrorInfo
 from twin.adapter import ReportedPatch, VendorError
-from twin.gate import VendorGate
+from twin.gate import Priority, VendorGate
 from twin.outbound import Outbound, ReplyTo
 from twin.store import StoreUnavailable
 
@@ -58,7 +58,9 @@ class StatusReads:
     async def read(self, device: str) -> ReportedPatch | None:
         """A status read for polling (the caller holds a read slot): None when it failed."""
         try:
-            patch = await self.gate.call(lambda: self.read_status(device), operation="read_status")
+            patch = await self.gate.call(
+                lambda: self.read_status(device), operation="read_status", priority=Priority.READ, device=device
+            )
         except VendorError as exc:
             log.info("status read of %s failed: %s %s", device, exc.info.code, exc.info.message)
             if exc.info.code == ErrorCode.DEVICE_OFFLINE:
@@ -84,7 +86,9 @@ class StatusReads:
             if read_at is not None and (wait := read_at + self.get_interval - time.monotonic()) > 0:
                 await anyio.sleep(wait)  # the /get that come meanwhile join this read
             async with self.gate.read_slots:
-                patch = await self.gate.call(lambda: self.read_status(device), operation="read_status")
+                patch = await self.gate.call(
+                    lambda: self.read_status(device), operation="read_status", priority=Priority.READ, device=device
+                )
             self.observe(device, patch, "get")
         except VendorError as exc:
             error = exc.info

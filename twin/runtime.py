@@ -37,6 +37,7 @@ from twin.datalock import DataDirLock
 from twin.engine import TwinEngine
 from twin.extensions import BridgeContext, Connected, EventBus, Extension, Message, TwinChanged
 from twin.homeassistant import DEFAULT_PREFIX, HomeAssistantExtension, HomeAssistantSettings
+from twin.http import REQUEST_METER
 from twin.intake import Arrival, best_effort_transaction
 from twin.jsonenc import dumps
 from twin.metrics import RECONNECTS, STORE_WRITABLE
@@ -136,6 +137,7 @@ class BridgeRuntime:
         self.session = SessionClock(store=self.store, marker_topic=self.topics.bridge_session_marker)
         self.store.writable_listeners.append(self._on_store)
         self._health = BridgeHealth(status="ok", since=datetime.now(UTC))
+        self._budget_limit = 0
         STORE_WRITABLE.labels(adapter.vendor).set(1)
         self.homeassistant = homeassistant or HomeAssistantSettings()
         retention = StoreRetention(journal_days=self.options.journal_days, commands_days=self.options.commands_days)
@@ -151,7 +153,12 @@ class BridgeRuntime:
                 stack.enter_context(self.data_lock)
             self.store.open()
             stack.callback(self.store.close)
+            stack.callback(self._persist)  # before the store closes (callbacks run last first)
             sink = _Sink(self.engine, self.vendor_dir)
+            # requests made outside a gated call (listing devices, a token refresh at start) count too;
+            # every task of this bridge inherits the meter, the gate sets its own around each call
+            ledger = self.engine.gate.ledger
+            REQUEST_METER.set(ledger.spend)
             await self.adapter.start(sink)
             stack.push_async_callback(self.adapter.stop)
             devices = [d for d in await self.adapter.list_devices() if self.shard.owns(d.id)]
@@ -260,6 +267,7 @@ class BridgeRuntime:
         self.publisher.attach(client)
         self.engine.out.republish_all()
         self._publish_health()
+        self._publish_budget()
         self.bus.emit(Connected())
         self.connected.set()
         log.info("%s bridge connected to %s as %s", self.adapter.vendor, self.mqtt.url, self.client_id)
@@ -309,8 +317,10 @@ class BridgeRuntime:
             try:
                 if not self.store.writable and not self.store.probe():
                     continue  # a full disk: nothing else can be written either
+                self._persist()
                 self.store.flush()  # deferred writes are at most this old when the process dies
                 self.session.heartbeat()
+                self._publish_budget(only_if_changed=True)
                 await anyio.to_thread.run_sync(self.store.checkpoint)
             except (sqlite3.Error, StoreUnavailable) as exc:  # busy or full disk: the next round tries again
                 log.warning("store checkpoint failed: %s", exc)
@@ -324,6 +334,21 @@ class BridgeRuntime:
         else:
             self._health = BridgeHealth(status="degraded", reason=f"store: {self.store.unwritable}", since=now)
         self._publish_health()
+
+    def _persist(self) -> None:
+        """The budget ledger and the confirmation timing into the store's next commit."""
+        self.engine.gate.ledger.persist()
+        self.engine.timing.persist()
+
+    def _publish_budget(self, *, only_if_changed: bool = False) -> None:
+        """``bridge/{vendor}/budget``: at most once a second, when it changed (or on connect)."""
+        gate = self.engine.gate
+        changed = gate.ledger.take_changed() or gate.limit != self._budget_limit
+        if only_if_changed and not changed:
+            return
+        self._budget_limit = gate.limit
+        document = gate.ledger.document(limit=gate.limit)
+        self.engine.out.send_retained(self.topics.bridge_budget, dumps(document.model_dump(mode="json")))
 
     def _publish_health(self) -> None:
         self.engine.out.send_retained(self.topics.bridge_health, dumps(self._health.model_dump(mode="json")))

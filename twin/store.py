@@ -6,7 +6,12 @@ Tables:
 - ``journal``: append-only audit of requests, vendor calls, outcomes and state changes;
 - ``refusals``: commands refused because they were too old when they arrived (a copy sent again
   gets the same answer);
-- ``meta``: schema version, page counts, when the bridge was last live (twin.session).
+- ``meta``: schema version, page counts, when the bridge was last live (twin.session), the budget
+  ledger (twin.ledger);
+- ``ledger_devices``: requests spent per device this period, and devices whose vendor quota is
+  spent (twin.ledger);
+- ``timings``: how long after the vendor's acknowledgement each device (and the vendor) could be
+  confirmed (twin.confirmtiming).
 
 sqlite-utils creates and migrates the schema (and its CLI is how operators inspect a store); the
 hot path uses prepared statements on the same connection, because sqlite-utils' row helpers are
@@ -100,6 +105,8 @@ class Store:
         self._undo: list[Callable[[], None]] = []
         #: answered marks not written yet (see the module doc)
         self._later_answered: list[str] = []
+        #: writes that join the next commit (or :meth:`flush`), by key: the latest of a key wins
+        self._deferred: dict[str, Callable[[sqlite3.Connection], None]] = {}
         self._fingerprint_key = b""
         #: whether the refusals table has any row (it rarely has: most commands are never looked up)
         self._refusals = False
@@ -296,6 +303,12 @@ class Store:
             pk=("device", "txn"),
             if_not_exists=True,
         )
+        db["ledger_devices"].create(  # type: ignore[union-attr]
+            {"device": str, "start": float, "spent": int, "vendor_until": float}, pk="device", if_not_exists=True
+        )
+        db["timings"].create(  # type: ignore[union-attr]
+            {"key": str, "wait": float, "miss": float, "streak": int, "samples": int}, pk="key", if_not_exists=True
+        )
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS commands_txn ON commands(device, txn)")
         self.conn.execute("CREATE INDEX IF NOT EXISTS commands_device ON commands(device, status)")
         self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS commands_seq ON commands(seq)")
@@ -340,9 +353,14 @@ class Store:
 
     def flush(self) -> None:
         """Commit the deferred marks now (the owner calls this every second, and :meth:`close` does)."""
-        if self._later_answered:
+        if self._later_answered or self._deferred:
             with self.transaction():
                 pass
+
+    def defer(self, key: str, write: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``write`` in the next commit (or :meth:`flush`): for what may be a second late (a
+        counter), at no commit of its own. A later ``write`` of the same key replaces this one."""
+        self._deferred[key] = write
 
     def _begin(self) -> None:
         if self._depth == 0:
@@ -371,13 +389,17 @@ class Store:
                 raise self._failed(exc) from exc
             return
         after, self._after = self._after, []
+        deferred, self._deferred = self._deferred, {}
         try:
+            for write in deferred.values():
+                write(self.conn)
             if self._later_answered:
                 self.conn.executemany(
                     "UPDATE commands SET answered=1 WHERE id=?", [(command_id,) for command_id in self._later_answered]
                 )
             self.conn.execute("COMMIT")
         except sqlite3.Error as failure:
+            self._deferred = {**deferred, **self._deferred}  # written with the next commit instead
             if self.conn.in_transaction:  # a failed COMMIT (a full disk) may leave it open
                 self.conn.execute("ROLLBACK")
             self._undone()
@@ -563,6 +585,26 @@ class Store:
             "SELECT error FROM refusals WHERE device=? AND txn=? AND fingerprint=?", (device, transaction, fingerprint)
         ).fetchone()
         return None if row is None else dict(_loads(row[0]))
+
+    # -- ledger and timings ------------------------------------------------------------------
+    def ledger_devices(self) -> list[tuple[str, float, int, float]]:
+        """(device, period start, requests spent, vendor quota spent until) of every device kept."""
+        rows = self.conn.execute("SELECT device, start, spent, vendor_until FROM ledger_devices")
+        return [(str(r[0]), float(r[1]), int(r[2]), float(r[3] or 0.0)) for r in rows]
+
+    def timings(self) -> list[tuple[str, float, float, int, int]]:
+        """(key, wait, miss, streak, samples) of every confirmation timing kept (twin.confirmtiming)."""
+        rows = self.conn.execute("SELECT key, wait, miss, streak, samples FROM timings")
+        return [(str(r[0]), float(r[1]), float(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    def confirmation_history(self, limit: int = 200) -> list[tuple[str, float]]:
+        """(device, seconds from acknowledgement to success) of the latest succeeded ``/set``."""
+        rows = self.conn.execute(
+            "SELECT device, updated_at - acked_at FROM commands WHERE kind='set' AND status='succeeded' "
+            "AND acked_at IS NOT NULL AND parent IS NULL ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [(str(r[0]), max(0.0, float(r[1]))) for r in rows]
 
     # -- journal -------------------------------------------------------------------------------
     def journal(

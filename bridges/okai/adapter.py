@@ -74,7 +74,7 @@ class OkaiAdapter(Adapter[OkaiSettings]):
                 "poll_interval": 30.0,
             }
 
-        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.imeis)
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.imeis, limits=sim.limits)
 
     async def start(self, sink: BridgeSink) -> None:
         client = OkaiClient(settings=self.settings)

@@ -97,7 +97,7 @@ class SegwayAdapter(Adapter[SegwaySettings]):
                 "poll_interval": 30.0,
             }
 
-        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids)
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids, limits=sim.limits)
 
     @classmethod
     def cli(cls, argv: Sequence[str]) -> int:

@@ -82,7 +82,7 @@ class SmartcarAdapter(Adapter[SmartcarSettings]):
     settings_model: ClassVar[type[BaseModel]] = SmartcarSettings
     default_expiry: ClassVar[float] = 60.0
     max_expiry: ClassVar[float] = 600.0
-    max_in_flight: ClassVar[int] = 8
+    initial_in_flight: ClassVar[int] = 8
 
     def __init__(self, *, settings: SmartcarSettings) -> None:
         super().__init__(settings=settings)

@@ -50,8 +50,12 @@ VEHICLE_STATES: Mapping[str, ErrorCode] = {
     "UNREACHABLE": ErrorCode.DEVICE_OFFLINE,
     "REMOTE_ACCESS_DISABLED": ErrorCode.POLICY_DENIED,
 }
+#: BILLING codes that say the plan's calls are spent: VEHICLE_REQUEST_LIMIT counts one vehicle's calls a month
+BILLING_QUOTAS: Mapping[str, ErrorCode] = {"VEHICLE_REQUEST_LIMIT": ErrorCode.QUOTA_EXHAUSTED}
 #: OAuth ``error`` values of the token endpoint that mean the account must be linked again
 OAUTH_REFUSALS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client", "access_denied"})
+#: answers about one vehicle, not the application
+ONE_VEHICLE = frozenset({"RATE_LIMIT:VEHICLE", "BILLING:VEHICLE_REQUEST_LIMIT"})
 #: the key of the application-wide rate limit in the Retry-After gate
 APP_KEY = ""
 
@@ -94,6 +98,8 @@ def error_from_response(response: httpx.Response) -> VendorError:
             code = ERROR_TYPES.get(body.type, ErrorCode.VENDOR_ERROR)
             if body.type == "VEHICLE_STATE" and body.code:
                 code = VEHICLE_STATES.get(body.code, code)
+            if body.type == "BILLING" and body.code:
+                code = BILLING_QUOTAS.get(body.code, code)
             if status >= 500 and code is ErrorCode.VENDOR_ERROR:
                 code = ErrorCode.VENDOR_UNAVAILABLE
             vendor_code = f"{body.type}:{body.code}" if body.code else body.type
@@ -104,8 +110,9 @@ def error_from_response(response: httpx.Response) -> VendorError:
                 vendor_code=vendor_code,
                 vendor_message=body.description or None,
                 retry_after=retry_after,
-                # RATE_LIMIT:VEHICLE limits one car; RATE_LIMIT:SMARTCAR_API the whole application
-                vendor_wide=False if vendor_code == "RATE_LIMIT:VEHICLE" else None,
+                # RATE_LIMIT:VEHICLE limits one car, as BILLING:VEHICLE_REQUEST_LIMIT spends one car's
+                # plan; RATE_LIMIT:SMARTCAR_API the whole application
+                vendor_wide=False if vendor_code in ONE_VEHICLE else None,
             )
     if isinstance(payload, dict) and "error" in payload:
         oauth = OAuthError.model_validate(payload)

@@ -146,7 +146,7 @@ class TuyaAdapter(Adapter[TuyaSettings]):
                 "poll_interval": 30.0,
             }
 
-        return SimulatorKit(app=sim.app, settings=settings, device_ids=ids)
+        return SimulatorKit(app=sim.app, settings=settings, device_ids=ids, limits=sim.limits)
 
     # -- desired state -------------------------------------------------------------------------
 

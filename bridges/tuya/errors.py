@@ -56,6 +56,7 @@ ERROR_CODES: MappingProxyType[int, ErrorCode] = MappingProxyType(
         2009: ErrorCode.UNSUPPORTED,  # device not supported
         2010: ErrorCode.UNKNOWN_DEVICE,  # device does not exist
         28841105: ErrorCode.PERMISSION_DENIED,  # project not authorized for this API
+        28841004: ErrorCode.QUOTA_EXHAUSTED,  # the project's call quota (a trial's resource pack) is used up
     }
 )
 

@@ -22,6 +22,7 @@ from bridges.okai.signing import SignParams
 from bridges.okai.simulator.app import Call, CloudConfig, TimestampCheck, build_app
 from bridges.okai.simulator.fleet import Fleet, Scooter
 from twin.asgi import serve_asgi
+from twin.simlimits import LimitProfile, VendorLimits
 
 __all__ = [
     "DEFAULT_BASE_PATH",
@@ -68,6 +69,7 @@ class OkaiSimulator:
         timestamp_check: TimestampCheck = "signed",
         base_path: str = DEFAULT_BASE_PATH,
         record_calls: bool = True,
+        limits: LimitProfile | None = None,
     ) -> None:
         imeis = [imei_for(i + 1) for i in range(devices)] if isinstance(devices, int) else list(devices)
         self.config = CloudConfig(
@@ -82,8 +84,10 @@ class OkaiSimulator:
         self.fleet = Fleet(imeis=imeis, bolt_seconds=bolt_seconds, delivery_seconds=delivery_seconds)
         self.fleet.latency = latency
         self.calls: list[Call] = []
+        #: the account's limits (off unless ``limits`` is given; ``.limits.configure(...)`` switches them)
+        self.limits = VendorLimits(limits)
         self.app: Starlette = build_app(
-            config=self.config, fleet=self.fleet, calls=self.calls, base_path=self.base_path
+            config=self.config, fleet=self.fleet, calls=self.calls, base_path=self.base_path, limits=self.limits
         )
 
     async def advance(self) -> None:

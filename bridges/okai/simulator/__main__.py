@@ -16,6 +16,7 @@ import anyio
 import uvicorn
 
 from bridges.okai.simulator import DEFAULT_BOLT_SECONDS, DEFAULT_DELIVERY_SECONDS, OkaiSimulator
+from twin.simlimits import CONTROL_PATH, parse_profile, with_control
 
 DEV_USER_KEY = "okai-simulator-user-key"
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bolt-seconds", type=float, default=DEFAULT_BOLT_SECONDS)
     parser.add_argument("--delivery-seconds", type=float, default=DEFAULT_DELIVERY_SECONDS)
     parser.add_argument("--no-record", action="store_true", help="do not keep a record of calls (long runs)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds every call takes")
+    parser.add_argument("--max-in-flight", type=int, help="refuse more calls at once than this (HTTP 429)")
+    parser.add_argument("--rate", type=float, help="allow this many calls a second (a token bucket; HTTP 429)")
+    parser.add_argument("--quota", help="calls per period, N or N/second|minute|hour|day|month (HTTP 429)")
     args = parser.parse_args(argv)
     sim = OkaiSimulator(
         user_key=args.user_key,
@@ -46,10 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         bolt_seconds=args.bolt_seconds,
         delivery_seconds=args.delivery_seconds,
         record_calls=not args.no_record,
+        latency=args.latency,
+        limits=parse_profile({"max_in_flight": args.max_in_flight, "rate": args.rate, "quota": args.quota}),
     )
     port = args.port or _free_port(args.host)
     server = uvicorn.Server(
-        uvicorn.Config(sim.app, host=args.host, port=port, log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Config(
+            with_control(sim.app, sim.limits),
+            host=args.host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
     )
 
     async def serve() -> None:
@@ -62,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             signing = "on" if args.sign_key else "off"
             sys.stdout.write(f"OKAI simulator on http://{args.host}:{port}{sim.base_path} (signing {signing})\n")
             sys.stdout.write("scooters: " + " ".join(sim.fleet.imeis) + "\n")
+            sys.stdout.write(f"limits: GET/PUT http://{args.host}:{port}{CONTROL_PATH}\n")
             sys.stdout.flush()
 
     anyio.run(serve)

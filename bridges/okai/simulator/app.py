@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from bridges.okai.models import (
     AUTH_PARAMS,
@@ -27,6 +27,8 @@ from bridges.okai.models import (
     SwitchLockRequest,
 )
 from bridges.okai.signing import SignParams, sign
+from bridges.okai.simulator.limits import API_NAMES, refusal_answer
+from twin.simlimits import VendorLimits, limit_routes
 
 if TYPE_CHECKING:
     from bridges.okai.simulator.fleet import Fleet
@@ -93,7 +95,9 @@ def envelope(code: int, msg: str, data: Any = None) -> JSONResponse:
     return JSONResponse({"code": code, "msg": msg, "data": data})
 
 
-def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path: str) -> Starlette:
+def build_app(
+    *, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path: str, limits: VendorLimits | None = None
+) -> Starlette:
     async def handle(request: Request) -> Response:
         received_at = time.time()
         path = "/" + request.url.path.removeprefix(base_path).lstrip("/")
@@ -136,11 +140,13 @@ def build_app(*, config: CloudConfig, fleet: Fleet, calls: list[Call], base_path
                     )
                 )
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route(SWITCH_LOCK, handle, methods=["POST"]),
         Route(STATUS, handle, methods=["GET"]),
         Route(LOCATION, handle, methods=["GET"]),
     ]
+    if limits is not None:  # the account's limits (twin.simlimits), answered as OKAI would (limits.py)
+        routes = limit_routes(routes, limits, answer=refusal_answer, names=API_NAMES)
     return Starlette(routes=[Mount(base_path, routes=routes)] if base_path else routes)
 
 

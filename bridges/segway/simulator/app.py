@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
 from bridges.segway.simulator.handlers import MESSAGES, ROUTES, Route, SimError
+from bridges.segway.simulator.limits import API_NAMES, refusal_answer
+from twin.simlimits import limit_routes
 
 if TYPE_CHECKING:
     from bridges.segway.simulator.core import SegwaySimulator
@@ -93,7 +95,8 @@ def build_app(sim: SegwaySimulator) -> Starlette:
 
     routes = [StarletteRoute("/oauth/token", token, methods=["POST"])]
     routes += [StarletteRoute(path, business, methods=["GET", "POST"]) for path in ROUTES]
-    return Starlette(routes=routes)
+    # the account's limits (twin.simlimits), answered as Segway's gateway would (limits.py)
+    return Starlette(routes=limit_routes(routes, sim.limits, answer=refusal_answer, names=API_NAMES))
 
 
 async def _answer(sim: SegwaySimulator, route: Route, body: dict[str, Any]) -> Response:

@@ -20,6 +20,7 @@ from bridges.segway.simulator.app import build_app
 from bridges.segway.simulator.fleet import Fleet, Vehicle
 from bridges.segway.simulator.pusher import DEFAULT_RETRY_DELAY, Pusher, PushRecord
 from twin.asgi import ServedApp, serve_asgi
+from twin.simlimits import LimitProfile, VendorLimits
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -64,6 +65,7 @@ class SegwaySimulator:
         location_push_interval: float = 10.0,
         locked_location_push_interval: float = 900.0,
         tick: float = 0.1,
+        limits: LimitProfile | None = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret if client_secret is not None else secrets.token_hex(16)
@@ -94,6 +96,8 @@ class SegwaySimulator:
             client_secret=self.client_secret,
             retry_delay=push_retry_delay,
         )
+        #: the account's limits (off unless ``limits`` is given; ``.limits.configure(...)`` switches them)
+        self.limits = VendorLimits(limits)
         self.app = build_app(self)
         self._http_faults: deque[tuple[int, float | None]] = deque()
         self._stalls: deque[float] = deque()

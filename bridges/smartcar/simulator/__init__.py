@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from twin.asgi import ServedApp, serve_asgi
+from twin.simlimits import LimitProfile
 
 from .app import RecordedCall, SmartcarCloud, build_app, error_response
 from .fleet import ERRORS, Fleet, InjectedError, SimVehicle
+from .limits import SmartcarLimits
 from .oauth import ALL_SCOPES, Grant, OAuthServer
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "InjectedError",
     "RecordedCall",
     "SimVehicle",
+    "SmartcarLimits",
     "SmartcarSimulator",
     "error_response",
     "serve_simulator",
@@ -60,6 +63,8 @@ class SmartcarSimulator:
         latency: float = 0.0,
         demo_code: str | None = None,
         seed: int = 7,
+        limits: LimitProfile | None = None,
+        vehicle_quota: LimitProfile | None = None,
     ) -> None:
         self.fleet = Fleet(
             users=users,
@@ -80,7 +85,9 @@ class SmartcarSimulator:
             demo_user=self.fleet.users[0],
         )
         self.cloud = SmartcarCloud(fleet=self.fleet, oauth=self.oauth, latency=latency)
-        self.app: Starlette = build_app(self.cloud)
+        #: the application's limits and each vehicle's monthly quota (off unless given; ``.limits.configure``)
+        self.limits = SmartcarLimits(limits, vehicle_quota=vehicle_quota)
+        self.app: Starlette = build_app(self.cloud, self.limits)
 
     @property
     def calls(self) -> list[RecordedCall]:

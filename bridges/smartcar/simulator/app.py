@@ -16,9 +16,10 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .fleet import ERRORS, Fleet, InjectedError, SimVehicle
+from .limits import SmartcarLimits
 from .oauth import Grant, OAuthServer, TokenError
 
 __all__ = ["RecordedCall", "build_app"]
@@ -314,8 +315,8 @@ def _basic(request: Request) -> tuple[str | None, str | None]:
     return (client_id, secret) if sep else (None, None)
 
 
-def build_app(cloud: SmartcarCloud) -> Starlette:
-    routes = [
+def build_app(cloud: SmartcarCloud, limits: SmartcarLimits | None = None) -> Starlette:
+    routes: list[BaseRoute] = [
         Route("/oauth/token", cloud.token, methods=["POST"]),
         Route("/oauth/authorize", cloud.authorize, methods=["GET"]),
         Route("/v2.0/user", cloud.user, methods=["GET"]),
@@ -326,6 +327,8 @@ def build_app(cloud: SmartcarCloud) -> Starlette:
         Route("/v2.0/vehicles/{vehicle_id}/location", cloud.location, methods=["GET"]),
         Route("/v2.0/vehicles/{vehicle_id}/odometer", cloud.odometer, methods=["GET"]),
     ]
+    if limits is not None:  # the application's limits (twin.simlimits), answered as Smartcar does (limits.py)
+        routes = limits.routes(routes)
     return Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
 
 

@@ -27,4 +27,4 @@ def demo_kit(*, devices: int) -> SimulatorKit:
             "telemetry_min_interval": 30.0,
         }
 
-    return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids)
+    return SimulatorKit(app=sim.app, settings=settings, device_ids=sim.fleet.ids, limits=sim.limits.account)

@@ -13,9 +13,11 @@ from bridges.tuya.simulator.auth import TokenStore
 from bridges.tuya.simulator.card_routes import card_routes
 from bridges.tuya.simulator.core import RecordedCall, SimConfig, SimState
 from bridges.tuya.simulator.fleet import Fleet, now_ms
+from bridges.tuya.simulator.limits import API_NAMES, refusal_answer
 from bridges.tuya.simulator.lock_routes import lock_routes
 from bridges.tuya.simulator.user_routes import user_routes
 from twin.asgi import ServedApp, serve_asgi
+from twin.simlimits import LimitProfile, VendorLimits, limit_routes
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -56,6 +58,7 @@ class TuyaSimulator:
         max_requests_per_second: int | None = None,
         card_api_authorized: bool = True,
         max_skew: float = 900.0,
+        limits: LimitProfile | None = None,
     ) -> None:
         device_ids = (
             [f"6c47sim{n:05d}lock" for n in range(1, devices + 1)] if isinstance(devices, int) else list(devices)
@@ -76,7 +79,9 @@ class TuyaSimulator:
             tokens=TokenStore(lifetime=token_lifetime),
         )
         routes = lock_routes(self.state) + user_routes(self.state) + card_routes(self.state)
-        self.app = Starlette(routes=routes)
+        #: the project's limits (off unless ``limits`` is given; ``.limits.configure(...)`` switches them)
+        self.limits = VendorLimits(limits)
+        self.app = Starlette(routes=limit_routes(routes, self.limits, answer=refusal_answer, names=API_NAMES))
         self.app.add_exception_handler(404, _not_found)
         self.app.add_exception_handler(405, _not_found)
 
