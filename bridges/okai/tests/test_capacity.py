@@ -16,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from bridges.okai.adapter import OkaiAdapter
-from bridges.okai.models import STATUS_PATH, SWITCH_LOCK_PATH
+from bridges.okai.client import PATHS
 from bridges.okai.simulator import OkaiSimulator, serve_simulator
 from bridges.okai.tests.helpers import USER_KEY, settings_for
 from twin.config import BridgeOptions
@@ -143,8 +143,8 @@ async def test_confirmation_reads_follow_the_learned_timing(mqtt_broker: str, tm
         calls = sim.calls[since:]
         out = []
         for i, call in enumerate(calls):
-            if call.path == SWITCH_LOCK_PATH:
-                nxt = next((c for c in calls[i + 1 :] if c.path == STATUS_PATH), None)
+            if call.path == PATHS["switch_lock"]:
+                nxt = next((c for c in calls[i + 1 :] if c.path == PATHS["status"]), None)
                 if nxt is not None:
                     out.append(nxt.received_at - call.at)
         return out
@@ -163,7 +163,7 @@ async def test_confirmation_reads_follow_the_learned_timing(mqtt_broker: str, tm
                 waits = gaps(since)
                 print(json.dumps({"round": round_, "gaps": [round(g, 3) for g in waits]}))
                 assert max(waits[-3:]) < 0.1  # the adapter's confirm_interval is 1 s: without learning, 1 s
-                reads = sum(1 for c in sim.calls[since:] if c.path == STATUS_PATH)
+                reads = sum(1 for c in sim.calls[since:] if c.path == PATHS["status"])
                 if round_ == 1:
                     assert reads == commands  # one read each, from the first command after the restart
                 await h.stop_bridge()
