@@ -5,7 +5,7 @@
   supersedes the one waiting to be sent;
 - **send** (:meth:`_send`): the command's worker calls the vendor through the gate
   (:mod:`twin.gate`), retrying retryable errors with jittered backoff until it expires;
-- **confirm** (:meth:`_confirm`): a desired value is done only once the device reports it, in an
+- **confirm** (:mod:`twin.confirm`): a desired value is done only once the device reports it, in an
   observation made after the vendor accepted it (a push, or reads: the first when the lock can
   have moved, learned per vendor and device by :mod:`twin.confirmtiming`, then backing off);
 - **finish**: one outcome and one final answer (:mod:`twin.lifecycle` draws every edge).
@@ -21,7 +21,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,10 +32,12 @@ from contracts.messages import CommandStatus, EventType
 from contracts.topics import InboundTopic, Topics
 from twin.adapter import Adapter, CommandContext, DeviceInfo, ExecuteResult, ReportedPatch, VendorError
 from twin.admission import Admission
+from twin.confirm import Confirmation
 from twin.confirmtiming import ConfirmTiming
+from twin.devicestate import DeviceState
 from twin.document import iso
 from twin.fleetview import EngineFleet
-from twin.gate import Priority, TooLate, VendorGate
+from twin.gate import TooLate, VendorGate
 from twin.intake import Arrival, CommandRequest, Rejected, best_effort_transaction, parse_command, parse_get
 from twin.ledger import Ledger
 from twin.lifecycle import Lifecycle, at_expiry, new_command, settle_at_start, unanswered
@@ -56,27 +57,6 @@ if TYPE_CHECKING:
 __all__ = ["TwinEngine", "vendor_gate"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Device:
-    info: DeviceInfo
-    #: set by the next observation; made only while someone waits for one (an idle anyio event
-    #: costs ~0.9 KB, and a fleet has one of these per device)
-    reported_changed: anyio.Event | None = None
-    confirmed_by: str | None = None
-    refuted: tuple[str, str] | None = None  # (command id, why)
-    current: CommandRecord | None = None
-    #: open top-level commands in acceptance order (the store holds the same, for a restart); the
-    #: worker, intake and outcome share these objects, so a command superseded while its worker
-    #: waits to retry is seen as superseded by that worker
-    queue: list[CommandRecord] = field(default_factory=list)
-    #: set when the command waiting out its retry backoff was superseded (exists only meanwhile)
-    wake_retry: anyio.Event | None = None
-    worker_running: bool = False
-    watermark: dict[str, float] = field(default_factory=dict)
-    #: when (monotonic) an observation of the device last came in, by any means
-    observed: float | None = None
 
 
 class TwinEngine:
@@ -100,7 +80,7 @@ class TwinEngine:
         self.hold = HoldPolicy(devices=frozenset(options.hold))
         self.fields = adapter.desired_fields()
         self.actions = adapter.actions()
-        self.devices: dict[str, _Device] = {}
+        self.devices: dict[str, DeviceState] = {}
         self.twins: dict[str, TwinRecord] = {}
         self.out = Outbound(
             topics=topics,
@@ -145,6 +125,14 @@ class TwinEngine:
             get_interval=options.get_interval,
         )
         self.outage = StoreOutage(store=store, resave=self._resave)
+        self.confirmation = Confirmation(
+            gate=self.gate,
+            timing=self.timing,
+            store=store,
+            read_status=adapter.read_status,
+            observe=lambda device, patch: self.observe(device, patch, source="confirm"),
+            finish=self._finish,
+        )
         #: what extensions see of the fleet (twin.extensions.FleetView)
         self.fleet = EngineFleet(self)
 
@@ -162,7 +150,7 @@ class TwinEngine:
             for info in devices:
                 twin = self.twins.get(info.id)
                 # what the store proves was observed last: a replayed push older than it changes nothing
-                self.devices[info.id] = _Device(info=info, watermark=watermarks(twin.metadata) if twin else {})
+                self.devices[info.id] = DeviceState(info=info, watermark=watermarks(twin.metadata) if twin else {})
                 twin = self.twins.setdefault(info.id, TwinRecord(device=info.id))
                 if not twin.present or twin.version == 0:
                     twin.present = True
@@ -350,7 +338,7 @@ class TwinEngine:
                 if cmd.expires_at - time.time() <= 0:
                     self._finish(cmd, *at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed))
                 else:
-                    await self._confirm(cmd)
+                    await self.confirmation.wait(cmd, self.devices[cmd.device])
             elif (left := cmd.expires_at - time.time()) <= 0 or left < self.gate.send_margin:  # no time to reach it
                 self._finish(cmd, *at_expiry(cmd, maybe_executed=cmd.id in self._maybe_executed))
             else:
@@ -434,82 +422,6 @@ class TwinEngine:
             return await self.adapter.set_desired(cmd.device, cmd.name, value, ctx)
         action = self.actions[cmd.name]
         return await action.handler(cmd.device, action.arguments.model_validate(cmd.value), ctx)
-
-    async def _confirm(self, cmd: CommandRecord) -> None:
-        """Wait for a reported state, observed after the vendor's acceptance, that matches: the first
-        read when the lock can have moved (twin.confirmtiming), then backing off; a push may come first."""
-        rt, device = self.devices[cmd.device], cmd.device
-        acked = cmd.acked_at or time.time()
-        first = self.timing.first_wait(device)
-        read_at = acked + first
-        misses: list[float] = []
-        step: float | None = None
-        failed = False
-        began: list[float] = []  # when each read really went (after its slot)
-
-        async def read() -> ReportedPatch:
-            began.append(time.time() - acked)
-            return await self.adapter.read_status(device)
-
-        while not self._decide_timed(cmd, acked, misses, first, by_read=False, learn=not failed):
-            remaining = cmd.expires_at - time.time()
-            if remaining <= 0:
-                return
-            if rt.reported_changed is None:
-                rt.reported_changed = anyio.Event()
-            event = rt.reported_changed
-            with anyio.move_on_after(min(max(0.0, read_at - time.time()), remaining)):
-                await event.wait()
-            if rt.confirmed_by == cmd.id or event.is_set():
-                continue
-            began.clear()
-            try:
-                patch = await self.gate.call(read, operation="read_status", priority=Priority.CONFIRM, device=device)
-            except VendorError as exc:
-                log.info("confirmation read of %s failed: %s", device, exc.info.code)
-                failed = True  # what this command shows about the lock's timing is blurred: not learned
-                if exc.info.code == ErrorCode.QUOTA_EXHAUSTED:  # no read before the reset: say so now
-                    why = f"the vendor accepted it; it cannot be read to confirm it: {exc.info.message}"
-                    error = ErrorInfo.of(ErrorCode.NOT_CONFIRMED, why, retry_after=exc.info.retry_after)
-                    self._finish(cmd, CommandStatus.FAILED, error)
-                    return
-            else:
-                offset = began[-1] if began else time.time() - acked
-                with self.store.transaction():  # the observation and the outcome it decides: one commit
-                    self.observe(device, patch, source="confirm")
-                    if self._decide_timed(cmd, acked, misses, first, by_read=True, at=offset, learn=not failed):
-                        return
-                misses.append(offset)
-            step = self.timing.step(device, step)
-            read_at = time.time() + step
-
-    def _decide_timed(
-        self,
-        cmd: CommandRecord,
-        acked: float,
-        misses: list[float],
-        waited: float,
-        *,
-        by_read: bool,
-        at: float | None = None,
-        learn: bool = True,
-    ) -> bool:
-        """:meth:`_decide`, and what a confirmation teaches about when to read (twin.confirmtiming)."""
-        if learn and self.devices[cmd.device].confirmed_by == cmd.id:
-            offset = time.time() - acked if at is None else at
-            self.timing.confirmed(cmd.device, at=offset, misses=misses, by_read=by_read, waited=waited)
-        return self._decide(cmd)
-
-    def _decide(self, cmd: CommandRecord) -> bool:
-        """End ``cmd`` if an observation confirmed or refuted it."""
-        rt = self.devices[cmd.device]
-        if rt.confirmed_by == cmd.id:
-            self._finish(cmd, CommandStatus.SUCCEEDED, None)
-        elif rt.refuted is not None and rt.refuted[0] == cmd.id:
-            self._finish(cmd, CommandStatus.FAILED, ErrorInfo.of(ErrorCode.NOT_CONFIRMED, rt.refuted[1]))
-        else:
-            return False
-        return True
 
     def _finish(
         self, cmd: CommandRecord, status: CommandStatus, error: ErrorInfo | None, *, data: dict[str, Any] | None = None
