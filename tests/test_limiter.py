@@ -68,6 +68,25 @@ def test_push_back_shrinks_once_per_congestion_and_holds() -> None:
     assert limit.limit == 2  # the floor
 
 
+def test_a_wall_met_again_is_held_just_under_it() -> None:
+    limit, clock = limiter(initial=40)
+    clock.now += 1
+    limit.value = 84.0  # a slow start ran past the vendor's cap of 64
+    limit.overloaded(started=clock.now - 0.5, in_flight=84)  # a first refusal: a quarter down
+    assert limit.limit == 63
+    clock.now += 11  # past the hold; the limit crept on to the cap
+    limit.value = 65.0
+    limit.overloaded(started=clock.now - 0.1, in_flight=65)  # the same wall: just under it
+    assert limit.limit == 60  # 0.95 of the 64 others in flight, not 0.75 of 65
+    clock.now += 11
+    limit.value = 64.0
+    limit.overloaded(started=clock.now - 0.1, in_flight=64)
+    assert limit.limit == 59
+    clock.now += 11
+    limit.overloaded(started=clock.now - 0.1, in_flight=30)  # a different wall: a quarter down again
+    assert limit.limit == 26  # 0.9 of the 29 others, less than 0.75 of 59
+
+
 def test_additive_increase_after_push_back() -> None:
     limit, clock = limiter(initial=40)
     clock.now += 1

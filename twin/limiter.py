@@ -13,6 +13,11 @@ The limit is the number of vendor calls a bridge lets be in flight; it moves bet
   vendor was taking just then) if that is less: a rate-limited vendor (50 calls/s) is matched
   in one step instead of several rounds of 429s. Only calls started after the last decrease count:
   a burst of 429s answered to calls that were already under way is one observation, not thirty;
+- **a wall met again**: a refusal with about as many calls in flight (within ``SAME_WALL``, or 2) as
+  the limit the last refusal left is the vendor's cap, found once more: the limit goes just under
+  it (``NEAR_WALL`` of what was in flight) instead of a quarter down, so the long hold that
+  follows is spent near the cap, not a quarter below it (a cap of 64 held at 48 left ~25 % of the
+  vendor's capacity unused: a storm at 1.39x its floor);
 - **hold** after a decrease: no increase for a round trip, doubled for each decrease within the
   last ``MEMORY`` seconds (up to ``HOLD_LONGEST``): a vendor met at the same limit again and again
   is probed less and less often, so its 429s stay rare (a token bucket of 50 calls/s at 200 ms a
@@ -44,6 +49,8 @@ __all__ = [
     "LATENCY_DECREASE",
     "LATENCY_SLACK",
     "LATENCY_TOLERANCE",
+    "NEAR_WALL",
+    "SAME_WALL",
     "AdaptiveLimit",
     "LimitSettings",
 ]
@@ -56,6 +63,10 @@ LATENCY_DECREASE = 0.9
 LATENCY_TOLERANCE = 2.0
 #: ... and by at least this many seconds (below it, a busy event loop's noise is no signal)
 LATENCY_SLACK = 0.05
+#: a refusal within this share of the last one's calls in flight meets the same wall ...
+SAME_WALL = 0.15
+#: ... and the limit goes to this share of it
+NEAR_WALL = 0.95
 #: seconds without push-back after which the limit may double again (slow start)
 MEMORY = 30.0
 #: the longest hold after a decrease
@@ -88,6 +99,7 @@ class AdaptiveLimit:
         self.decreases = 0
         self._last_decrease = float("-inf")
         self._decreased: deque[float] = deque()
+        self._wall: float | None = None  # the limit the last refusal left
         self._hold_until = float("-inf")
         self._recent: float | None = None  # average latency of the last ~SHORT calls
         self._minimum = math.inf
@@ -120,7 +132,14 @@ class AdaptiveLimit:
         way when it answered (itself included)."""
         # not halved after a slow start as TCP does: what the vendor was taking when it refused is the
         # better estimate (halving a cap of 64 met at 84 left 42, and 10 s of creeping back to 64)
-        self._decrease(started, DECREASE, taken=max(1, in_flight - 1) * 0.9)
+        if started < self._last_decrease:
+            return  # under way when the limit last shrank: the same congestion, already answered
+        others, wall = max(1, in_flight - 1), self._wall
+        if wall is not None and not self.slow_start and abs(in_flight - wall) <= max(2.0, SAME_WALL * wall):
+            self._decrease(started, NEAR_WALL, taken=others * NEAR_WALL)
+        else:
+            self._decrease(started, DECREASE, taken=others * 0.9)
+        self._wall = self.value  # where the vendor's cap is believed to be now
 
     def _decrease(self, started: float, factor: float, taken: float | None = None) -> None:
         if started < self._last_decrease:
