@@ -55,7 +55,7 @@ async def measure(commands: int, report: Report, profile: bool = False) -> None:
         f"latency p50 ({len(measured)} sequential /set)",
         percentile(measured, 50) * ms,
         percentile(bare, 50) * ms,
-        "<= 1.5",
+        "<= 1.75",  # a regression guard: the per-step command events and commits stay (bench/README.md)
         " ms",
     )
     report.ratio(

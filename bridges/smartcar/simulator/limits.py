@@ -74,13 +74,7 @@ class SmartcarLimits:
             limits = self.vehicles.get(vehicle_id)
             if limits is None:
                 limits = self.vehicles[vehicle_id] = VendorLimits(self.vehicle_quota)
-            refusal = limits.admit(route_api(request))
-            if refusal is not None:
-                return answer(refusal, request)
-            try:
-                return await endpoint(request)
-            finally:
-                limits.release()
+            return await limited(endpoint, limits, api=route_api(request), answer=answer)(request)
 
         return run
 
