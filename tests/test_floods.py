@@ -15,8 +15,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+import twin.store as store_module
 from tests.fake_adapter import FakeAdapter, FakeSettings
 from twin.config import BridgeOptions
+from twin.store import Store
 from twin.testing import BridgeHarness
 
 pytestmark = pytest.mark.anyio
@@ -91,3 +93,35 @@ async def test_a_burst_on_one_device_keeps_the_store_small(mqtt_broker: str, tmp
         per_command = total / len(txns)
         print(json.dumps({"store_bytes": total, "wal_bytes": wal.stat().st_size, "per_command": per_command}))
         assert per_command < 8 * 1024, per_command  # was ~55 KiB per command, in a WAL never truncated
+
+
+def test_a_wal_past_its_limit_is_restarted_under_load_and_truncated_once_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady stream of commits the checkpoint restarts the log (the next commits write over
+    it, so it grows no further and nobody appends to a new file); once the store is quiet it is
+    truncated, so a burst leaves no large file behind."""
+    monkeypatch.setattr(store_module, "WAL_LIMIT", 256 * 1024)
+    store = Store(path=tmp_path / "twins.sqlite")
+    store.open()
+    store.checkpoint_elsewhere()
+    wal = tmp_path / "twins.sqlite-wal"
+
+    def burst(commits: int) -> None:
+        for n in range(commits):
+            with store.transaction():
+                store.set_meta(f"k{n % 50}", "x" * 2000 + str(n))
+
+    try:
+        burst(400)  # ~1.6 MB of log: past the limit
+        grown = wal.stat().st_size
+        assert grown > store_module.WAL_LIMIT
+        store.checkpoint()  # under load (400 commits since the last one): restarted, not truncated
+        assert wal.stat().st_size == grown
+        burst(400)
+        assert wal.stat().st_size == grown  # written over from its start: the file did not grow
+        store.checkpoint()
+        store.checkpoint()  # no commit since: quiet, truncated
+        assert wal.stat().st_size == 0
+    finally:
+        store.close()

@@ -162,7 +162,10 @@ async def test_confirmation_reads_follow_the_learned_timing(mqtt_broker: str, tm
                     assert final["status"] == "succeeded"
                 waits = gaps(since)
                 print(json.dumps({"round": round_, "gaps": [round(g, 3) for g in waits]}))
-                assert max(waits[-3:]) < 0.1  # the adapter's confirm_interval is 1 s: without learning, 1 s
+                # the adapter's confirm_interval is 1 s: without learning each gap is ~1 s; learned, the
+                # read follows at once (a loaded machine delayed one by 0.19 s, once: the median holds)
+                assert sorted(waits[-3:])[1] < 0.1, waits
+                assert max(waits[-3:]) < 0.5, waits
                 reads = sum(1 for c in sim.calls[since:] if c.path == PATHS["status"])
                 if round_ == 1:
                     assert reads == commands  # one read each, from the first command after the restart
