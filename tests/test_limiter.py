@@ -97,6 +97,20 @@ def test_additive_increase_after_push_back() -> None:
     assert limit.limit == 30 + 1
 
 
+def test_past_a_refusal_the_limit_grows_only_while_it_is_in_use() -> None:
+    limit, clock = limiter(initial=8)
+    clock.now += 1
+    limit.overloaded(started=clock.now - 0.5, in_flight=8)  # a cap of 7 met: 0.9 of the 7 others
+    assert limit.limit == 6
+    clock.now += 11  # past the hold
+    for _ in range(200):  # a storm's tail: 5 of the 6 slots taken, the vendor never met again
+        limit.succeeded(latency=0.05, in_flight=5, started=clock())
+    assert limit.limit == 6
+    for _ in range(7):  # every slot taken: one more a round trip
+        limit.succeeded(latency=0.05, in_flight=6, started=clock())
+    assert limit.limit == 7
+
+
 def test_rising_latency_shrinks_before_any_429() -> None:
     limit, clock = limiter(initial=100)
     for _ in range(50):

@@ -28,7 +28,7 @@ The limit is the number of vendor calls a bridge lets be in flight; it moves bet
   calls: the limit shrinks gently (``LATENCY_DECREASE``) before any 429;
 - **app-limited**: a success while fewer than half the limit's calls are in flight says nothing
   about a higher limit, so it does not raise it (a quiet bridge keeps its limit, it does not
-  inflate it to the ceiling).
+  inflate it to the ceiling); past a refusal, only one while every slot is taken does.
 
 Why not a library: the Python ports of Netflix's concurrency-limits on PyPI are new one-person
 packages without users (``adaptive-concurrency`` 0.1, ``aimd-limiter`` 0.1), and the well-kept
@@ -122,6 +122,11 @@ class AdaptiveLimit:
             return
         if in_flight * 2 < self.value:
             return  # app-limited: the limit was not in use, so this says nothing about a higher one
+        if not self.slow_start and in_flight < self.limit:
+            # past a refusal the limit grows only while every slot is taken: a storm's tail (fewer
+            # calls than the limit) otherwise raised it past the vendor's cap without meeting it
+            # (a cap of 6 left at 10, so the next burst began with refusals)
+            return
         if self.clock() < self._hold_until:
             return
         step = 1.0 if self.slow_start else 1.0 / self.value
