@@ -6,7 +6,8 @@ a partition takes to move when its instance dies or pauses, over the lease time 
 - **throughput**: one in-process bridge on SQLite and one in-process instance on a fresh PostgreSQL
   database (``LOCKTWIN_TEST_PG``'s server, default 127.0.0.1:5432), same broker, same zero-latency
   OKAI simulator, same client, under different base topics; alternating rounds of one command per
-  device on every device at once (as ``bench.throughput``). Goal >= 0.7.
+  device on every device at once (as ``bench.throughput``). Goal >= 0.7. Beside it, how many engine
+  transactions shared one PostgreSQL commit (the group commit, :mod:`twin.pgwriter`).
 - **takeover**: two ``locktwin run okai`` processes (lease 10 s) on another fresh database; one is
   killed (SIGKILL), started again and, once the partitions are balanced again, paused (SIGSTOP)
   for longer than the lease. Measured from each signal: the lease log's first acquisition of a
@@ -82,14 +83,21 @@ async def throughput(report: Report, rounds: int, devices: int) -> None:
                 await concurrent(lite.command, stack.devices, 1)  # warm-up
                 await concurrent(shared.command, stack.devices, 1)
                 took = {"sqlite": 0.0, "pg": 0.0}
+                assert cluster.db is not None
+                writer = cluster.db.writer
+                before = (writer.groups, writer.committed)
                 for i in range(rounds):
                     series = [("sqlite", lite.command), ("pg", shared.command)]
                     for name, send in series if i % 2 == 0 else reversed(series):
                         took[name] += devices / await concurrent(send, stack.devices, 1)
+                groups, committed = writer.groups - before[0], writer.committed - before[1]
             tg.cancel_scope.cancel()
     commands = devices * rounds
     label = f"throughput, {devices} in flight: PostgreSQL store over SQLite"
     _figure(report, label, commands / took["pg"], commands / took["sqlite"], ">= 0.7", " cmd/s")
+    # the group commit (twin.pgwriter): engine transactions that shared one PostgreSQL commit
+    report.value("engine transactions per PostgreSQL commit", committed / max(groups, 1))
+    report.value("PostgreSQL commits per command", groups / commands)
 
 
 def _instance(name: str, *, url: str, port: int, stack: Stack, lease: float, tmp: Path) -> subprocess.Popen[bytes]:

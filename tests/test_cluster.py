@@ -8,13 +8,16 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import anyio
 import psycopg
 import pytest
 
-from tests.fake_adapter import FakeAdapter
+from tests.fake_adapter import FakeAdapter, FakeSettings
 from tests.faults import pg
+from twin.adapter import CommandContext, ExecuteResult
 from twin.cluster import ClusterRuntime
 from twin.config import ClusterSettings
+from twin.pgschema import schema_for
 from twin.testing import FINAL, BridgeHarness
 
 pytestmark = pytest.mark.anyio
@@ -101,3 +104,46 @@ async def test_a_command_whose_inbox_commit_is_lost_is_never_sent(mqtt_broker: s
             again = await h.set("d1", {"lock": "UNLOCKED", "transaction": "lost"})  # the client tries again
             # one device's commands run in order: a worker left with the lost one would have sent it first
             assert again["status"] == "succeeded" and adapter.calls == [("d1", "unlock")]
+
+
+class _Witness(FakeAdapter):
+    """Reads, on a connection of its own, what the store holds of each command when it is called."""
+
+    def __init__(self, url: str, schema: str) -> None:
+        super().__init__(settings=FakeSettings(devices=[f"d{n}" for n in range(12)]))
+        self.url, self.schema = url, schema
+        self.seen: list[str] = []
+
+    async def lock(self, device_id: str, *, locked: bool, ctx: CommandContext) -> ExecuteResult:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(
+                f'SELECT status FROM "{self.schema}".commands WHERE id = %s',
+                (ctx.command_id,),
+            ).fetchone()
+        self.seen.append("missing" if row is None else str(row[0]))
+        return await super().lock(device_id, locked=locked, ctx=ctx)
+
+
+async def test_a_command_is_durable_as_sent_before_its_vendor_call(mqtt_broker: str, tmp_path: Path) -> None:
+    """Commits leave the event loop (twin.pgwriter): the engine waits for the ``sent`` step's before
+    it calls the vendor, so a crash after the call never finds the command as not yet sent. A burst
+    of commands shares commits."""
+    pg.require()
+    with pg.fresh_database() as url:
+        base = f"lt{uuid.uuid4().hex[:6]}"
+        adapter = _Witness(url, schema_for(base, "fake"))
+        async with ClusterHarness(
+            adapter=adapter, broker_url=mqtt_broker, data_dir=tmp_path, store_url=url, instance="one", base_topic=base
+        ) as h:
+            runtime = h.runtime
+            assert isinstance(runtime, ClusterRuntime)
+            await h.wait_for(lambda: len(runtime.partitions) == 4 and runtime.intake is not None, timeout=20)
+            assert runtime.db is not None
+            writer = runtime.db.writer
+            before = (writer.groups, writer.committed)
+            async with anyio.create_task_group() as tg:
+                for device in adapter.locks:
+                    tg.start_soon(h.set, device, {"lock": "UNLOCKED"})
+            assert adapter.seen == ["sent"] * len(adapter.locks)
+            groups, committed = writer.groups - before[0], writer.committed - before[1]
+            assert committed > groups  # several engine transactions went in one commit

@@ -2,6 +2,8 @@
 
 What an instance runs, in one task group:
 
+- **the writer** (:mod:`twin.pgwriter`): the engines' transactions committed off the event loop on a
+  connection of its own, as many per round trip as arrived during the last one;
 - **leases** (:mod:`twin.leases`): a tick about once a second renews what it holds and takes what
   its quota wants; a partition it acquires gets an engine of its own, started as a bridge starts
   after a restart (:mod:`twin.partitions`); a partition lost or released ends its engine;
@@ -175,6 +177,7 @@ class ClusterRuntime:
             leases.join()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                await tg.start(db.writer.run)  # commits off the event loop (twin.pgwriter)
                 tg.start_soon(self._mqtt_loop)
                 tg.start_soon(self._lease_loop, leases)
                 tg.start_soon(Inbox(runtime=self, db=db).run)
@@ -255,6 +258,7 @@ class ClusterRuntime:
                 part = self.parts.drop(partition)
                 if part is not None:
                     await part.stopped.wait()
+                    await leases.db.writer.idle(partition)  # its last writes stored under its lease
                 leases.release(partition)
             if changes.lost or changes.acquired or changes.release:
                 self._publish_partitions()

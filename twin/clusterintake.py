@@ -142,10 +142,13 @@ class Intake:
             if rows:
                 try:
                     self.store.put_inbox(rows)
+                    await self.store.settled()  # acknowledged only once they are durable
                 except StoreUnavailable as exc:
                     # not acknowledged: the broker gives them again on the next connection
                     log.warning("intake: %s; reconnecting", exc)
                     return
+                except LeaseLost:
+                    return  # not acknowledged: the next holder of the session gets them
             for m in batch:
                 inner.ack(m.mid, m.qos)
 
@@ -216,9 +219,17 @@ class Inbox:
                 rows = self._take(held, 100)
                 if not rows:
                     return
+                handled = 0
                 for row in rows:
                     if not await self._handle(row):
-                        return  # the rest waits: a device's commands are taken in order
+                        break  # the rest waits: a device's commands are taken in order
+                    handled += 1
+                try:
+                    await self.db.settled()  # the rows' commits decided before the inbox is read again
+                except LeaseLost as exc:
+                    log.info("inbox rows stay for the next owner: %s", exc)
+                if handled < len(rows):
+                    return
             except StoreUnavailable as exc:
                 log.info("the inbox waits for the store: %s", exc)
                 return

@@ -50,6 +50,7 @@ from twin.reads import StatusReads
 from twin.redaction import keep_redacted, public_value
 from twin.reported import merge, watermarks
 from twin.store import CommandRecord, Store, StoreUnavailable, TwinRecord, TwinStore
+from twin.storeapi import LeaseLost
 
 if TYPE_CHECKING:
     from twin.config import BridgeOptions
@@ -315,8 +316,12 @@ class TwinEngine:
                 cmd = rt.current
                 try:
                     await self._run(cmd)
+                    await self.store.settled()  # its outcome is durable before the next command
                 except StoreUnavailable:
                     await self.outage.back.wait()  # then the same command goes on where it stopped
+                except LeaseLost as exc:  # the partition's engine ends: its next owner goes on
+                    log.info("worker of %s ends: %s", device, exc)
+                    return
                 finally:
                     rt.current = None
                     gauge.dec()
@@ -347,6 +352,8 @@ class TwinEngine:
     async def _send(self, cmd: CommandRecord) -> None:
         cmd.attempts += 1
         self.lifecycle.step(cmd, CommandStatus.SENT, journal={"attempt": cmd.attempts})
+        # durable before the call: a crash after it never sends the command again as if it had not been
+        await self.store.settled()
         ctx = CommandContext(
             command_id=cmd.id,
             transaction=cmd.transaction,
@@ -518,6 +525,7 @@ class TwinEngine:
 
     def _resave(self, device: str) -> None:
         with self.store.transaction():
+            self.store.on_rollback(lambda: self.outage.unsaved.add(device))  # a commit decided later
             self.store.save_twin(self.twins[device])
         self.out.twin_changed(device)
 

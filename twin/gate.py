@@ -30,6 +30,7 @@ Exceptions::
                     adapter's own bug)
     TooLate         a VendorError (EXPIRED): the call was not started, its command's time is up
     StoreUnavailable  passed through: not the vendor's (the command waits for its store)
+    LeaseLost         passed through: the partition's engine ends (another instance serves it)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from twin.ledger import Ledger
 from twin.limiter import AdaptiveLimit, LimitSettings
 from twin.metrics import CALL_LIMIT, VENDOR_CALL_SECONDS
 from twin.store import StoreUnavailable
+from twin.storeapi import LeaseLost
 
 __all__ = ["Priority", "Slots", "TooLate", "VendorGate"]
 
@@ -232,9 +234,9 @@ class VendorGate:
             raise VendorError(
                 ErrorCode.DEVICE_TIMEOUT, f"no answer from the vendor within {limit:.1f}s", maybe_executed=True
             ) from None
-        except StoreUnavailable:
+        except (StoreUnavailable, LeaseLost):
             outcome = "error"
-            raise  # not the vendor's: the command waits for its store (twin.outage)
+            raise  # not the vendor's: the command waits for its store (twin.outage), or ends with its partition
         except Exception as exc:
             outcome = "error"
             log.exception("adapter call failed")

@@ -5,8 +5,9 @@ Chosen by ``store = "postgresql://host/db"`` (the password from ``LOCKTWIN_STORE
 to the vendor's schema (:mod:`twin.pgschema`); :class:`PartitionStore` is the
 :class:`~twin.storeapi.TwinStore` of one partition, every write fenced by its lease, and
 :class:`VendorStore` the vendor's own rows (meta of the whole bridge, retention), fenced by the
-intake lease. The commit discipline (one pipeline at the outermost commit, nothing published before
-it, rollback hooks on a failure) is :mod:`twin.pgdb`'s.
+intake lease. The commit discipline (one query at the outermost commit, nothing published before
+it, rollback hooks on a failure) is :mod:`twin.pgdb`'s, and the group commit off the event loop
+:mod:`twin.pgwriter`'s.
 
 A fence that refuses a commit raises :class:`~twin.storeapi.LeaseLost` (the partition's engine ends;
 whoever holds the lease next serves it from the store); a connection that broke raises
@@ -101,7 +102,7 @@ class _View:
 
     @property
     def in_transaction(self) -> bool:
-        return self.db.in_transaction
+        return self.db.in_transaction_of(self._fence.partition)
 
     def transaction(self) -> AbstractContextManager[None]:
         return self.db.transaction(self._fence)
@@ -113,7 +114,10 @@ class _View:
             self.db.write(sql, params, returned=returned)
 
     def after_commit(self, fn: Callable[[], None]) -> None:
-        self.db.after_commit(fn)
+        self.db.after_commit(fn, self._fence.partition)
+
+    async def settled(self) -> None:
+        await self.db.settled()
 
     def on_rollback(self, fn: Callable[[], None]) -> None:
         self.db.on_rollback(fn)
@@ -241,6 +245,11 @@ class PartitionStore(_View):
         def numbered(row: tuple[Any, ...]) -> None:
             cmd.seq = int(row[0])
 
+        with self.transaction():
+            self._insert(cmd, numbered)
+            self.db.remember_command(cmd)
+
+    def _insert(self, cmd: CommandRecord, numbered: Callable[[tuple[Any, ...]], None]) -> None:
         self._write(
             "INSERT INTO commands(id, partition, device, txn, kind, name, value, status, source, accepted_at, "
             "expires_at, updated_at, attempts, idempotent, sensitive, error, result, reply_topic, correlation, "
@@ -276,6 +285,11 @@ class PartitionStore(_View):
 
     def update_command(self, cmd: CommandRecord) -> None:
         cmd.updated_at = time.time()
+        with self.transaction():
+            self._update(cmd)
+            self.db.remember_command(cmd)
+
+    def _update(self, cmd: CommandRecord) -> None:
         self._write(
             "UPDATE commands SET value = %s, status = %s, updated_at = %s, attempts = %s, error = %s, "
             "result = %s, answered = %s, acked_at = %s WHERE id = %s",
@@ -299,10 +313,16 @@ class PartitionStore(_View):
         return [_record(r) for r in rows]
 
     def command(self, command_id: str) -> CommandRecord | None:
+        pending = self.db.pending_command(command_id)  # written, its commit not decided yet
+        if pending is not None:
+            return pending
         found = self._select("id = %s", (command_id,))
         return found[0] if found else None
 
     def command_by_transaction(self, device: str, transaction: str) -> CommandRecord | None:
+        pending = self.db.pending_by_transaction(device, transaction)
+        if pending is not None:
+            return pending
         found = self._select("device = %s AND txn = %s", (device, transaction))
         return found[0] if found else None
 
@@ -319,11 +339,13 @@ class PartitionStore(_View):
         return [c for c in found if c.id not in taken]
 
     def refuse(self, device: str, transaction: str, fingerprint: str, error: dict[str, Any]) -> None:
-        self._write(
-            "INSERT INTO refusals(device, partition, txn, fingerprint, at, error) VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            (device, self.partition, transaction, fingerprint, time.time(), dumps_text(error)),
-        )
+        with self.transaction():
+            self._write(
+                "INSERT INTO refusals(device, partition, txn, fingerprint, at, error) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (device, self.partition, transaction, fingerprint, time.time(), dumps_text(error)),
+            )
+            self.db.remember_refusal(device, transaction, fingerprint, error)
         self._refusals = True
 
     def refusal(self, device: str, transaction: str, fingerprint: str) -> dict[str, Any] | None:
@@ -333,6 +355,9 @@ class PartitionStore(_View):
                 self._refusals = bool(row.fetchone()[0])  # type: ignore[index]
         if not self._refusals:
             return None  # no read on the command path of a partition that never refused
+        pending = self.db.pending_refusal(device, transaction, fingerprint)
+        if pending is not None:
+            return pending
         with self.db.reading() as conn:
             found = conn.execute(
                 "SELECT error FROM refusals WHERE device = %s AND txn = %s AND fingerprint = %s",

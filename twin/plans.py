@@ -32,6 +32,7 @@ class PlanRunner:
         results: list[dict[str, object]] = []
         for step, op in enumerate(ops, 1):
             child = self._start(parent, op, step, len(ops))
+            await self.lifecycle.store.settled()  # the operation is durable as sent before it is
             try:
                 await op.run(replace(ctx, command_id=child.id, name=child.name))
             except VendorError as exc:

@@ -367,6 +367,9 @@ class Store:
         else:
             fn()
 
+    async def settled(self) -> None:
+        """Every commit of this store is durable when its block closes: nothing to wait for."""
+
     def on_rollback(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` if the outermost transaction open now rolls back (it undoes what the caller
         changed in memory for the writes that are lost); forgotten once it commits."""

@@ -15,6 +15,10 @@ store tells its :attr:`TwinStore.writable_listeners` until :meth:`TwinStore.prob
 again. The PostgreSQL store raises :class:`LeaseLost` when the partition's lease is gone, which ends
 the partition's engine (another instance serves it from the store).
 
+A store may commit after the block closed (PostgreSQL's group commit, :mod:`twin.pgwriter`): then
+what refused it is raised by :meth:`TwinStore.settled`, which whatever must follow a durable write
+awaits (a vendor call after the ``sent`` step). SQLite commits when the block closes.
+
 Exceptions::
 
     StoreError          the store cannot be used at all (a damaged file, a schema that does not fit)
@@ -114,6 +118,10 @@ class TwinStore(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
     def after_commit(self, fn: Callable[[], None]) -> None: ...
+
+    async def settled(self) -> None:
+        """Until every transaction the calling task closed is durable (at once where commits are
+        synchronous); raises what refused one (:class:`StoreUnavailable`, :class:`LeaseLost`)."""
 
     def on_rollback(self, fn: Callable[[], None]) -> None: ...
 
