@@ -326,7 +326,10 @@ class GroupCommit:
             for _, _, returned in txn.statements:
                 row = found.get(index)
                 if returned is not None and row is not None:
-                    returned(row)
+                    try:
+                        returned(row)
+                    except Exception:  # a bug in one must not leave the group's outcome half told
+                        log.exception("a row's callback failed")
                 index += 1
         self._deciding = True
         try:
