@@ -45,7 +45,7 @@ from typing import Any
 import psycopg
 
 from twin.pgschema import FENCE_SQLSTATE, schema_sql
-from twin.pgwriter import GroupCommit, Txn, compose, undone
+from twin.pgwriter import GroupCommit, Txn, announce, compose, undone
 from twin.shard import Shard
 from twin.storeapi import CommandRecord, LeaseLost, StoreError, StoreUnavailable
 
@@ -391,8 +391,9 @@ class PgDatabase:
             undone(txn.undo)  # nothing was sent: nothing to roll back but what the callers changed
             return
         if not txn.statements and (self.writer.running or not self.later_answered):
-            for fn in txn.after:  # nothing to write: what it announces follows what is queued
-                self.after_commit(fn, None if txn.fence is None else txn.fence.partition)
+            partition = None if txn.fence is None else txn.fence.partition
+            # nothing to write: what it announces follows what is queued of its partition, or goes now
+            announce([fn for fn in txn.after if not self.writer.after_commit(fn, partition)])
             return
         if self.writer.running:
             self.writer.enqueue(txn)

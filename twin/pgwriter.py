@@ -48,7 +48,7 @@ from twin.storeapi import CommandRecord, StoreUnavailable
 if TYPE_CHECKING:
     from twin.pgdb import Fence, PgDatabase
 
-__all__ = ["MAX_GROUP", "GroupCommit", "Txn", "compose", "undone"]
+__all__ = ["MAX_GROUP", "GroupCommit", "Txn", "announce", "compose", "undone"]
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ class GroupCommit:
             for txn in group:
                 self._forget(txn)
                 self._done = max(self._done, txn.ticket)
-                _each(txn.after)
+                announce(txn.after)
         finally:
             self._deciding = False
         self._progress.set()
@@ -373,7 +373,8 @@ def _broken(conn: psycopg.AsyncConnection[tuple[Any, ...]], exc: BaseException) 
     return isinstance(exc, TimeoutError | psycopg.InterfaceError) or conn.closed or conn.broken
 
 
-def _each(fns: list[Callable[[], None]]) -> None:
+def announce(fns: list[Callable[[], None]]) -> None:
+    """Run each of ``fns``; one that fails is logged and the others still run."""
     for fn in fns:
         try:
             fn()
