@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.stores import KINDS, StoreCase, store_case
+from tests.faults import pg
+from tests.stores import KINDS, SCHEMA, StoreCase, store_case
 from twin.store import Store
 from twin.testing import broker_from_environment
 
@@ -42,3 +44,19 @@ def twin_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     (skipped without a server, except under CI)."""
     with store_case(request.param, tmp_path) as case:
         yield case
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the test (skipped without a server, failed under CI)."""
+    pg.require()
+    with pg.fresh_database() as made:
+        yield made
+
+
+@pytest.fixture
+def pg_admin(pg_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """Another connection to it, on the store tests' schema: what a process finds after a crash."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{SCHEMA}"')
+        yield conn

@@ -10,6 +10,7 @@ dialect with ``?`` placeholders; the PostgreSQL case turns them into its own.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -17,17 +18,38 @@ from typing import Any, Literal
 
 import psycopg
 
+from contracts.messages import CommandStatus
 from tests.faults import pg
 from twin.leases import LeaseManager, new_owner
 from twin.pgdb import PgDatabase
 from twin.pgstore import PartitionStore, VendorStore
 from twin.store import Store
-from twin.storeapi import TwinStore
+from twin.storeapi import CommandRecord, TwinStore
 
-__all__ = ["KINDS", "PgMember", "StoreCase", "store_case"]
+__all__ = ["KINDS", "PgMember", "StoreCase", "command", "store_case"]
 
 KINDS = ("sqlite", "postgresql")
 SCHEMA = "locktwin_fake"
+
+
+def command(
+    transaction: str = "t1", *, device: str = "d1", status: CommandStatus = CommandStatus.ACCEPTED
+) -> CommandRecord:
+    """A /set of ``lock`` on ``device``, accepted now, expiring in a minute."""
+    now = time.time()
+    return CommandRecord(
+        id=f"c-{transaction}",
+        device=device,
+        transaction=transaction,
+        kind="set",
+        name="lock",
+        value="LOCKED",
+        status=status,
+        source="mqtt",
+        accepted_at=now,
+        expires_at=now + 60,
+        updated_at=now,
+    )
 
 
 class PgMember:

@@ -5,39 +5,23 @@ newest first, and nothing of it is announced."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 import psycopg
 import pytest
 
 from contracts.messages import CommandStatus
-from tests.faults import pg
-from tests.stores import SCHEMA, PgMember
-from twin.storeapi import CommandRecord, LeaseLost, StoreUnavailable, TwinRecord
+from tests.stores import PgMember, command
+from twin.storeapi import LeaseLost, StoreUnavailable, TwinRecord
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def url() -> Iterator[str]:
-    pg.require()
-    with pg.fresh_database() as made:
-        yield made
-
-
-@pytest.fixture
-def admin(url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'SET search_path TO "{SCHEMA}"')
-        yield conn
-
-
-@pytest.fixture
-async def member(url: str) -> AsyncIterator[PgMember]:
+async def member(pg_url: str) -> AsyncIterator[PgMember]:
     """An instance holding both partitions, its writer running."""
-    held = PgMember(url, name="a", partitions=2).start()
+    held = PgMember(pg_url, name="a", partitions=2).start()
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(held.db.writer.run)
@@ -47,25 +31,8 @@ async def member(url: str) -> AsyncIterator[PgMember]:
         held.stop()
 
 
-def _command(transaction: str, device: str = "d1") -> CommandRecord:
-    now = time.time()
-    return CommandRecord(
-        id=f"c-{transaction}",
-        device=device,
-        transaction=transaction,
-        kind="set",
-        name="lock",
-        value="LOCKED",
-        status=CommandStatus.ACCEPTED,
-        source="mqtt",
-        accepted_at=now,
-        expires_at=now + 60,
-        updated_at=now,
-    )
-
-
 async def test_transactions_closed_together_are_one_commit_announced_after_it(
-    member: PgMember, admin: psycopg.Connection[tuple[object, ...]]
+    member: PgMember, pg_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     store = member.view(0)
     sent: list[str] = []
@@ -78,22 +45,22 @@ async def test_transactions_closed_together_are_one_commit_announced_after_it(
     store.after_commit(lambda: sent.append("outside"))  # no transaction open: it waits for the queued
     member.view(1).after_commit(lambda: sent.append("other"))  # nothing of partition 1 waits: now
     assert sent == ["other"]
-    assert admin.execute("SELECT count(*) FROM twins").fetchall() == [(0,)]  # nothing sent yet
+    assert pg_admin.execute("SELECT count(*) FROM twins").fetchall() == [(0,)]  # nothing sent yet
     await store.settled()
-    assert admin.execute("SELECT count(*) FROM twins").fetchall() == [(50,)]
+    assert pg_admin.execute("SELECT count(*) FROM twins").fetchall() == [(50,)]
     assert sent == ["other", *(f"t{n}" for n in range(50)), "outside"]
     assert writer.groups == groups + 1
 
 
-async def test_reads_see_what_is_queued(member: PgMember, admin: psycopg.Connection[tuple[object, ...]]) -> None:
+async def test_reads_see_what_is_queued(member: PgMember, pg_admin: psycopg.Connection[tuple[object, ...]]) -> None:
     store = member.view(0)
-    cmd = _command("t1")
+    cmd = command("t1")
     with store.transaction():
         store.insert_command(cmd)
         store.refuse("d1", "t2", "fp", {"code": "EXPIRED"})
     cmd.status = CommandStatus.SENT
     store.update_command(cmd)
-    assert admin.execute("SELECT count(*) FROM commands").fetchall() == [(0,)]
+    assert pg_admin.execute("SELECT count(*) FROM commands").fetchall() == [(0,)]
     found = store.command_by_transaction("d1", "t1")
     assert found is not None and found.id == cmd.id and found.status == CommandStatus.SENT
     assert found is not cmd  # a copy, as a read from the table is
@@ -101,17 +68,17 @@ async def test_reads_see_what_is_queued(member: PgMember, admin: psycopg.Connect
     assert store.refusal("d1", "t2", "fp") == {"code": "EXPIRED"}
     assert store.refusal("d1", "t2", "another") is None
     await store.settled()
-    assert admin.execute("SELECT status FROM commands").fetchall() == [("sent",)]
+    assert pg_admin.execute("SELECT status FROM commands").fetchall() == [("sent",)]
     again = store.command_by_transaction("d1", "t1")
     assert again is not None and again.status == CommandStatus.SENT and again.seq > 0
 
 
 async def test_a_partition_whose_lease_moved_fails_alone(
-    member: PgMember, admin: psycopg.Connection[tuple[object, ...]]
+    member: PgMember, pg_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     lost: list[int | None] = []
     member.db.on_lost = lambda partition, why: lost.append(partition)
-    admin.execute("UPDATE leases SET owner = 'thief#1', epoch = epoch + 1 WHERE partition = 0")
+    pg_admin.execute("UPDATE leases SET owner = 'thief#1', epoch = epoch + 1 WHERE partition = 0")
     gone, kept = member.view(0), member.view(1)
     undone: list[int] = []
     sent: list[int] = []
@@ -124,16 +91,16 @@ async def test_a_partition_whose_lease_moved_fails_alone(
         await member.db.settled()
     assert refused.value.partition == 0 and 0 in lost and None not in lost
     assert sent == [1] and undone == [0, 0]
-    assert admin.execute("SELECT partition FROM twins").fetchall() == [(1,)]
+    assert pg_admin.execute("SELECT partition FROM twins").fetchall() == [(1,)]
     assert member.db.writable  # a lease that moved is no outage of the store
 
 
 async def test_a_broken_connection_undoes_everything_queued_newest_first(
-    member: PgMember, admin: psycopg.Connection[tuple[object, ...]]
+    member: PgMember, pg_admin: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     lost: list[int | None] = []
     member.db.on_lost = lambda partition, why: lost.append(partition)
-    admin.execute(
+    pg_admin.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'locktwin writer %'"
     )
     store = member.view(0)
@@ -143,11 +110,11 @@ async def test_a_broken_connection_undoes_everything_queued_newest_first(
         with store.transaction():
             store.on_rollback(lambda n=n: undone.append(n))  # type: ignore[misc]
             store.after_commit(lambda n=n: sent.append(n))  # type: ignore[misc]
-            store.insert_command(_command(f"t{n}"))
+            store.insert_command(command(f"t{n}"))
     assert store.command_by_transaction("d1", "t0") is not None  # queued: the reads see it
     with pytest.raises(StoreUnavailable):
         await store.settled()
     assert sent == [] and undone == [2, 1, 0] and lost == [None]
     assert not store.writable
-    assert admin.execute("SELECT count(*) FROM commands").fetchall() == [(0,)]
+    assert pg_admin.execute("SELECT count(*) FROM commands").fetchall() == [(0,)]
     assert member.db.writer.pending_by_transaction("d1", "t0") is None  # not stored: no read finds it

@@ -6,32 +6,13 @@ process finds after a crash)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from contracts.messages import CommandStatus, EventType
 from contracts.topics import Topics
-from tests.stores import StoreCase
+from tests.stores import StoreCase, command
 from twin.outbound import Outbound
-from twin.store import CommandRecord, TwinRecord
-
-
-def _command(device: str = "d1", transaction: str = "t1") -> CommandRecord:
-    now = time.time()
-    return CommandRecord(
-        id=f"c-{transaction}",
-        device=device,
-        transaction=transaction,
-        kind="set",
-        name="lock",
-        value="LOCKED",
-        status=CommandStatus.ACCEPTED,
-        source="mqtt",
-        accepted_at=now,
-        expires_at=now + 60,
-        updated_at=now,
-    )
+from twin.store import TwinRecord
 
 
 def test_nested_transactions_commit_once_and_release_after_the_outermost(twin_store: StoreCase) -> None:
@@ -68,7 +49,7 @@ def test_a_rollback_drops_what_waited_for_the_commit(twin_store: StoreCase) -> N
 
 def test_answered_marks_are_deferred_and_flushed(twin_store: StoreCase) -> None:
     store = twin_store.store
-    cmd = _command()
+    cmd = command()
     cmd.status = CommandStatus.SUCCEEDED
     with store.transaction():
         store.insert_command(cmd)
@@ -78,7 +59,7 @@ def test_answered_marks_are_deferred_and_flushed(twin_store: StoreCase) -> None:
     store.flush()
     assert twin_store.durable("SELECT answered FROM commands") == [(1,)]
     assert store.unanswered_finals() == []
-    other = _command(transaction="t2")
+    other = command(transaction="t2")
     other.status = CommandStatus.FAILED
     with store.transaction():
         store.insert_command(other)
@@ -88,7 +69,7 @@ def test_answered_marks_are_deferred_and_flushed(twin_store: StoreCase) -> None:
 
 def test_answered_marks_join_the_next_commit_and_close_flushes_them(twin_store: StoreCase) -> None:
     store = twin_store.store
-    first, second = _command(transaction="t1"), _command(transaction="t2")
+    first, second = command(transaction="t1"), command(transaction="t2")
     first.status = CommandStatus.SUCCEEDED
     with store.transaction():
         store.insert_command(first)

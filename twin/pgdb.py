@@ -322,15 +322,6 @@ class PgDatabase:
         if self._depth:
             self._refusals.append((device, transaction, fingerprint, error))
 
-    def pending_command(self, command_id: str) -> CommandRecord | None:
-        return self.writer.pending_command(command_id)
-
-    def pending_by_transaction(self, device: str, transaction: str) -> CommandRecord | None:
-        return self.writer.pending_by_transaction(device, transaction)
-
-    def pending_refusal(self, device: str, transaction: str, fingerprint: str) -> dict[str, Any] | None:
-        return self.writer.pending_refusal(device, transaction, fingerprint)
-
     def _begin(self, fence: Fence | None) -> None:
         if self._depth == 0:
             self._fence = fence

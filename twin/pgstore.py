@@ -245,66 +245,60 @@ class PartitionStore(_View):
         def numbered(row: tuple[Any, ...]) -> None:
             cmd.seq = int(row[0])
 
-        with self.transaction():
-            self._insert(cmd, numbered)
+        with self.transaction():  # reads see it until its commit is decided
             self.db.remember_command(cmd)
-
-    def _insert(self, cmd: CommandRecord, numbered: Callable[[tuple[Any, ...]], None]) -> None:
-        self._write(
-            "INSERT INTO commands(id, partition, device, txn, kind, name, value, status, source, accepted_at, "
-            "expires_at, updated_at, attempts, idempotent, sensitive, error, result, reply_topic, correlation, "
-            "answered, acked_at, parent, fingerprint) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
-            (
-                cmd.id,
-                self.partition,
-                cmd.device,
-                cmd.transaction,
-                cmd.kind,
-                cmd.name,
-                dumps_text(cmd.value),
-                cmd.status.value,
-                cmd.source,
-                cmd.accepted_at,
-                cmd.expires_at,
-                cmd.updated_at,
-                cmd.attempts,
-                int(cmd.idempotent),
-                int(cmd.sensitive),
-                None if cmd.error is None else dumps_text(cmd.error),
-                None if cmd.result is None else dumps_text(cmd.result),
-                cmd.reply_topic,
-                cmd.correlation,
-                int(cmd.answered),
-                cmd.acked_at,
-                cmd.parent,
-                cmd.fingerprint,
-            ),
-            returned=numbered,
-        )
+            self._write(
+                "INSERT INTO commands(id, partition, device, txn, kind, name, value, status, source, accepted_at, "
+                "expires_at, updated_at, attempts, idempotent, sensitive, error, result, reply_topic, correlation, "
+                "answered, acked_at, parent, fingerprint) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                (
+                    cmd.id,
+                    self.partition,
+                    cmd.device,
+                    cmd.transaction,
+                    cmd.kind,
+                    cmd.name,
+                    dumps_text(cmd.value),
+                    cmd.status.value,
+                    cmd.source,
+                    cmd.accepted_at,
+                    cmd.expires_at,
+                    cmd.updated_at,
+                    cmd.attempts,
+                    int(cmd.idempotent),
+                    int(cmd.sensitive),
+                    None if cmd.error is None else dumps_text(cmd.error),
+                    None if cmd.result is None else dumps_text(cmd.result),
+                    cmd.reply_topic,
+                    cmd.correlation,
+                    int(cmd.answered),
+                    cmd.acked_at,
+                    cmd.parent,
+                    cmd.fingerprint,
+                ),
+                returned=numbered,
+            )
 
     def update_command(self, cmd: CommandRecord) -> None:
         cmd.updated_at = time.time()
         with self.transaction():
-            self._update(cmd)
             self.db.remember_command(cmd)
-
-    def _update(self, cmd: CommandRecord) -> None:
-        self._write(
-            "UPDATE commands SET value = %s, status = %s, updated_at = %s, attempts = %s, error = %s, "
-            "result = %s, answered = %s, acked_at = %s WHERE id = %s",
-            (
-                dumps_text(cmd.value),
-                cmd.status.value,
-                cmd.updated_at,
-                cmd.attempts,
-                None if cmd.error is None else dumps_text(cmd.error),
-                None if cmd.result is None else dumps_text(cmd.result),
-                int(cmd.answered),
-                cmd.acked_at,
-                cmd.id,
-            ),
-        )
+            self._write(
+                "UPDATE commands SET value = %s, status = %s, updated_at = %s, attempts = %s, error = %s, "
+                "result = %s, answered = %s, acked_at = %s WHERE id = %s",
+                (
+                    dumps_text(cmd.value),
+                    cmd.status.value,
+                    cmd.updated_at,
+                    cmd.attempts,
+                    None if cmd.error is None else dumps_text(cmd.error),
+                    None if cmd.result is None else dumps_text(cmd.result),
+                    int(cmd.answered),
+                    cmd.acked_at,
+                    cmd.id,
+                ),
+            )
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[CommandRecord]:
         with self.db.reading() as conn:
@@ -313,14 +307,14 @@ class PartitionStore(_View):
         return [_record(r) for r in rows]
 
     def command(self, command_id: str) -> CommandRecord | None:
-        pending = self.db.pending_command(command_id)  # written, its commit not decided yet
+        pending = self.db.writer.pending_command(command_id)  # written, its commit not decided yet
         if pending is not None:
             return pending
         found = self._select("id = %s", (command_id,))
         return found[0] if found else None
 
     def command_by_transaction(self, device: str, transaction: str) -> CommandRecord | None:
-        pending = self.db.pending_by_transaction(device, transaction)
+        pending = self.db.writer.pending_by_transaction(device, transaction)
         if pending is not None:
             return pending
         found = self._select("device = %s AND txn = %s", (device, transaction))
@@ -355,7 +349,7 @@ class PartitionStore(_View):
                 self._refusals = bool(row.fetchone()[0])  # type: ignore[index]
         if not self._refusals:
             return None  # no read on the command path of a partition that never refused
-        pending = self.db.pending_refusal(device, transaction, fingerprint)
+        pending = self.db.writer.pending_refusal(device, transaction, fingerprint)
         if pending is not None:
             return pending
         with self.db.reading() as conn:
