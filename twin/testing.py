@@ -147,11 +147,15 @@ class BridgeHarness:
     async def start_bridge(self, tg: anyio.abc.TaskGroup) -> None:
         self.runtime = self.new_runtime()
         self._bridge_scope = anyio.CancelScope()
-        runtime = self.runtime
+        self._bridge_done = anyio.Event()
+        runtime, done = self.runtime, self._bridge_done
 
         async def run() -> None:
-            with self._bridge_scope:
-                await runtime.run()
+            try:
+                with self._bridge_scope:
+                    await runtime.run()
+            finally:
+                done.set()
 
         tg.start_soon(run)
         with anyio.fail_after(20):
@@ -159,9 +163,12 @@ class BridgeHarness:
             await runtime.connected.wait()
 
     async def stop_bridge(self) -> None:
-        """Stop the bridge the way a crash would leave the store (tasks cancelled mid-flight)."""
+        """Stop the bridge the way a crash would leave the store (tasks cancelled mid-flight), and wait
+        until it has let go of its data folder: on a loaded machine its unwinding outlasts any fixed
+        pause, and a bridge started after one would find the folder still locked."""
         self._bridge_scope.cancel()
-        await anyio.sleep(0.05)
+        with anyio.fail_after(20):
+            await self._bridge_done.wait()
 
     async def __aenter__(self) -> BridgeHarness:
         self._cm = self._running()
