@@ -6,17 +6,22 @@ while it was down gets exactly one final answer, with one vendor call."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
+from contracts.messages import EventType, LockState
 from tests.fake_adapter import FakeAdapter, FakeSettings
 from tests.faults import pg
-from twin.adapter import CommandContext, ExecuteResult
+from twin.adapter import CommandContext, ExecuteResult, ReportedPatch
 from twin.cluster import ClusterRuntime
 from twin.config import ClusterSettings
+from twin.partitions import forwarded_patch
 from twin.pgschema import schema_for
 from twin.testing import FINAL, BridgeHarness
 
@@ -147,3 +152,68 @@ async def test_a_command_is_durable_as_sent_before_its_vendor_call(mqtt_broker: 
             assert adapter.seen == ["sent"] * len(adapter.locks)
             groups, committed = writer.groups - before[0], writer.committed - before[1]
             assert committed > groups  # several engine transactions went in one commit
+
+
+def _forwarded(sent_or_taken: str) -> float:
+    return REGISTRY.get_sample_value("locktwin_pushes_forwarded_total", {"vendor": "fake", "stage": sent_or_taken}) or 0
+
+
+def test_a_forwarded_patch_keeps_no_secret_and_is_dated_on_arrival() -> None:
+    before = datetime.now(UTC)
+    body = forwarded_patch(ReportedPatch(values={"battery": 40, "secret_key": "s3cr3t-value"}), FakeAdapter())
+    patch = ReportedPatch.model_validate_json(body)
+    assert "s3cr3t" not in body and patch.values == {"battery": 40}
+    assert patch.observed_at is not None and before <= patch.observed_at <= datetime.now(UTC)
+
+
+async def test_a_push_that_reaches_another_instance_is_applied_by_the_devices_owner(
+    mqtt_broker: str, tmp_path: Path
+) -> None:
+    """A webhook behind a load balancer reaches any instance: one that does not serve the device
+    stores the push for its owner (the ``forwarded`` table), answers only once that is durable, and
+    the owner applies it under the same watermarks as its own (a late push changes nothing). When
+    the owner stops, what is forwarded meanwhile is applied by the partition's next owner."""
+    pg.require()
+    settings = FakeSettings(devices=[f"d{n}" for n in range(8)])
+    first, second = FakeAdapter(settings=settings), FakeAdapter(settings=settings)
+    base = f"lt{uuid.uuid4().hex[:6]}"
+    now = datetime.now(UTC)
+    with pg.fresh_database() as url:
+        common: dict[str, Any] = {"broker_url": mqtt_broker, "store_url": url, "base_topic": base}
+        async with ClusterHarness(adapter=first, data_dir=tmp_path / "a", instance="a", **common) as a:
+            ra = a.runtime
+            assert isinstance(ra, ClusterRuntime)
+            await a.wait_for(lambda: len(ra.partitions) == 4, timeout=20)
+            async with ClusterHarness(adapter=second, data_dir=tmp_path / "b", instance="b", **common) as b:
+                rb = b.runtime
+                assert isinstance(rb, ClusterRuntime)
+                await a.wait_for(lambda: len(ra.partitions) == 2 and len(rb.partitions) == 2, timeout=20)
+                device = next(d for d in settings.devices if rb.serving(d) is not None)
+                assert ra.serving(device) is None and first.sink is not None
+                sent, taken = _forwarded("sent"), _forwarded("taken")
+
+                pushed = ReportedPatch(
+                    values={"lock": LockState.UNLOCKED, "secret_key": "s3cr3t-value"}, observed_at=now
+                )
+                assert await first.sink.report(device, pushed, source="push")
+                await a.wait_retained(device, "state", lambda s: s["lock"] == "UNLOCKED")
+                part = rb.serving(device)
+                assert part is not None and "secret_key" not in part.engine.twins[device].reported
+                # a late copy of an older observation, then an alert: applied in order, the first changes nothing
+                late = ReportedPatch(values={"lock": LockState.LOCKED}, observed_at=now - timedelta(minutes=5))
+                assert await first.sink.report(device, late, source="push")
+                await first.sink.event(device, EventType.ALERT, {"alarm": "tilt"})
+                await a.wait_for(lambda: any(e["data"].get("alarm") == "tilt" for e in a.events(device, "alert")))
+                assert part.engine.twins[device].reported["lock"] == "UNLOCKED"
+                assert not await first.sink.report("nowhere", pushed, source="push")  # not a listed device
+                assert _forwarded("sent") - sent == 3
+                assert _forwarded("taken") - taken == 3
+
+                await b.stop_bridge()  # its partitions go to the first instance
+                relock = ReportedPatch(values={"lock": LockState.LOCKED}, observed_at=datetime.now(UTC))
+                assert await first.sink.report(device, relock, source="push")  # forwarded or applied
+                await a.wait_retained(device, "state", lambda s: s["lock"] == "LOCKED", timeout=20)
+                assert ra.serving(device) is not None
+        with psycopg.connect(url, autocommit=True) as admin:
+            left = admin.execute(f'SELECT count(*) FROM "{schema_for(base, "fake")}".forwarded').fetchone()
+        assert left == (0,)

@@ -11,11 +11,14 @@ none is stored twice by two holders).
 
 :class:`Inbox` runs on every instance: it takes the rows of the partitions it holds, oldest first,
 and hands each to the partition's engine as if it had just arrived, with its age counted from when
-the intake received it. The row is deleted in the commit of what the engine stored for it.
+the intake received it. The row is deleted in the commit of what the engine stored for it. It also
+applies the vendor pushes other instances received for these partitions' devices (the
+``forwarded`` table, twin.partitions.ClusterSink), each in the commit that deletes its row.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,8 +29,11 @@ import psycopg
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from contracts.errors import ErrorCode, ErrorInfo
+from contracts.messages import EventType
+from twin.adapter import ReportedPatch
 from twin.intake import Arrival, best_effort_transaction
 from twin.leases import Lease
+from twin.metrics import PUSHES_FORWARDED
 from twin.mqtt import describe_error, mqtt_client
 from twin.outbound import Outbound, ReplyTo
 from twin.pgdb import PgDatabase
@@ -217,18 +223,23 @@ class Inbox:
                 return
             try:
                 rows = self._take(held, 100)
-                if not rows:
+                pushes = self._take_forwarded(held, 100)
+                if not rows and not pushes:
                     return
-                handled = 0
+                handled = applied = 0
                 for row in rows:
                     if not await self._handle(row):
                         break  # the rest waits: a device's commands are taken in order
                     handled += 1
+                for push in pushes:
+                    if not await self._apply(push):
+                        break
+                    applied += 1
                 try:
                     await self.db.settled()  # the rows' commits decided before the inbox is read again
                 except LeaseLost as exc:
                     log.info("inbox rows stay for the next owner: %s", exc)
-                if handled < len(rows):
+                if handled < len(rows) or applied < len(pushes):
                     return
             except StoreUnavailable as exc:
                 log.info("the inbox waits for the store: %s", exc)
@@ -242,6 +253,40 @@ class Inbox:
                 "queued_since, received_at FROM inbox WHERE partition = ANY(%s) ORDER BY seq LIMIT %s",
                 (partitions, limit),
             ).fetchall()
+
+    def _take_forwarded(self, partitions: list[int], limit: int) -> list[tuple[Any, ...]]:
+        with self.db.reading() as conn:
+            return conn.execute(
+                "SELECT seq, partition, device, kind, body, source FROM forwarded "
+                "WHERE partition = ANY(%s) ORDER BY seq LIMIT %s",
+                (partitions, limit),
+            ).fetchall()
+
+    async def _apply(self, row: tuple[Any, ...]) -> bool:
+        """Apply one push another instance received for a device served here, in the commit that
+        deletes its row (twin.partitions.Partitions.forward); False when it stays for the next owner."""
+        seq, partition, device, kind, body, source = row
+        part = self.rt.partitions.get(partition)
+        if part is None or not part.lease.valid():
+            return False
+        try:
+            push = _forwarded(kind, body)
+        except (ValueError, KeyError, TypeError) as exc:  # a bug, or a newer instance's kind: not kept
+            log.warning("forwarded push %s of %s dropped: %s", seq, device, exc)
+            push = None
+        try:
+            # engine.observe and engine.event do not suspend: no other task's write joins this commit
+            with part.store.transaction():
+                part.store.consume_forwarded(seq)
+                if isinstance(push, ReportedPatch):
+                    part.engine.observe(device, push, source=source)
+                elif push is not None:
+                    await part.engine.event(device, push[0], push[1])
+        except LeaseLost as exc:
+            log.info("forwarded push %s stays for the next owner: %s", seq, exc)
+            return False
+        PUSHES_FORWARDED.labels(self.rt.adapter.vendor, "taken").inc()
+        return True
 
     async def _handle(self, row: tuple[Any, ...]) -> bool:
         """Hand one row to its partition's engine; False when it stays in the inbox (the partition
@@ -277,6 +322,15 @@ class Inbox:
             log.info("inbox row %s stays for the next owner: %s", seq, exc)
             return False
         return True
+
+
+def _forwarded(kind: str, body: str) -> ReportedPatch | tuple[EventType, dict[str, Any]]:
+    if kind == "report":
+        return ReportedPatch.model_validate_json(body)
+    if kind == "event":
+        event = json.loads(body)
+        return EventType(event["type"]), dict(event["data"])
+    raise ValueError(f"unknown kind {kind!r}")
 
 
 def _arrival(queued: float | None, received: float, expiry_left: float | None, now: float) -> Arrival:

@@ -38,6 +38,7 @@ __all__ = [
     "POLL_LAG",
     "PUBLISH_TOO_LARGE",
     "PUSHES",
+    "PUSHES_FORWARDED",
     "RECONNECTS",
     "STORE_WRITABLE",
     "TOKEN_REFRESHES",
@@ -74,6 +75,11 @@ PUBLISH_TOO_LARGE = Counter(
 LEASES_HELD = Gauge("locktwin_leases_held", "Partitions this instance holds", ["vendor"])
 LEASES_ACQUIRED = Counter(
     "locktwin_leases_acquired_total", "Partitions acquired: free, or taken over (expired, dead)", ["vendor", "how"]
+)
+PUSHES_FORWARDED = Counter(
+    "locktwin_pushes_forwarded_total",
+    "Vendor pushes for a device another instance serves: stored for it (sent), applied by its owner (taken)",
+    ["vendor", "stage"],
 )
 LEASES_LOST = Counter("locktwin_leases_lost_total", "Partitions lost before this instance gave them up", ["vendor"])
 CALL_LIMIT = Gauge("locktwin_vendor_call_limit", "Vendor calls allowed in flight now (adaptive)", ["vendor"])

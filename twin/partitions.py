@@ -16,8 +16,9 @@ a device another instance serves is none of theirs.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,15 @@ from twin.config import BridgeOptions
 from twin.confirmtiming import ConfirmTiming
 from twin.engine import TwinEngine
 from twin.gate import VendorGate
+from twin.jsonenc import dumps_text
 from twin.leases import Lease
+from twin.metrics import PUSHES_FORWARDED
 from twin.pgdb import PgDatabase
 from twin.pgstore import PartitionStore
 from twin.publisher import Publisher
 from twin.storeapi import LeaseLost, StoreUnavailable, TwinRecord
 
-__all__ = ["ClusterFleet", "ClusterSink", "GuardedTransport", "Partition", "Partitions"]
+__all__ = ["ClusterFleet", "ClusterSink", "GuardedTransport", "Partition", "Partitions", "forwarded_patch"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ class Partitions:
         self.served: dict[int, Partition] = {}
         self.db: PgDatabase | None = None
         self.devices: dict[int, list[DeviceInfo]] = {}
+        self._known: frozenset[str] = frozenset()
 
     def use(self, db: PgDatabase, devices: Sequence[DeviceInfo]) -> None:
         """A new member run: its database, and the adapter's devices by partition."""
@@ -114,6 +118,29 @@ class Partitions:
         self.devices = {}
         for info in devices:
             self.devices.setdefault(db.partition_of(info.id), []).append(info)
+        self._known = frozenset(info.id for info in devices)
+
+    async def forward(self, device: str, kind: str, body: str, source: str) -> bool:
+        """A push for a device not served here (another instance serves it, or none does right
+        now): stored in ``forwarded`` for its partition's owner (twin.clusterintake.Inbox), and
+        durable before this returns, so the vendor is answered 200 only for what is kept. False for
+        a device the vendor did not list; StoreUnavailable when it could not be stored (the vendor
+        sends it again)."""
+        db = self.db
+        if db is None:
+            raise StoreUnavailable("this instance is joining the store again")
+        if device not in self._known:
+            return False
+        with db.transaction(None):  # unfenced: any instance may hand a push on, none owns the row yet
+            db.write(
+                "INSERT INTO forwarded(partition, device, kind, body, source, received_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (db.partition_of(device), device, kind, body, source, time.time()),
+            )
+            db.write("SELECT pg_notify(%s, '')", (f"{db.schema}_inbox",))
+        await db.settled()
+        PUSHES_FORWARDED.labels(self.adapter.vendor, "sent").inc()
+        return True
 
     def serving(self, device: str) -> Partition | None:
         if self.db is None:
@@ -219,9 +246,10 @@ class ClusterFleet:
 
 class ClusterSink:
     """What the adapter sees of the instance (the BridgeSink protocol): reports and events of the
-    devices it serves; another instance serves, and reads, the others. A store that cannot write
-    raises StoreUnavailable to the caller, as the lone bridge's sink does (a push is refused, to come
-    again)."""
+    devices it serves go to their engines; those of a device served elsewhere (a webhook behind a
+    load balancer reaches any instance) are handed on through the store to its owner
+    (:meth:`Partitions.forward`). A store that cannot write raises StoreUnavailable to the caller,
+    as the lone bridge's sink does (a push is refused, to come again)."""
 
     def __init__(self, partitions: Partitions, data_dir: Path) -> None:
         self._parts = partitions
@@ -233,15 +261,32 @@ class ClusterSink:
 
     async def report(self, device_id: str, patch: ReportedPatch, *, source: str) -> bool:
         part = self._parts.serving(device_id)
-        if part is None:
-            return False
-        try:
-            return await part.engine.report(device_id, patch, source=source)
-        except LeaseLost:
-            return False  # its next holder reads the device itself (StoreUnavailable goes to the caller)
+        if part is not None:
+            try:
+                return await part.engine.report(device_id, patch, source=source)
+            except LeaseLost:
+                pass  # nothing of it was stored: its next owner gets it
+        return await self._parts.forward(device_id, "report", forwarded_patch(patch, self._parts.adapter), source)
 
     async def event(self, device_id: str, type: EventType, data: dict[str, Any]) -> None:
         part = self._parts.serving(device_id)
         if part is not None:
-            with suppress(LeaseLost):
+            try:
                 await part.engine.event(device_id, type, data)
+                return
+            except LeaseLost:
+                pass
+        await self._parts.forward(device_id, "event", dumps_text({"type": type.value, "data": data}), "vendor")
+
+
+def forwarded_patch(patch: ReportedPatch, adapter: Adapter[Any]) -> str:
+    """A patch as its owner applies it: dated when it arrived here if the vendor did not date it
+    (an observation is no newer than its receipt, and the owner takes it later), and without the
+    adapter's secret fields (the owner would drop them; the table must never hold them)."""
+    secret = adapter.secret_fields
+    kept = ReportedPatch(
+        values={k: v for k, v in patch.values.items() if k not in secret},
+        observed_at=patch.observed_at or datetime.now(UTC),
+        field_observed_at={k: t for k, t in patch.field_observed_at.items() if k not in secret},
+    )
+    return kept.model_dump_json()

@@ -4,8 +4,9 @@ The tables are the SQLite store's (``twins``, ``commands``, ``journal``, ``refus
 a ``partition`` column where rows belong to a device, and the journal naming the instance and lease
 epoch that wrote each entry; beside them ``leases`` (one row per partition, plus the intake at
 :data:`INTAKE`), ``members`` (the live instances), ``lease_log`` (every acquisition, for audit and the
-takeover metrics) and ``inbox`` (commands taken from the intake session, waiting for the owner of
-their device's partition).
+takeover metrics), ``inbox`` (commands taken from the intake session, waiting for the owner of
+their device's partition) and ``forwarded`` (vendor pushes that reached an instance not serving
+their device, waiting for its owner; added in place, so a schema of version 1 gets it too).
 
 ``fence(partition, owner, epoch)`` opens every write transaction: it takes the partition's advisory
 lock shared and raises ``LKT01`` unless the lease still names this owner and epoch. A takeover takes
@@ -85,6 +86,10 @@ def schema_sql(schema: str, partitions: int) -> list[str]:
             retained boolean NOT NULL, response_topic text, correlation bytea, expiry_left float8,
             queued_since float8, received_at float8 NOT NULL)""",
         f"CREATE INDEX IF NOT EXISTS inbox_partition ON {s}.inbox(partition, seq)",
+        f"""CREATE TABLE IF NOT EXISTS {s}.forwarded (
+            seq bigserial PRIMARY KEY, partition int NOT NULL, device text NOT NULL, kind text NOT NULL,
+            body text NOT NULL, source text NOT NULL, received_at float8 NOT NULL)""",
+        f"CREATE INDEX IF NOT EXISTS forwarded_partition ON {s}.forwarded(partition, seq)",
         f"""CREATE OR REPLACE FUNCTION {s}.fence(p int, o text, e bigint) RETURNS void LANGUAGE plpgsql AS $$
             BEGIN
                 PERFORM pg_advisory_xact_lock_shared({keys.partition}, p);

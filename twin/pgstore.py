@@ -363,6 +363,10 @@ class PartitionStore(_View):
         """The inbox row ``seq`` goes in the commit of what was stored for it (twin.clusterintake)."""
         self._write("DELETE FROM inbox WHERE seq = %s AND partition = %s", (seq, self.partition))
 
+    def consume_forwarded(self, seq: int) -> None:
+        """The forwarded push ``seq`` goes in the commit of what its observation changed."""
+        self._write("DELETE FROM forwarded WHERE seq = %s AND partition = %s", (seq, self.partition))
+
     def prune_journal(self, *, before: float, limit: int) -> int:
         return 0  # the vendor's store prunes for every partition (VendorStore)
 

@@ -139,6 +139,14 @@ class SegwaySettings(BaseSettings):
             unlock_hint="LOCKTWIN_SEGWAY_PUSH_KEY_PASSWORD or push_key_password_file",
         )
 
+    @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _poll_off(cls, value: Any) -> Any:
+        # TOML has no null and an environment variable is text: "off" is how either says push only
+        if isinstance(value, str) and value.strip().lower() in ("off", "null", "none"):
+            return None
+        return value
+
     @field_validator("devices")
     @classmethod
     def _unique_devices(cls, value: list[str]) -> list[str]:

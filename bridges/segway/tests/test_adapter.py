@@ -56,6 +56,17 @@ def test_settings_strict_and_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         SegwaySettings(client_id="E1", client_secret="x", devices=["a", "a"])
 
 
+def test_push_only_is_said_with_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TOML has no null and the environment is text: ``"off"`` turns polling off from either."""
+    table = {"client_id": "E1", "client_secret": "x"}
+    assert load_vendor_settings(SegwaySettings, {**table, "poll_interval": "off"}).poll_interval is None  # type: ignore[attr-defined]
+    monkeypatch.setenv("LOCKTWIN_SEGWAY_POLL_INTERVAL", "off")
+    assert load_vendor_settings(SegwaySettings, table).poll_interval is None  # type: ignore[attr-defined]
+    monkeypatch.setenv("LOCKTWIN_SEGWAY_POLL_INTERVAL", "often")
+    with pytest.raises(ValueError, match="poll_interval"):
+        load_vendor_settings(SegwaySettings, table)
+
+
 @pytest.mark.anyio
 async def test_list_devices_from_settings(settings: SegwaySettings, adapter: SegwayAdapter) -> None:
     devices = await adapter.list_devices()
