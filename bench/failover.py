@@ -70,6 +70,7 @@ async def throughput(report: Report, rounds: int, devices: int) -> None:
                 data_dir=stack.work / "pg",
                 base_topic="benchpg",
                 cluster=ClusterSettings(instance="bench", partitions=PARTITIONS),
+                homeassistant=HomeAssistantSettings(enabled=False),  # as the SQLite floor's
             )
             tg.start_soon(sqlite.run)
             tg.start_soon(cluster.run)

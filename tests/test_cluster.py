@@ -5,6 +5,7 @@ while it was down gets exactly one final answer, with one vendor call."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,7 @@ class ClusterHarness(BridgeHarness):
             base_topic=self.base,
             options=self.options,
             cluster=ClusterSettings(instance=self.instance, partitions=4, lease_seconds=4),
+            homeassistant=self.homeassistant,
         )
 
 
@@ -217,3 +219,45 @@ async def test_a_push_that_reaches_another_instance_is_applied_by_the_devices_ow
         with psycopg.connect(url, autocommit=True) as admin:
             left = admin.execute(f'SELECT count(*) FROM "{schema_for(base, "fake")}".forwarded').fetchone()
         assert left == (0,)
+
+
+async def test_home_assistant_discovery_is_announced_by_each_devices_owner(mqtt_broker: str, tmp_path: Path) -> None:
+    """Each instance announces the devices it serves (on connecting, on adopting a partition, and
+    again when Home Assistant says it is online); together they announce every device, and the
+    configs' topics drive the devices whoever serves them."""
+    pg.require()
+    settings = FakeSettings(devices=[f"d{n}" for n in range(8)])
+    base = f"lt{uuid.uuid4().hex[:6]}"
+
+    def config(h: BridgeHarness, device: str) -> str:
+        return f"{h.base}/homeassistant/lock/locktwin_fake/{device}/config"
+
+    def announced(h: BridgeHarness, device: str) -> int:
+        return sum(1 for t, p, *_ in h.messages if t == config(h, device) and p)
+
+    with pg.fresh_database() as url:
+        common: dict[str, Any] = {"broker_url": mqtt_broker, "store_url": url, "base_topic": base}
+        async with ClusterHarness(
+            adapter=FakeAdapter(settings=settings), data_dir=tmp_path / "a", instance="a", **common
+        ) as a:
+            ra = a.runtime
+            assert isinstance(ra, ClusterRuntime)
+            async with ClusterHarness(
+                adapter=FakeAdapter(settings=settings), data_dir=tmp_path / "b", instance="b", **common
+            ) as b:
+                rb = b.runtime
+                assert isinstance(rb, ClusterRuntime)
+                await a.wait_for(lambda: len(ra.partitions) == 2 and len(rb.partitions) == 2, timeout=20)
+                await a.wait_for(lambda: all(announced(a, d) for d in settings.devices))
+                bridge = f"{base}/homeassistant/binary_sensor/locktwin_bridge_fake/connectivity/config"
+                assert json.loads(a.retained[bridge])["state_topic"] == f"{base}/bridge/fake/state"
+                lock = json.loads(a.retained[config(a, "d0")])
+                assert lock["command_topic"] == a.topic("d0", "set")
+                before = {d: announced(a, d) for d in settings.devices}
+                await a.publish(f"{base}/homeassistant/status", "online")  # Home Assistant restarted
+                await a.wait_for(lambda: all(announced(a, d) > before[d] for d in settings.devices))
+                device = next(d for d in settings.devices if rb.serving(d) is not None)
+                await b.stop_bridge()
+            await a.wait_for(lambda: ra.serving(device) is not None, timeout=20)
+            await a.publish(json.loads(a.retained[config(a, device)])["command_topic"], "UNLOCK")  # HA's payload
+            await a.wait_retained(device, "state", lambda s: s["lock"] == "UNLOCKED")

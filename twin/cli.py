@@ -85,6 +85,7 @@ def build_runtime(
             base_topic=settings.base_topic,
             options=options,
             cluster=settings.cluster,
+            homeassistant=settings.homeassistant,
         )
     return BridgeRuntime(
         adapter=adapter,

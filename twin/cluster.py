@@ -20,7 +20,10 @@ What an instance runs, in one task group:
   when;
 - **MQTT**: its own connection (client id ``<prefix>-<vendor>-<instance>``) for what its engines
   publish, through a guard that drops a message once its partition's lease is no longer valid
-  locally; its availability ``bridge/{vendor}/instances/{instance}/state`` and its partitions.
+  locally; its availability ``bridge/{vendor}/instances/{instance}/state`` and its partitions;
+  the extensions' topics (Home Assistant's status), since the extensions run on every instance
+  over the devices it serves (polling, discovery) and the adapter's push intake (a push for a
+  device served elsewhere goes to its owner through the store, twin.partitions).
 
 The store's connection is the instance's proof of life (its member lock, :mod:`twin.leases`): when it
 breaks (:class:`~twin.storeapi.StoreUnavailable`), others may take every partition at once, so the
@@ -50,7 +53,8 @@ from twin.clusterintake import Inbox, Intake
 from twin.config import BridgeOptions, ClusterSettings, MqttSettings, TlsSettingsError
 from twin.confirmtiming import ConfirmTiming
 from twin.engine import vendor_gate
-from twin.extensions import BridgeContext, EventBus, Extension, TwinChanged
+from twin.extensions import BridgeContext, Connected, EventBus, Extension, Message, TwinChanged
+from twin.homeassistant import HomeAssistantExtension, HomeAssistantSettings
 from twin.jsonenc import dumps
 from twin.leases import Lease, LeaseManager, new_owner
 from twin.metrics import RECONNECTS, STORE_WRITABLE
@@ -85,6 +89,7 @@ class ClusterRuntime:
         base_topic: str = "locktwin",
         options: BridgeOptions | None = None,
         cluster: ClusterSettings | None = None,
+        homeassistant: HomeAssistantSettings | None = None,
     ) -> None:
         self.adapter = adapter
         self.mqtt = mqtt
@@ -117,6 +122,11 @@ class ClusterRuntime:
             on_ended=self._on_ended,
         )
         self.fleet = ClusterFleet(self.parts, lambda: self.devices)
+        #: discovery of the devices this instance serves (each instance announces its own; the
+        #: configs are retained and identical whoever announces them)
+        self.homeassistant = homeassistant or HomeAssistantSettings()
+        #: the exact topics the extensions read, on the instance's own connection
+        self._routes: set[str] = set()
         self.ready = anyio.Event()
         self.connected = anyio.Event()
         self.db: PgDatabase | None = None
@@ -178,11 +188,13 @@ class ClusterRuntime:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 await tg.start(db.writer.run)  # commits off the event loop (twin.pgwriter)
-                tg.start_soon(self._mqtt_loop)
+                extended = anyio.Event()
+                tg.start_soon(self._mqtt_loop, extended)
                 tg.start_soon(self._lease_loop, leases)
                 tg.start_soon(Inbox(runtime=self, db=db).run)
                 tg.start_soon(self._housekeeping, db)
                 await self._start_extensions(tg)
+                extended.set()
                 self.ready.set()
                 await lost.wait()
                 tg.cancel_scope.cancel()
@@ -197,7 +209,11 @@ class ClusterRuntime:
         raise StoreUnavailable(f"the store {db.describe()}: its connection broke")
 
     async def _start_extensions(self, tg: TaskGroup) -> None:
+        self.bus = EventBus()  # this member run's extensions only (those of an ended run are gone)
         extensions: list[Extension] = [Poller(), *self.adapter.extensions()]
+        if self.homeassistant.enabled:
+            extensions.append(HomeAssistantExtension(settings=self.homeassistant, topics=self.topics))
+        self._routes = {topic for ext in extensions for topic in ext.topics}
         context = BridgeContext(
             vendor=self.adapter.vendor,
             topics=self.topics,
@@ -284,7 +300,10 @@ class ClusterRuntime:
         client = mqtt_client(self.mqtt, identifier=self.client_id, will=will, persistent_session=True)
         return self.publisher.prepare(client)
 
-    async def _mqtt_loop(self) -> None:
+    async def _mqtt_loop(self, extended: anyio.Event) -> None:
+        """The instance's own connection, once this member run's extensions are started (they hear
+        of each connection, and their topics are subscribed here)."""
+        await extended.wait()
         delay = 0.5
         while True:
             try:
@@ -292,14 +311,21 @@ class ClusterRuntime:
                     delay = 0.5
                     state = self.topics.bridge_instance(self.instance, "state")
                     await client.publish(state, b"online", qos=1, retain=True)
+                    routes = set(self._routes)
+                    if routes:
+                        await client.subscribe([(t, 1) for t in sorted(routes)])
                     self.publisher.attach(client)
                     self._publish_partitions()
                     for part in list(self.parts.served.values()):
                         part.engine.out.republish_devices()
+                    self.bus.emit(Connected())
                     self.connected.set()
                     try:
-                        async for _ in client.messages:
-                            pass  # it subscribes to nothing: commands come through the intake
+                        # only the extensions' topics: commands come through the intake
+                        async for message in client.messages:
+                            topic = message.topic.value
+                            if topic in routes and isinstance(message.payload, bytes):
+                                self.bus.emit(Message(topic, message.payload))
                     finally:
                         with anyio.move_on_after(2, shield=True):
                             await self.publisher.drained()

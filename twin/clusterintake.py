@@ -31,6 +31,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from contracts.errors import ErrorCode, ErrorInfo
 from contracts.messages import EventType
 from twin.adapter import ReportedPatch
+from twin.homeassistant import DEFAULT_PREFIX
 from twin.intake import Arrival, best_effort_transaction
 from twin.leases import Lease
 from twin.metrics import PUSHES_FORWARDED
@@ -307,7 +308,8 @@ class Inbox:
                     return True
                 reply = None
                 if response_topic:
-                    if not _reply_allowed(response_topic, self.rt.topics.base):
+                    reserved = (self.rt.topics.base, self.rt.homeassistant.prefix, DEFAULT_PREFIX)
+                    if not _reply_allowed(response_topic, reserved):
                         error = ErrorInfo.of(
                             ErrorCode.INVALID_PAYLOAD, f"response topic not allowed under {self.rt.topics.base}/"
                         )
@@ -341,7 +343,9 @@ def _arrival(queued: float | None, received: float, expiry_left: float | None, n
     )
 
 
-def _reply_allowed(topic: str, base: str) -> bool:
+def _reply_allowed(topic: str, reserved: tuple[str, ...]) -> bool:
+    """Whether a command may be answered there: not a wildcard, a system topic, or under the
+    bridge's own trees (its base topic, Home Assistant's discovery prefixes)."""
     if "+" in topic or "#" in topic or topic.startswith("$"):
         return False
-    return not any(topic == r or topic.startswith(r + "/") for r in (base, "homeassistant"))
+    return not any(topic == r or topic.startswith(r + "/") for r in reserved)

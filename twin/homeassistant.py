@@ -234,14 +234,17 @@ class HomeAssistantDiscovery:
         *,
         gone: Iterable[str] = (),
     ) -> None:
-        """The bridge and every device in ``devices``; the configurations of ``gone`` devices removed."""
+        """The bridge and every device of ``devices`` with a twin in ``twins``; the configurations of
+        ``gone`` devices removed."""
         topic, config = self.bridge_config()
         publish(topic, json.dumps(config, separators=(",", ":")).encode())
         if self.budget:
             topic, config = self.bridge_budget_config()
             publish(topic, json.dumps(config, separators=(",", ":")).encode())
         for info in devices:
-            self.announce(info, twins[info.id], publish)
+            twin = twins.get(info.id)
+            if twin is not None:  # an instance sharing a store announces the devices it serves
+                self.announce(info, twin, publish)
         for device in gone:
             self.remove(device, publish)
 
